@@ -1,0 +1,120 @@
+"""The real `docker compose`: argument lists built here (tested as exact lists), run here.
+
+lanai never imitates compose; it renders a project directory and asks compose
+to converge it. The environment passed to compose is fixed, so the daemon and
+a CLI run in a login shell interpolate the same file the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DockerError
+
+OVERRIDE_FILE = "lanai.override.yaml"
+_PASS_ENV = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT",
+             "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    directory: Path
+    compose_file: str
+
+    def base(self) -> list[str]:
+        return ["docker", "compose", "--project-name", self.name,
+                "--project-directory", str(self.directory),
+                "--file", str(self.directory / self.compose_file),
+                "--file", str(self.directory / OVERRIDE_FILE)]
+
+    def config_cmd(self) -> list[str]:
+        return [*self.base(), "config", "--format", "json"]
+
+    def pull_cmd(self, services: Sequence[str]) -> list[str]:
+        return [*self.base(), "pull", "--quiet", *services]
+
+    def up_cmd(self, services: Sequence[str], *, remove_orphans: bool) -> list[str]:
+        # --pull never: images are pulled (or found missing) before anything is touched.
+        flags = ["up", "--detach", "--pull", "never"]
+        if remove_orphans:
+            flags.append("--remove-orphans")
+        return [*self.base(), *flags, *services]
+
+    def restart_cmd(self, services: Sequence[str]) -> list[str]:
+        return [*self.base(), "restart", *services]
+
+    def logs_cmd(self, services: Sequence[str], *, tail: int | None, follow: bool,
+                 timestamps: bool = False) -> list[str]:
+        flags = ["logs", "--no-color"]
+        if tail is not None:
+            flags += ["--tail", str(tail)]
+        if follow:
+            flags.append("--follow")
+        if timestamps:
+            flags.append("--timestamps")
+        return [*self.base(), *flags, *services]
+
+
+def compose_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    env = os.environ if environ is None else environ
+    out = {key: env[key] for key in _PASS_ENV if key in env}
+    out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return out
+
+
+def run(argv: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run compose; a missing binary or a hang becomes a DockerError with the fix."""
+    try:
+        return subprocess.run(argv, cwd=cwd, env=compose_env(), capture_output=True, text=True,
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise DockerError("the docker CLI is not installed; install Docker Engine with the "
+                          "Compose v2 plugin (bootstrap.sh does).") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"`docker compose {subcommand(argv)}` did not finish within "
+                          f"{timeout:.0f}s; check `docker info` and the Docker daemon's "
+                          "logs.") from None
+
+
+def subcommand(argv: list[str]) -> str:
+    """The compose verb in `argv` (what follows the last --file option)."""
+    last = max((i for i, arg in enumerate(argv) if arg == "--file"), default=-2)
+    return argv[last + 2] if last + 2 < len(argv) else "compose"
+
+
+_NOISE = re.compile(r"^\s*(time=|level=|#\d+ |\s*$)")
+
+
+def error_text(result: subprocess.CompletedProcess[str]) -> str:
+    """The meaningful last lines of compose's stderr, joined into one line."""
+    lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines()
+             if not _NOISE.match(line)]
+    text = " ".join(lines[-3:]) if lines else f"exit status {result.returncode}"
+    return text.removeprefix("Error response from daemon: ")
+
+
+_TRANSIENT = ("timeout", "timed out", "connection refused", "connection reset",
+              "no such host", "temporary failure in name resolution", "tls handshake",
+              "network is unreachable", "i/o timeout", "eof", "502 bad gateway",
+              "503 service unavailable", "too many requests", "toomanyrequests")
+_NOT_FOUND = ("manifest unknown", "not found", "pull access denied", "repository does not exist",
+              "name unknown", "unauthorized")
+
+
+def pull_failure_is_transient(text: str) -> bool:
+    """A registry that cannot be reached may answer later; an image that does not exist won't."""
+    low = text.lower()
+    if any(marker in low for marker in _NOT_FOUND) and "no such host" not in low:
+        return False
+    return any(marker in low for marker in _TRANSIENT)
+
+
+def port_in_use(text: str) -> bool:
+    low = text.lower()
+    return "address already in use" in low or "port is already allocated" in low

@@ -1,0 +1,230 @@
+"""Load a state directory (a checkout of the state repo) into a validated DesiredState.
+
+Pure apart from reading files. Every problem names the file, the key path
+and the line; all problems are collected so one push shows all of them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from . import yamlpos
+from .errors import StateError
+from .schema import LanaiConfig
+
+SETTINGS_FILE = "lanai.yaml"
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "[::1]"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    path: tuple[str | int, ...]
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = format_path(self.path)
+        return f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+
+
+def format_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class InvalidState(StateError):
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        first = str(problems[0])
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+        super().__init__(f"{first}{more}; fix it in the state repo and push again.")
+
+
+@dataclass
+class DesiredState:
+    root: Path
+    config: LanaiConfig
+    compose: dict[str, Any]
+    compose_lines: yamlpos.Located = field(repr=False)
+    commit: str | None = None
+
+    @property
+    def services(self) -> dict[str, dict[str, Any]]:
+        return self.compose.get("services") or {}
+
+
+def load_state(root: Path, commit: str | None = None) -> DesiredState:
+    """Read and validate `root`; raise InvalidState listing every problem found."""
+    problems: list[Problem] = []
+    config = _load_settings(root, problems)
+    compose_file = config.compose_file if config else "compose.yaml"
+    compose, located = _load_compose(root, compose_file, problems)
+    if config is not None and compose is not None:
+        problems += check_compose(compose, located, config, compose_file)
+    if problems:
+        raise InvalidState(problems)
+    assert config is not None and compose is not None and located is not None
+    return DesiredState(root=root, config=config, compose=compose, compose_lines=located,
+                        commit=commit)
+
+
+def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str | None:
+    path = root / name
+    if not path.is_file():
+        if required:
+            problems.append(Problem(name, (), None, "file not found in the state repo"))
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        problems.append(Problem(name, (), None, "not UTF-8 text"))
+        return None
+
+
+def _parse(name: str, text: str, problems: list[Problem]) -> yamlpos.Located | None:
+    try:
+        return yamlpos.load(text)
+    except yamlpos.YamlSyntaxError as exc:
+        problems.append(Problem(name, (), exc.line, str(exc)))
+        return None
+
+
+def _load_settings(root: Path, problems: list[Problem]) -> LanaiConfig | None:
+    text = _read(root, SETTINGS_FILE, problems, required=False)
+    if text is None:
+        return LanaiConfig() if not problems else None
+    located = _parse(SETTINGS_FILE, text, problems)
+    if located is None:
+        return None
+    data = located.data if located.data is not None else {}
+    if not isinstance(data, dict):
+        problems.append(Problem(SETTINGS_FILE, (), 1, "expected a mapping of settings"))
+        return None
+    try:
+        return LanaiConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_problems(SETTINGS_FILE, exc, located, LanaiConfig)
+        return None
+
+
+def pydantic_problems(file: str, exc: ValidationError, located: yamlpos.Located,
+                      model: type[BaseModel]) -> list[Problem]:
+    out = []
+    for err in exc.errors():
+        path = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _suggest(model, path)
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            if "input" in err and not isinstance(err["input"], dict | list):
+                message += f" (got {err['input']!r})"
+        out.append(Problem(file, path, located.line_of(path), message))
+    return out
+
+
+def _suggest(model: type[BaseModel], path: tuple[str | int, ...]) -> str:
+    """", did you mean 'x'?" for a misspelt key, found by walking the model to its parent."""
+    current: Any = model
+    for part in path[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return ""
+        current = fields[part].annotation
+    fields = getattr(current, "model_fields", None)
+    if not fields:
+        return ""
+    close = difflib.get_close_matches(str(path[-1]), list(fields), n=1)
+    known = ", ".join(fields)
+    return f"; did you mean {close[0]!r}?" if close else f"; known keys: {known}"
+
+
+def _load_compose(root: Path, name: str, problems: list[Problem]
+                  ) -> tuple[dict[str, Any] | None, yamlpos.Located | None]:
+    text = _read(root, name, problems, required=True)
+    if text is None:
+        return None, None
+    located = _parse(name, text, problems)
+    if located is None:
+        return None, None
+    data = located.data
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict) \
+            or not data["services"]:
+        problems.append(Problem(name, ("services",), located.line_of(("services",)),
+                                "a compose file needs a 'services' mapping with at least one "
+                                "service"))
+        return None, located
+    return data, located
+
+
+def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: LanaiConfig,
+                  name: str) -> list[Problem]:
+    """lanai's own rules on top of what `docker compose config` validates."""
+    problems: list[Problem] = []
+    services = compose["services"]
+    for service, spec in services.items():
+        if not isinstance(spec, dict):
+            problems.append(Problem(name, ("services", service),
+                                    located.line_of(("services", service)),
+                                    "a service must be a mapping"))
+            continue
+        image = spec.get("image")
+        if config.security.require_pinned_images and isinstance(image, str) \
+                and not spec.get("build") and not is_pinned(image):
+            path = ("services", service, "image")
+            problems.append(Problem(
+                name, path, located.line_of(path),
+                f"image {image!r} is not pinned; name a version tag (or a digest) so a deploy "
+                "is reproducible and `git revert` rolls back"))
+        if is_ollama(image) and not config.security.allow_ollama_on_lan:
+            for index, port in enumerate(spec.get("ports") or []):
+                host_ip = published_host_ip(port)
+                if host_ip not in LOOPBACK:
+                    path = ("services", service, "ports", index)
+                    problems.append(Problem(
+                        name, path, located.line_of(path),
+                        "Ollama has no authentication and this publishes it on "
+                        f"{host_ip or 'every interface'}; publish it on 127.0.0.1 (or not at all) "
+                        "or set security.allow_ollama_on_lan: true in lanai.yaml"))
+    for service in config.secrets:
+        if service not in services:
+            path = ("secrets", service)
+            problems.append(Problem(SETTINGS_FILE, path, None,
+                                    f"names service {service!r}, which is not in {name}"))
+    return problems
+
+
+def is_pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    last = image.rsplit("/", 1)[-1]
+    return ":" in last and not last.endswith(":latest") and "$" not in last.split(":", 1)[1][:1]
+
+
+def is_ollama(image: object) -> bool:
+    if not isinstance(image, str):
+        return False
+    repo = image.split("@", 1)[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] \
+        else image.split("@", 1)[0]
+    return repo.endswith("ollama/ollama")
+
+
+def published_host_ip(port: object) -> str | None:
+    """The host address a compose port entry binds; None means every interface."""
+    if isinstance(port, dict):
+        return port.get("host_ip") or None
+    text = str(port)
+    if text.startswith("["):  # [::1]:11434:11434
+        return text[1:text.index("]")]
+    parts = text.split(":")
+    return parts[0] if len(parts) == 3 else None

@@ -1,0 +1,436 @@
+"""One reconcile: fetch -> load -> observe -> plan -> apply -> record.
+
+A new commit is deployed; a commit that fails leaves (or puts back) the last
+good deployment; with nothing new, the live stack is checked for drift and,
+with self-heal on, healed within the restart limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import docker
+
+from . import desired as desired_mod
+from . import facts as facts_mod
+from .apply import Applier, ApplyReport
+from .errors import ExitCode, LanaiError, SourceError
+from .lock import Lock
+from .plan import plan
+from .record import (
+    Failure,
+    State,
+    append_history,
+    load_state,
+    now_iso,
+    save_state,
+    write_json_atomic,
+)
+from .render import Rendered, discard, load_rendered, render, render_key
+from .schema import LanaiConfig
+from .secrets import read_secrets, require
+from .settings import ServerSettings
+from .source import GitSource
+
+log = logging.getLogger("lanai")
+KEEP_DEPLOYMENTS = 10
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did; rendered by the CLI and written to the history."""
+
+    status: str  # no-op, applied, healed, drift, failed, waiting, suspended, source-error
+    commit: str | None = None
+    applied_commit: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = ExitCode.OK
+    rolled_back_to: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self._start = time.monotonic()
+
+    def lap(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.marks[name] = round(self.marks.get(name, 0) + now - since, 4)
+        return now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self._start, 4)
+
+
+class Engine:
+    def __init__(self, settings: ServerSettings, *,
+                 client_factory: Callable[[], docker.DockerClient] = facts_mod.connect,
+                 progress: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.client_factory = client_factory
+        self.progress = progress or (lambda msg: log.info(msg))
+        self._client: docker.DockerClient | None = None
+        self._source: GitSource | None = None
+
+    # -- plumbing -----------------------------------------------------------------
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = self.client_factory()
+        return self._client
+
+    @property
+    def source(self) -> GitSource:
+        if self._source is None:
+            self._source = GitSource(self.settings.require_repo(), self.settings.clone_dir)
+        return self._source
+
+    def lock(self, purpose: str = "reconcile") -> Lock:
+        return Lock(self.settings.lock_dir, purpose)
+
+    def suspended(self) -> dict[str, Any] | None:
+        """Suspension lives in its own file so a running reconcile cannot overwrite it."""
+        try:
+            return json.loads(self.settings.suspend_file.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return {}
+
+    def suspend(self, reason: str | None) -> None:
+        write_json_atomic(self.settings.suspend_file, {"since": now_iso(), "reason": reason})
+
+    def resume(self) -> bool:
+        try:
+            self.settings.suspend_file.unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def state(self) -> State:
+        return load_state(self.settings.state_file)
+
+    def save(self, state: State) -> None:
+        save_state(self.settings.state_file, state)
+
+    def applied(self, state: State) -> Rendered | None:
+        if not state.applied_key:
+            return None
+        return load_rendered(self.settings.deployments_dir / state.applied_key)
+
+    def branch(self) -> str:
+        """The server's branch override, else lanai.yaml's source.branch on main, else main."""
+        if self.settings.branch:
+            return self.settings.branch
+        try:
+            head = self.source.branch_head("main")
+        except SourceError:
+            return "main"
+        text = self.source.read_file(head, desired_mod.SETTINGS_FILE)
+        if text:
+            try:
+                config = LanaiConfig.model_validate(desired_mod.yamlpos.load(text).data or {})
+                return config.source.branch
+            except Exception:  # an invalid lanai.yaml is reported when that commit loads
+                return "main"
+        return "main"
+
+    # -- preparing a commit ---------------------------------------------------------
+
+    def prepare(self, commit: str) -> Rendered:
+        """Load, validate and render `commit` (cached by commit + secret values)."""
+        deployments = self.settings.deployments_dir
+        deployments.mkdir(parents=True, exist_ok=True, mode=0o700)
+        scratch = deployments / f".export-{commit[:12]}-{uuid.uuid4().hex[:6]}"
+        self.source.export(commit, scratch)
+        try:
+            state = desired_mod.load_state(scratch, commit)
+            secrets = read_secrets(self.settings.secrets_file)
+            require(secrets, state.config.secret_names(), self.settings.secrets_file)
+            key = render_key(commit, state.config, secrets)
+            final = deployments / key
+            cached = load_rendered(final)
+            if cached is not None:
+                return cached
+            discard(final)
+            scratch.rename(final)
+            state.root = final
+            try:
+                return render(state, secrets, final, commit, key)
+            except BaseException:
+                discard(final)
+                raise
+        finally:
+            discard(scratch)
+
+    # -- the loop -----------------------------------------------------------------
+
+    def reconcile(self, *, trigger: str = "manual", retry: bool = False,
+                  force: bool = False) -> Outcome:
+        with self.lock():
+            return self._reconcile(trigger=trigger, retry=retry, force=force)
+
+    def _reconcile(self, *, trigger: str, retry: bool, force: bool) -> Outcome:
+        timer = Timer()
+        state = self.state()
+        if self.suspended() is not None and not force:
+            return Outcome("suspended", applied_commit=state.applied_commit,
+                           exit_code=ExitCode.SUSPENDED,
+                           error="reconciliation is suspended; run `lanai resume` to catch up.")
+        mark = time.monotonic()
+        source_error = None
+        try:
+            self.source.fetch()
+            branch = self.branch()
+            head = self.source.branch_head(branch)
+            state.branch, state.head_commit = branch, head
+        except SourceError as exc:
+            source_error = exc
+            head = None
+        mark = timer.lap("fetch", mark)
+        previous_source_error = state.source_error
+        state.source_error = source_error.message if source_error else None
+
+        applied = self.applied(state)
+        outcome: Outcome
+        desired: Rendered | None = None
+        failure_to_record: LanaiError | None = None
+        if head is not None and (head != state.applied_commit or applied is None
+                                 or self._secrets_changed(applied)):
+            blocked = (state.failure is not None and state.failure.commit == head
+                       and not retry and (state.failure.deterministic
+                                          or not _due(state.failure.next_retry)))
+            if not blocked:
+                try:
+                    desired = self.prepare(head)
+                except LanaiError as exc:
+                    failure_to_record = exc
+                mark = timer.lap("load", mark)
+                if desired is not None and state.failure and state.failure.key == desired.key \
+                        and state.failure.deterministic and not retry:
+                    desired = None  # same inputs failed before: wait for a change
+        if desired is not None:
+            outcome = self._deploy(state, desired, applied, timer, mark, trigger)
+        else:
+            outcome = self._check(state, applied, timer, mark, retry)
+            if failure_to_record is not None and head is not None:
+                self._fail(state, head, None, failure_to_record, outcome)
+            elif head is not None and state.failure and state.failure.commit == head:
+                outcome.status = "waiting" if outcome.status in ("no-op", "drift") \
+                    else outcome.status
+                outcome.error = state.failure.error
+                outcome.exit_code = state.failure.exit_code
+                outcome.notes.append(
+                    "commit " + head[:12] + " failed before and is not retried until a new "
+                    "commit or `lanai reconcile --retry`" if state.failure.deterministic
+                    else f"commit {head[:12]} failed with a transient error; retrying")
+        if source_error is not None:
+            outcome.notes.append(source_error.message)
+            if outcome.status in ("no-op", "waiting"):
+                outcome.status = "source-error"
+                outcome.error = source_error.message
+                outcome.exit_code = ExitCode.SOURCE
+        outcome.commit = head
+        outcome.durations["total"] = timer.total()
+        outcome.durations.update(timer.marks)
+        state.last_check = now_iso()
+        state.last_check_ms = round(outcome.durations["total"] * 1000, 1)
+        self.save(state)
+        interesting = outcome.status not in ("no-op", "suspended", "waiting", "source-error") \
+            or (outcome.status == "source-error" and previous_source_error is None) \
+            or (previous_source_error is not None and source_error is None)
+        if interesting:
+            append_history(self.settings.history_file,
+                           {"at": now_iso(), "trigger": trigger, **outcome.to_json(),
+                            "subject": self._subject(head)})
+        return outcome
+
+    def _secrets_changed(self, applied: Rendered) -> bool:
+        config = applied.config
+        if not config.secret_names():
+            return False
+        secrets = read_secrets(self.settings.secrets_file)
+        return render_key(applied.commit, config, secrets) != applied.key
+
+    def _subject(self, commit: str | None) -> str | None:
+        if not commit:
+            return None
+        try:
+            return self.source.info(commit).subject
+        except Exception:
+            return None
+
+    def _deploy(self, state: State, desired: Rendered, applied: Rendered | None, timer: Timer,
+                mark: float, trigger: str) -> Outcome:
+        config = self._config_of(desired)
+        facts = facts_mod.observe(self.client, desired.project, self._images(desired))
+        the_plan = plan(desired, facts, applied=applied, prune=config.sync.prune)
+        mark = timer.lap("observe_plan", mark)
+        outcome = Outcome("applied", applied_commit=state.applied_commit,
+                          drift=[d.to_json() for d in the_plan.drift])
+        report = ApplyReport()
+        self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} action(s)")
+        try:
+            Applier(self.client, health_timeout=config.sync.health_timeout,
+                    progress=self.progress).apply(desired, the_plan, report)
+        except LanaiError as exc:
+            outcome.actions = report.results
+            self._record_compose(timer, report)
+            self._rollback(state, desired, applied, outcome)
+            self._fail(state, desired.commit, desired.key, exc, outcome)
+            return outcome
+        self._record_compose(timer, report)
+        outcome.actions = report.results
+        if the_plan.empty:
+            outcome.status = "no-op"
+            outcome.notes.append(f"commit {desired.commit[:12]} changes nothing on the stack")
+        state.applied_commit, state.applied_key = desired.commit, desired.key
+        state.applied_at = now_iso()
+        state.failure = None
+        state.heals = {}
+        state.drift = []
+        outcome.applied_commit = desired.commit
+        outcome.drift = []
+        if outcome.status == "no-op" and trigger != "poll":
+            outcome.status = "applied"  # a new commit that needed nothing is still news
+        self._prune_deployments(state)
+        return outcome
+
+    def _record_compose(self, timer: Timer, report: ApplyReport) -> None:
+        timer.marks["compose"] = round(report.compose_s, 4)
+        timer.marks["health_wait"] = round(report.health_s, 4)
+
+    def _rollback(self, state: State, failed: Rendered, applied: Rendered | None,
+                  outcome: Outcome) -> None:
+        if applied is None or applied.key == failed.key or not outcome.actions:
+            return
+        touched_pull_only = all(a.get("kind") == "pull" for a in outcome.actions)
+        if touched_pull_only:
+            return  # nothing was changed on the stack
+        self.progress(f"rolling back to {applied.commit[:12]}")
+        facts = facts_mod.observe(self.client, applied.project, self._images(applied))
+        back = plan(applied, facts, applied=None, prune=True)
+        report = ApplyReport()
+        try:
+            Applier(self.client, health_timeout=self._config_of(applied).sync.health_timeout,
+                    progress=self.progress).apply(applied, back, report)
+            outcome.rolled_back_to = applied.commit
+            outcome.notes.append(f"rolled back to {applied.commit[:12]}, which is serving")
+        except LanaiError as exc:
+            outcome.notes.append(f"rollback to {applied.commit[:12]} failed too: {exc.message}")
+
+    def _fail(self, state: State, commit: str, key: str | None, exc: LanaiError,
+              outcome: Outcome) -> None:
+        attempts = 1
+        if state.failure and state.failure.commit == commit and state.failure.key == key:
+            attempts = state.failure.attempts + 1
+        state.failure = Failure(commit=commit, key=key, error=exc.message,
+                                exit_code=int(exc.exit_code), deterministic=exc.deterministic,
+                                attempts=attempts)
+        if not exc.deterministic:
+            config = self._config_for_retry(key)
+            delay = min(config.sync.retry.max, config.sync.retry.initial * 2 ** (attempts - 1))
+            state.failure.next_retry = (datetime.now(UTC) + timedelta(seconds=delay)
+                                        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+        outcome.status = "failed"
+        outcome.error = exc.message
+        outcome.exit_code = int(exc.exit_code)
+
+    def _config_for_retry(self, key: str | None) -> LanaiConfig:
+        if key:
+            rendered = load_rendered(self.settings.deployments_dir / key)
+            if rendered is not None:
+                return self._config_of(rendered)
+        return LanaiConfig()
+
+    def _check(self, state: State, applied: Rendered | None, timer: Timer, mark: float,
+               retry: bool) -> Outcome:
+        """Nothing new to deploy: look for drift on the applied deployment and heal it."""
+        if applied is None:
+            return Outcome("no-op", applied_commit=state.applied_commit)
+        config = self._config_of(applied)
+        facts = facts_mod.observe(self.client, applied.project, self._images(applied))
+        held = self._held(state, config, retry)
+        the_plan = plan(applied, facts, applied=applied, prune=config.sync.prune, held=held)
+        mark = timer.lap("observe_plan", mark)
+        outcome = Outcome("no-op", applied_commit=state.applied_commit,
+                          drift=[d.to_json() for d in the_plan.drift])
+        state.drift = outcome.drift
+        if not the_plan.drift and the_plan.empty:
+            return outcome
+        if not config.sync.self_heal or the_plan.empty:
+            outcome.status = "drift"
+            if not config.sync.self_heal:
+                outcome.notes.append("self-heal is off (sync.self_heal): drift is reported, "
+                                     "not corrected")
+            return outcome
+        report = ApplyReport()
+        self.progress("healing: " + ", ".join(f"{a.kind} {a.service}"
+                                              for a in the_plan.actions))
+        now = time.time()
+        for service in {a.service for a in the_plan.actions}:
+            state.heals.setdefault(service, []).append(now)
+        try:
+            Applier(self.client, health_timeout=config.sync.health_timeout,
+                    progress=self.progress).apply(applied, the_plan, report)
+            outcome.status = "healed"
+            state.drift = []
+        except LanaiError as exc:
+            outcome.status = "failed"
+            outcome.error = f"healing failed: {exc.message}"
+            outcome.exit_code = int(exc.exit_code)
+        self._record_compose(timer, report)
+        outcome.actions = report.results
+        return outcome
+
+    def _held(self, state: State, config: LanaiConfig, retry: bool) -> set[str]:
+        if retry:
+            state.heals = {}
+            return set()
+        limit = config.sync.heal_limit
+        cutoff = time.time() - limit.window
+        held = set()
+        for service, times in list(state.heals.items()):
+            recent = [t for t in times if t >= cutoff]
+            state.heals[service] = recent
+            if len(recent) >= limit.restarts:
+                held.add(service)
+        return held
+
+    def _images(self, rendered: Rendered) -> list[str]:
+        return sorted({s.image for s in rendered.services.values() if s.image})
+
+    def _config_of(self, rendered: Rendered) -> LanaiConfig:
+        return rendered.config
+
+    def _prune_deployments(self, state: State) -> None:
+        root = self.settings.deployments_dir
+        dirs = sorted((d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                      key=lambda d: d.stat().st_mtime, reverse=True)
+        keep = {state.applied_key}
+        for old in dirs[KEEP_DEPLOYMENTS:]:
+            if old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+
+def _due(when: str | None) -> bool:
+    if not when:
+        return True
+    return datetime.now(UTC) >= datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)

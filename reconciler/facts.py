@@ -1,0 +1,134 @@
+"""Facts: read-only observations of the live server, through the Docker SDK.
+
+Parsers take the SDK's plain dicts so they can be tested on recorded data;
+`observe` is the only function here that talks to Docker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+from requests.exceptions import RequestException
+
+from .errors import DockerError
+from .render import LABEL_HASH
+
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_ONEOFF = "com.docker.compose.oneoff"
+
+
+@dataclass(frozen=True)
+class ContainerFact:
+    id: str
+    name: str
+    service: str
+    status: str  # created, running, restarting, paused, exited, dead
+    health: str | None  # starting, healthy, unhealthy; None without a healthcheck
+    image_id: str
+    image_ref: str
+    config_hash: str | None  # our label; None if lanai did not create it
+    exit_code: int | None = None
+    started_at: str | None = None
+    restart_count: int = 0
+    health_log: str | None = None  # the last health probe's output
+    ports: tuple[tuple[str, int], ...] = ()  # published (host address, host port)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass
+class Facts:
+    containers: list[ContainerFact] = field(default_factory=list)
+    images: dict[str, str | None] = field(default_factory=dict)  # ref -> image id, None: absent
+
+    def by_service(self) -> dict[str, list[ContainerFact]]:
+        out: dict[str, list[ContainerFact]] = {}
+        for container in self.containers:
+            out.setdefault(container.service, []).append(container)
+        return out
+
+
+def parse_container(attrs: dict[str, Any]) -> ContainerFact | None:
+    """One container from `docker inspect` data; None for one-off `compose run` containers."""
+    config = attrs.get("Config") or {}
+    labels = config.get("Labels") or {}
+    if labels.get(LABEL_ONEOFF) == "True":
+        return None
+    state = attrs.get("State") or {}
+    health = state.get("Health") or None
+    log = (health or {}).get("Log") or []
+    return ContainerFact(
+        id=attrs["Id"],
+        name=attrs.get("Name", "").lstrip("/"),
+        service=labels.get(LABEL_SERVICE, "?"),
+        status=state.get("Status", "unknown"),
+        health=health.get("Status") if health else None,
+        image_id=attrs.get("Image", ""),
+        image_ref=config.get("Image", ""),
+        config_hash=labels.get(LABEL_HASH),
+        exit_code=state.get("ExitCode"),
+        started_at=state.get("StartedAt"),
+        restart_count=attrs.get("RestartCount", 0),
+        health_log=(log[-1].get("Output") or "").strip()[-300:] if log else None,
+        ports=_published(attrs),
+    )
+
+
+def _published(attrs: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """Host ports a container holds, from its HostConfig (also known while it is stopped)."""
+    bindings = ((attrs.get("HostConfig") or {}).get("PortBindings") or {})
+    out = set()
+    for entries in bindings.values():
+        for entry in entries or []:
+            port = entry.get("HostPort")
+            if port and port.isdigit():
+                out.add((entry.get("HostIp") or "0.0.0.0", int(port)))
+    return tuple(sorted(out))
+
+
+def connect(timeout: float = 30) -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+    except (docker.errors.DockerException, RequestException) as exc:
+        raise DockerError(
+            f"cannot reach the Docker engine ({_short(exc)}); start it with "
+            "`systemctl start docker` and make sure this user may use it (root or the docker "
+            "group).") from None
+    return client
+
+
+def observe(client: docker.DockerClient, project: str, images: list[str]) -> Facts:
+    try:
+        listed = client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})
+        containers = []
+        for summary in listed:
+            try:
+                attrs = client.api.inspect_container(summary["Id"])
+            except docker.errors.NotFound:
+                continue  # removed between list and inspect
+            fact = parse_container(attrs)
+            if fact is not None:
+                containers.append(fact)
+        present: dict[str, str | None] = {}
+        for ref in images:
+            try:
+                present[ref] = client.api.inspect_image(ref)["Id"]
+            except docker.errors.ImageNotFound:
+                present[ref] = None
+    except (docker.errors.APIError, RequestException) as exc:
+        raise DockerError(f"the Docker engine did not answer ({_short(exc)}); check "
+                          "`docker info`.") from None
+    containers.sort(key=lambda c: (c.service, c.name))
+    return Facts(containers=containers, images=present)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -1,0 +1,120 @@
+"""What lanai remembers: the state file (now) and the history (JSON lines, rotated).
+
+Both are written atomically or appended line by line, so a crash never leaves
+a half-written record that breaks `lanai status`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HISTORY_MAX_BYTES = 5 * 1024 * 1024  # then history.jsonl becomes history.jsonl.1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+@dataclass
+class Failure:
+    commit: str
+    key: str | None  # the render key, when the commit got that far
+    error: str
+    exit_code: int
+    deterministic: bool
+    attempts: int = 1
+    at: str = field(default_factory=now_iso)
+    next_retry: str | None = None
+
+
+@dataclass
+class State:
+    applied_commit: str | None = None  # last commit that converged
+    applied_key: str | None = None  # its rendered deployment
+    applied_at: str | None = None
+    head_commit: str | None = None  # newest commit seen on the followed branch
+    branch: str | None = None
+    failure: Failure | None = None  # the last attempt that failed, until something succeeds
+    source_error: str | None = None  # fetching the repo failed (stack untouched)
+    last_check: str | None = None
+    last_check_ms: float | None = None
+    heals: dict[str, list[float]] = field(default_factory=dict)  # service -> heal times
+    drift: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> State:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        failure = known.get("failure")
+        if isinstance(failure, dict):
+            known["failure"] = Failure(**failure)
+        return cls(**known)
+
+
+def load_state(path: Path) -> State:
+    try:
+        return State.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return State()
+    except (json.JSONDecodeError, TypeError):
+        # A corrupt state file must not stop the reconciler: start over, keep a copy.
+        path.replace(path.with_suffix(".corrupt"))
+        return State()
+
+
+def save_state(path: Path, state: State) -> None:
+    write_json_atomic(path, state.to_json())
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_history(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.stat().st_size > HISTORY_MAX_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
+    line = json.dumps(record, separators=(",", ":")) + "\n"
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(line)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Records, newest first; unreadable lines (a torn write) are skipped."""
+    records: list[dict[str, Any]] = []
+    for file in (path, path.with_name(path.name + ".1")):
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            continue
+        for line in reversed(lines):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+            if limit is not None and len(records) >= limit:
+                return records
+    return records

@@ -1,0 +1,201 @@
+"""Render one commit into a compose project directory on the server.
+
+The directory holds the commit's files as they are, plus `lanai.override.yaml`
+(generated: labels and secret env files, so a reviewer sees the user's file
+and lanai's additions side by side) and `lanai.desired.json`, the per-service
+hashes that make an idle reconcile cheap: no compose call, just a label compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import compose
+from .desired import DesiredState
+from .errors import StateError
+from .schema import LanaiConfig
+from .secrets import write_env_file
+
+DESIRED_FILE = "lanai.desired.json"
+SECRETS_DIR = ".lanai-secrets"
+LABEL_MANAGED = "io.lanai.managed"
+LABEL_HASH = "io.lanai.config-hash"
+REDACTED = "<secret>"
+
+
+@dataclass
+class ServiceSpec:
+    """What a service should be, as far as drift and reasons are concerned."""
+
+    name: str
+    hash: str
+    image: str | None
+    config: dict[str, Any]  # compose's normalized config, secrets redacted
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    has_healthcheck: bool = False
+
+
+@dataclass
+class Rendered:
+    directory: Path
+    commit: str
+    key: str
+    project: str
+    compose_file: str
+    services: dict[str, ServiceSpec]
+    settings: dict[str, Any] = field(default_factory=dict)  # lanai.yaml of this commit
+
+    @property
+    def config(self) -> LanaiConfig:
+        return LanaiConfig.model_validate(self.settings)
+
+    @property
+    def project_handle(self) -> compose.Project:
+        return compose.Project(self.project, self.directory, self.compose_file)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "key": self.key, "project": self.project,
+                "compose_file": self.compose_file, "settings": self.settings,
+                "services": {name: vars(spec) for name, spec in self.services.items()}}
+
+    @classmethod
+    def from_json(cls, directory: Path, data: dict[str, Any]) -> Rendered:
+        return cls(directory=directory, commit=data["commit"], key=data["key"],
+                   project=data["project"], compose_file=data["compose_file"],
+                   settings=data.get("settings", {}),
+                   services={name: ServiceSpec(**spec)
+                             for name, spec in data["services"].items()})
+
+
+def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str]) -> str:
+    """Changes when the commit or any secret value the state uses changes."""
+    digest = hashlib.sha256(commit.encode())
+    for name in sorted(config.secret_names()):
+        digest.update(f"\0{name}={secrets.get(name, '')}".encode())
+    return f"{commit[:12]}-{digest.hexdigest()[:8]}"
+
+
+def load_rendered(directory: Path) -> Rendered | None:
+    try:
+        data = json.loads((directory / DESIRED_FILE).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return Rendered.from_json(directory, data)
+
+
+def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
+           key: str, *, timeout: float = 60) -> Rendered:
+    """Fill `directory` (already holding the commit's files) and validate it with compose."""
+    config = state.config
+    directory.chmod(0o700)  # it will hold resolved environment, secrets included
+    env_files = _write_secret_env(state, secrets, directory)
+    _write_override(directory, commit, state, env_files, hashes={})
+    project = compose.Project(config.project, directory, config.compose_file)
+    result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
+    if result.returncode != 0:
+        raise StateError(f"{config.compose_file} is rejected by docker compose: "
+                         f"{compose.error_text(result)}; fix it in the state repo and push "
+                         "again.")
+    normalized = json.loads(result.stdout)
+    services: dict[str, ServiceSpec] = {}
+    for name, spec in (normalized.get("services") or {}).items():
+        redacted = _redact(spec, set(config.secrets.get(name, [])))
+        services[name] = ServiceSpec(
+            name=name,
+            hash=service_hash(spec, directory),
+            image=spec.get("image"),
+            config=_relative(redacted, directory),
+            ports=spec.get("ports") or [],
+            has_healthcheck=bool(spec.get("healthcheck"))
+            and not spec["healthcheck"].get("disable"),
+        )
+    _write_override(directory, commit, state, env_files,
+                    hashes={name: spec.hash for name, spec in services.items()})
+    rendered = Rendered(directory=directory, commit=commit, key=key, project=config.project,
+                        compose_file=config.compose_file, services=services,
+                        settings=config.model_dump(mode="json"))
+    # Written last: a directory without it is an interrupted render and is redone.
+    (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
+                                          encoding="utf-8")
+    return rendered
+
+
+def service_hash(spec: dict[str, Any], directory: Path) -> str:
+    """Our hash of a service: its normalized config plus the content of repo files it mounts."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(_relative(spec, directory), sort_keys=True).encode())
+    for mount in spec.get("volumes") or []:
+        source = mount.get("source") if isinstance(mount, dict) else None
+        if mount.get("type") == "bind" and source and _inside(Path(source), directory):
+            digest.update(_content_hash(Path(source)).encode())
+    return digest.hexdigest()[:16]
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    try:
+        path.resolve().relative_to(directory.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _content_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if file.is_file():
+            digest.update(str(file.relative_to(path.parent)).encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def _relative(value: Any, directory: Path) -> Any:
+    """Replace the per-commit directory with '.' so the same config hashes the same."""
+    text = json.dumps(value).replace(json.dumps(str(directory))[1:-1], ".")
+    return json.loads(text)
+
+
+def _redact(spec: dict[str, Any], secret_names: set[str]) -> dict[str, Any]:
+    env = spec.get("environment")
+    if not secret_names or not isinstance(env, dict):
+        return spec
+    return {**spec, "environment": {k: (REDACTED if k in secret_names else v)
+                                    for k, v in env.items()}}
+
+
+def _write_secret_env(state: DesiredState, secrets: dict[str, str],
+                      directory: Path) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for service, names in sorted(state.config.secrets.items()):
+        path = directory / SECRETS_DIR / f"{service}.env"
+        write_env_file(path, {name: secrets[name] for name in names})
+        out[service] = path
+    return out
+
+
+def _write_override(directory: Path, commit: str, state: DesiredState,
+                    env_files: dict[str, Path], hashes: dict[str, str]) -> None:
+    services: dict[str, Any] = {}
+    for name in state.services:
+        entry: dict[str, Any] = {"labels": {LABEL_MANAGED: "true"}}
+        if name in hashes:
+            entry["labels"][LABEL_HASH] = hashes[name]
+        if name in env_files:
+            entry["env_file"] = [str(env_files[name])]
+        services[name] = entry
+    header = (f"# Generated by lanai for commit {commit[:12]}. Do not edit: change "
+              f"{state.config.compose_file} in the state repo instead.\n"
+              "# Secrets reach services through env files readable by root only.\n")
+    body = yaml.safe_dump({"services": services}, sort_keys=True)
+    (directory / compose.OVERRIDE_FILE).write_text(header + body, encoding="utf-8")
+
+
+def discard(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)

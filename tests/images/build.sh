@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Build the local images the end-to-end tests deploy, tagged with the exact
+# references desired-state/ pins (Docker Hub and ghcr.io are unreachable on
+# the test machine, so these are local stand-ins; see README.md).
+#
+#   tests/images/build.sh [--force] [IMAGE...]
+#
+# IMAGE is one of: debian open-webui ollama (default: all, in that order).
+# An image that already exists is skipped unless --force is given.
+# Caches live in ${LANAI_TEST_CACHE:-/var/cache/lanai-test}:
+#   rootfs-bookworm/  debootstrap of Debian 12 (deb.debian.org)
+#   wheels/           pip download of open-webui + CPU torch (PyPI)
+# Nothing else is downloaded.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_TESTS="$(cd "$HERE/.." && pwd)"
+CACHE="${LANAI_TEST_CACHE:-/var/cache/lanai-test}"
+DEBIAN_MIRROR="${LANAI_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+OPEN_WEBUI_VERSION=0.12.4
+TORCH_VERSION=2.13.0
+OLLAMA_VERSION=0.24.0
+
+DEBIAN_TAG=lanai-test/debian:bookworm
+OPEN_WEBUI_TAG=ghcr.io/open-webui/open-webui:v${OPEN_WEBUI_VERSION}
+OLLAMA_TAG=ollama/ollama:${OLLAMA_VERSION}
+OPEN_WEBUI_BUILD_TAG=lanai-test/open-webui-build:tmp
+
+# Docker CLI 28 talks to a 20.10 engine here and there is no buildx plugin:
+# use the classic builder explicitly.
+export DOCKER_BUILDKIT=0
+
+FORCE=0
+TARGETS=()
+
+usage() {
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "build.sh: $*"; exit 1; }
+
+image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# docker build, quiet unless it fails (then the end of its log is shown).
+docker_build() {
+  local log="$CACHE/last-build.log"
+  mkdir -p "$CACHE"
+  if ! docker build "$@" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    die "docker build $* failed (full log: $log)"
+  fi
+}
+
+# Prints "<tag>: <what> in <N>s" for one image.
+report() {
+  local tag=$1 what=$2 started=$3
+  printf '%s: %s in %ss\n' "$tag" "$what" "$(( $(date +%s) - started ))"
+}
+
+ensure_rootfs() {
+  local rootfs="$CACHE/rootfs-bookworm"
+  if [ -x "$rootfs/usr/bin/python3" ] && [ -x "$rootfs/usr/bin/curl" ]; then
+    return 0
+  fi
+  command -v debootstrap >/dev/null || die "debootstrap is needed (apt-get install debootstrap)"
+  log "debootstrap bookworm into $rootfs (about a minute)"
+  local tmp="$CACHE/rootfs-bookworm.partial"
+  rm -rf "$tmp"
+  mkdir -p "$CACHE"
+  debootstrap --variant=minbase \
+    --include=python3,python3-venv,python3-pip,ca-certificates,curl \
+    bookworm "$tmp" "$DEBIAN_MIRROR" >&2
+  rm -rf "$rootfs"
+  mv "$tmp" "$rootfs"
+}
+
+ensure_wheels() {
+  local wheels="$CACHE/wheels"
+  if compgen -G "$wheels/open_webui-${OPEN_WEBUI_VERSION}-*.whl" >/dev/null \
+    && compgen -G "$wheels/torch-${TORCH_VERSION}*.whl" >/dev/null \
+    && compgen -G "$wheels/async_timeout-*.whl" >/dev/null; then
+    return 0
+  fi
+  log "pip download open-webui==$OPEN_WEBUI_VERSION torch==$TORCH_VERSION into $wheels (several minutes)"
+  local tmp="$CACHE/wheels.partial"
+  mkdir -p "$tmp"
+  # async-timeout: redis needs it below Python 3.11.3, a marker pip cannot
+  # evaluate from --python-version, and Debian 12 has 3.11.2.
+  python3 -m pip download -d "$tmp" \
+    --python-version 3.11.2 --only-binary=:all: --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
+    --platform manylinux1_x86_64 --platform linux_x86_64 --platform any \
+    "torch==${TORCH_VERSION}" "open-webui==${OPEN_WEBUI_VERSION}" async-timeout >&2
+  rm -rf "$wheels"
+  mv "$tmp" "$wheels"
+}
+
+build_debian() {
+  local started
+  started=$(date +%s)
+  ensure_rootfs
+  # Tar from the cache without touching it; leave out apt lists, downloaded
+  # .debs and the kernel file systems to keep the image small.
+  tar -C "$CACHE/rootfs-bookworm" \
+    --exclude='./var/lib/apt/lists/*' \
+    --exclude='./var/cache/apt/*' \
+    --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
+    --exclude='./tmp/*' --exclude='./run/*' \
+    --numeric-owner -cf - . \
+    | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'LABEL io.lanai.test-image=debian-bookworm-debootstrap' \
+        --change 'CMD ["/bin/bash"]' \
+        - "$DEBIAN_TAG" >/dev/null
+  report "$DEBIAN_TAG" built "$started"
+}
+
+build_open_webui() {
+  local started ctx
+  started=$(date +%s)
+  ensure_wheels
+  image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
+  # A context holding only what the image needs; hard links into the cache
+  # when it is on the same file system, copies otherwise.
+  mkdir -p "$CACHE"
+  ctx=$(mktemp -d "$CACHE/open-webui-context.XXXXXX")
+  # shellcheck disable=SC2064  # expand now: ctx is local
+  trap "rm -rf '$ctx'" EXIT
+  cp "$HERE/open-webui/Dockerfile" "$HERE/open-webui/start.sh" "$ctx/"
+  cp -al "$CACHE/wheels" "$ctx/wheels" 2>/dev/null \
+    || { rm -rf "$ctx/wheels"; cp -a "$CACHE/wheels" "$ctx/wheels"; }
+  # Classic builder: the build stage (wheels + venv, ~4 GB) would stay
+  # behind as an untagged image, so tag it, and remove it afterwards.
+  local build_args=(
+    --build-arg "OPEN_WEBUI_VERSION=$OPEN_WEBUI_VERSION"
+    --build-arg "TORCH_VERSION=$TORCH_VERSION"
+    --build-arg "BASE=$DEBIAN_TAG"
+  )
+  docker_build "${build_args[@]}" --target build \
+    -t "$OPEN_WEBUI_BUILD_TAG" "$ctx"
+  docker_build "${build_args[@]}" -t "$OPEN_WEBUI_TAG" "$ctx"
+  docker image rm "$OPEN_WEBUI_BUILD_TAG" >/dev/null
+  rm -rf "$ctx"
+  trap - EXIT
+  report "$OPEN_WEBUI_TAG" built "$started"
+}
+
+build_ollama() {
+  local started
+  started=$(date +%s)
+  image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
+  docker_build --build-arg "BASE=$DEBIAN_TAG" \
+    -f "$HERE/ollama/Dockerfile" \
+    -t "$OLLAMA_TAG" "$REPO_TESTS/ollama_double"
+  report "$OLLAMA_TAG" built "$started"
+}
+
+main() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --force) FORCE=1 ;;
+      -h|--help) usage; exit 0 ;;
+      debian|open-webui|ollama) TARGETS+=("$1") ;;
+      *) usage >&2; die "unknown argument: $1" ;;
+    esac
+    shift
+  done
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama)
+  docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
+
+  local target tag started
+  for target in "${TARGETS[@]}"; do
+    case $target in
+      debian) tag=$DEBIAN_TAG ;;
+      open-webui) tag=$OPEN_WEBUI_TAG ;;
+      ollama) tag=$OLLAMA_TAG ;;
+    esac
+    started=$(date +%s)
+    if [ "$FORCE" = 0 ] && image_exists "$tag"; then
+      report "$tag" "present, skipped" "$started"
+      continue
+    fi
+    # A missing base is built first, even when only a child was asked for.
+    if [ "$target" != debian ] && ! image_exists "$DEBIAN_TAG"; then
+      build_debian
+    fi
+    "build_${target//-/_}"
+  done
+}
+
+main "$@"
