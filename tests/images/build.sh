@@ -71,7 +71,8 @@ ensure_rootfs() {
   mkdir -p "$CACHE"
   debootstrap --variant=minbase \
     --include=python3,python3-venv,python3-pip,ca-certificates,curl \
-    bookworm "$tmp" "$DEBIAN_MIRROR" >&2
+    bookworm "$tmp" "$DEBIAN_MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
   rm -rf "$rootfs"
   mv "$tmp" "$rootfs"
 }
@@ -85,7 +86,7 @@ ensure_wheels() {
   fi
   log "pip download open-webui==$OPEN_WEBUI_VERSION torch==$TORCH_VERSION into $wheels (several minutes)"
   local tmp="$CACHE/wheels.partial"
-  mkdir -p "$tmp"
+  mkdir -p "$tmp"  # kept across failures: pip skips what it already has
   # async-timeout: redis needs it below Python 3.11.3, a marker pip cannot
   # evaluate from --python-version, and Debian 12 has 3.11.2.
   python3 -m pip download -d "$tmp" \
@@ -93,7 +94,9 @@ ensure_wheels() {
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform manylinux_2_5_x86_64 \
     --platform manylinux1_x86_64 --platform linux_x86_64 --platform any \
-    "torch==${TORCH_VERSION}" "open-webui==${OPEN_WEBUI_VERSION}" async-timeout >&2
+    "torch==${TORCH_VERSION}" "open-webui==${OPEN_WEBUI_VERSION}" async-timeout \
+    >"$CACHE/pip-download.log" 2>&1 \
+    || { tail -n 20 "$CACHE/pip-download.log" >&2; die "pip download failed (log: $CACHE/pip-download.log)"; }
   rm -rf "$wheels"
   mv "$tmp" "$wheels"
 }

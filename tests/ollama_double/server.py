@@ -39,11 +39,11 @@ import signal
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
-from http import HTTPStatus
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 VERSION = "0.24.0"
 DEFAULT_HOST = "127.0.0.1"
@@ -105,8 +105,17 @@ CATALOG: dict[str, dict[str, Any]] = {
         "quantization_level": "Q4_K_M",
         "capabilities": ["completion", "tools"],
         "model_info": _arch(
-            "llama", blocks=32, heads=32, kv_heads=8, head_dim=128, ctx=131072,
-            embedding=4096, ff=14336, vocab=128256, params=8_030_261_312, file_type=15,
+            "llama",
+            blocks=32,
+            heads=32,
+            kv_heads=8,
+            head_dim=128,
+            ctx=131072,
+            embedding=4096,
+            ff=14336,
+            vocab=128256,
+            params=8_030_261_312,
+            file_type=15,
         ),
         "license": "LLAMA 3.1 COMMUNITY LICENSE AGREEMENT",
         "template": "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n"
@@ -123,8 +132,17 @@ CATALOG: dict[str, dict[str, Any]] = {
         "quantization_level": "Q4_K_M",
         "capabilities": ["completion"],
         "model_info": _arch(
-            "phi3", blocks=32, heads=32, kv_heads=32, head_dim=96, ctx=4096,
-            embedding=3072, ff=8192, vocab=32064, params=3_821_079_552, file_type=15,
+            "phi3",
+            blocks=32,
+            heads=32,
+            kv_heads=32,
+            head_dim=96,
+            ctx=4096,
+            embedding=3072,
+            ff=8192,
+            vocab=32064,
+            params=3_821_079_552,
+            file_type=15,
         ),
         "license": "Microsoft. MIT License",
         "template": "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}"
@@ -140,8 +158,17 @@ CATALOG: dict[str, dict[str, Any]] = {
         "quantization_level": "Q4_K_M",
         "capabilities": ["completion", "thinking"],
         "model_info": _arch(
-            "qwen2", blocks=28, heads=28, kv_heads=4, head_dim=128, ctx=131072,
-            embedding=3584, ff=18944, vocab=152064, params=7_615_616_512, file_type=15,
+            "qwen2",
+            blocks=28,
+            heads=28,
+            kv_heads=4,
+            head_dim=128,
+            ctx=131072,
+            embedding=3584,
+            ff=18944,
+            vocab=152064,
+            params=7_615_616_512,
+            file_type=15,
         ),
         "license": "MIT License",
         "template": "{{ .System }}<｜User｜>{{ .Prompt }}<｜Assistant｜>",
@@ -155,8 +182,17 @@ CATALOG: dict[str, dict[str, Any]] = {
         "quantization_level": "F16",
         "capabilities": ["embedding"],
         "model_info": _arch(
-            "nomic-bert", blocks=12, heads=12, kv_heads=12, head_dim=64, ctx=2048,
-            embedding=768, ff=3072, vocab=30522, params=136_727_040, file_type=1,
+            "nomic-bert",
+            blocks=12,
+            heads=12,
+            kv_heads=12,
+            head_dim=64,
+            ctx=2048,
+            embedding=768,
+            ff=3072,
+            vocab=30522,
+            params=136_727_040,
+            file_type=1,
         ),
         "license": "Apache License Version 2.0",
         "template": "{{ .Prompt }}",
@@ -169,8 +205,17 @@ CATALOG: dict[str, dict[str, Any]] = {
         "quantization_level": "Q8_0",
         "capabilities": ["completion"],
         "model_info": _arch(
-            "llama", blocks=4, heads=4, kv_heads=2, head_dim=64, ctx=2048,
-            embedding=256, ff=768, vocab=32000, params=15_191_712, file_type=7,
+            "llama",
+            blocks=4,
+            heads=4,
+            kv_heads=2,
+            head_dim=64,
+            ctx=2048,
+            embedding=256,
+            ff=768,
+            vocab=32000,
+            params=15_191_712,
+            file_type=7,
         ),
         "license": "Test model of the Ollama API double; no weights.",
         "template": "{{ .Prompt }}",
@@ -198,7 +243,7 @@ def normalize(name: str) -> str:
     name = name.strip()
     for prefix in (f"{REGISTRY}/{NAMESPACE}/", f"{NAMESPACE}/"):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     if ":" not in name.rsplit("/", 1)[-1]:
         name += ":latest"
     return name
@@ -224,10 +269,17 @@ def layers_for(name: str) -> list[dict[str, Any]]:
         (MEDIA_PARAMS, json.dumps({"stop": []})),
     ]
     weights = entry["size"] - sum(len(body.encode()) for _, body in small)
-    out = [{"mediaType": MEDIA_MODEL, "digest": "sha256:" + sha("weights:" + canonical),
-            "size": weights}]
-    out += [{"mediaType": media, "digest": "sha256:" + sha(body), "size": len(body.encode())}
-            for media, body in small]
+    out = [
+        {
+            "mediaType": MEDIA_MODEL,
+            "digest": "sha256:" + sha("weights:" + canonical),
+            "size": weights,
+        }
+    ]
+    out += [
+        {"mediaType": media, "digest": "sha256:" + sha(body), "size": len(body.encode())}
+        for media, body in small
+    ]
     return out
 
 
@@ -237,7 +289,7 @@ def layers_for(name: str) -> list[dict[str, Any]]:
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).astimezone()
+    return datetime.now(UTC).astimezone()
 
 
 def iso(ts: datetime) -> str:
@@ -328,7 +380,7 @@ class Store:
                 host, *rest = path.relative_to(base).parts
                 repo = "/".join(rest[:-1])
                 if host == REGISTRY and repo.startswith(NAMESPACE + "/"):
-                    repo = repo[len(NAMESPACE) + 1:]
+                    repo = repo[len(NAMESPACE) + 1 :]
                 elif host != REGISTRY:
                     repo = f"{host}/{repo}"
                 out.append(f"{repo}:{rest[-1]}")
@@ -345,30 +397,33 @@ class Store:
             "name": normalize(name),
             "manifest": manifest,
             "digest": hashlib.sha256(raw).hexdigest(),
-            "size": sum(layer["size"] for layer in manifest["layers"])
-            + manifest["config"]["size"],
-            "modified_at": iso(datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-                               .astimezone()),
+            "size": sum(layer["size"] for layer in manifest["layers"]) + manifest["config"]["size"],
+            "modified_at": iso(datetime.fromtimestamp(path.stat().st_mtime, UTC).astimezone()),
         }
 
     def write(self, name: str) -> None:
         entry = catalog_entry(name)
         assert entry is not None
-        config = json.dumps({
-            "model_format": "gguf",
-            "model_family": entry["family"],
-            "model_families": [entry["family"]],
-            "model_type": entry["parameter_size"],
-            "file_type": entry["quantization_level"],
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": []},
-        })
+        config = json.dumps(
+            {
+                "model_format": "gguf",
+                "model_family": entry["family"],
+                "model_families": [entry["family"]],
+                "model_type": entry["parameter_size"],
+                "file_type": entry["quantization_level"],
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": []},
+            }
+        )
         manifest = {
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": "sha256:" + sha(config),
-                       "size": len(config)},
+            "config": {
+                "mediaType": MEDIA_CONFIG,
+                "digest": "sha256:" + sha(config),
+                "size": len(config),
+            },
             "layers": layers_for(name),
         }
         path = self.manifest_path(name)
@@ -404,8 +459,9 @@ class Store:
     def expire(self) -> None:
         t = time.time()
         with self.lock:
-            for name in [n for n, m in self.loaded.items()
-                         if m["expires"] is not None and m["expires"] <= t]:
+            for name in [
+                n for n, m in self.loaded.items() if m["expires"] is not None and m["expires"] <= t
+            ]:
                 del self.loaded[name]
 
     def load(self, name: str, keep_alive: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -425,9 +481,15 @@ class Store:
             ctx = int(options.get("num_ctx") or env_int("OLLAMA_CONTEXT_LENGTH", 4096))
             ctx = min(ctx, info[f"{arch}.context_length"])
             parallel = max(1, env_int("OLLAMA_NUM_PARALLEL", 1))
-            kv = (2 * info[f"{arch}.block_count"] * info[f"{arch}.attention.head_count_kv"]
-                  * info[f"{arch}.attention.key_length"] * ctx * parallel
-                  * kv_bytes_per_element())
+            kv = (
+                2
+                * info[f"{arch}.block_count"]
+                * info[f"{arch}.attention.head_count_kv"]
+                * info[f"{arch}.attention.key_length"]
+                * ctx
+                * parallel
+                * kv_bytes_per_element()
+            )
             # compute graph: a few hundred MiB on real hardware
             graph = min(512 * 1024**2, info[f"{arch}.embedding_length"] * ctx * 4)
             size = int(entry["size"] + kv + graph)
@@ -474,8 +536,10 @@ def details(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-REPLY = ("This is a reply from the Ollama API test double used by lanai's tests; "
-         "no language model ran to produce it.")
+REPLY = (
+    "This is a reply from the Ollama API test double used by lanai's tests; "
+    "no language model ran to produce it."
+)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -485,9 +549,9 @@ class Handler(BaseHTTPRequestHandler):
     store: Store  # set by make_server
 
     # -- plumbing -----------------------------------------------------------
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("OLLAMA_DEBUG") or os.environ.get("OLLAMA_DOUBLE_LOG", "1") == "1":
-            sys.stderr.write("[ollama-double] %s %s\n" % (self.address_string(), format % args))
+            sys.stderr.write(f"[ollama-double] {self.address_string()} {format % args}\n")
 
     def send_json(self, status: int, body: Any) -> None:
         data = json.dumps(body, separators=(",", ":")).encode()
@@ -573,14 +637,16 @@ class Handler(BaseHTTPRequestHandler):
             entry = catalog_entry(name)
             if found is None or entry is None:
                 continue
-            models.append({
-                "name": name,
-                "model": name,
-                "modified_at": found["modified_at"],
-                "size": found["size"],
-                "digest": found["digest"],
-                "details": details(entry),
-            })
+            models.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "modified_at": found["modified_at"],
+                    "size": found["size"],
+                    "digest": found["digest"],
+                    "details": details(entry),
+                }
+            )
         models.sort(key=lambda m: m["modified_at"], reverse=True)
         self.send_json(200, {"models": models})
 
@@ -596,23 +662,26 @@ class Handler(BaseHTTPRequestHandler):
         name = self.model_name(body)
         found, entry = self.require_local(name)
         blob = found["manifest"]["layers"][0]["digest"].replace(":", "-")
-        self.send_json(200, {
-            "license": entry["license"],
-            "modelfile": (
-                f'# Modelfile generated by "ollama show"\n'
-                f"# To build a new Modelfile based on this one, replace the FROM line with:\n"
-                f"# FROM {name}\n\n"
-                f"FROM {self.store.root / 'blobs' / blob}\n"
-                f'TEMPLATE """{entry["template"]}"""\n'
-            ),
-            "parameters": entry["parameters"],
-            "template": entry["template"],
-            "details": details(entry),
-            "model_info": dict(entry["model_info"]),
-            "tensors": [],
-            "capabilities": list(entry["capabilities"]),
-            "modified_at": found["modified_at"],
-        })
+        self.send_json(
+            200,
+            {
+                "license": entry["license"],
+                "modelfile": (
+                    f'# Modelfile generated by "ollama show"\n'
+                    f"# To build a new Modelfile based on this one, replace the FROM line with:\n"
+                    f"# FROM {name}\n\n"
+                    f"FROM {self.store.root / 'blobs' / blob}\n"
+                    f'TEMPLATE """{entry["template"]}"""\n'
+                ),
+                "parameters": entry["parameters"],
+                "template": entry["template"],
+                "details": details(entry),
+                "model_info": dict(entry["model_info"]),
+                "tensors": [],
+                "capabilities": list(entry["capabilities"]),
+                "modified_at": found["modified_at"],
+            },
+        )
 
     def ps(self) -> None:
         self.store.expire()
@@ -624,18 +693,23 @@ class Handler(BaseHTTPRequestHandler):
             entry = catalog_entry(rec["name"])
             if found is None or entry is None:
                 continue
-            expires = (datetime(2318, 1, 1, tzinfo=timezone.utc) if rec["expires"] is None
-                       else datetime.fromtimestamp(rec["expires"], timezone.utc))
-            models.append({
-                "name": rec["name"],
-                "model": rec["name"],
-                "size": rec["size"],
-                "digest": found["digest"],
-                "details": details(entry),
-                "expires_at": iso(expires.astimezone()),
-                "size_vram": rec["size_vram"],
-                "context_length": rec["context_length"],
-            })
+            expires = (
+                datetime(2318, 1, 1, tzinfo=UTC)
+                if rec["expires"] is None
+                else datetime.fromtimestamp(rec["expires"], UTC)
+            )
+            models.append(
+                {
+                    "name": rec["name"],
+                    "model": rec["name"],
+                    "size": rec["size"],
+                    "digest": found["digest"],
+                    "details": details(entry),
+                    "expires_at": iso(expires.astimezone()),
+                    "size_vram": rec["size_vram"],
+                    "context_length": rec["context_length"],
+                }
+            )
         self.send_json(200, {"models": models})
 
     def pull(self) -> None:
@@ -664,8 +738,12 @@ class Handler(BaseHTTPRequestHandler):
             total = layer["size"]
             status = f"pulling {layer['digest'][7:19]}"
             if have:
-                yield {"status": status, "digest": layer["digest"], "total": total,
-                       "completed": total}
+                yield {
+                    "status": status,
+                    "digest": layer["digest"],
+                    "total": total,
+                    "completed": total,
+                }
                 continue
             yield {"status": status, "digest": layer["digest"], "total": total}
             # about ten progress events per layer, paced by the simulated rate
@@ -675,8 +753,12 @@ class Handler(BaseHTTPRequestHandler):
                 chunk = min(step, total - done)
                 time.sleep(chunk / rate)
                 done += chunk
-                yield {"status": status, "digest": layer["digest"], "total": total,
-                       "completed": done}
+                yield {
+                    "status": status,
+                    "digest": layer["digest"],
+                    "total": total,
+                    "completed": done,
+                }
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         self.store.write(name)
@@ -745,14 +827,16 @@ class Handler(BaseHTTPRequestHandler):
         def final(text: str) -> dict[str, Any]:
             out = frame(text, True, "stop")
             elapsed = max(1, time.monotonic_ns() - start)
-            out.update({
-                "total_duration": elapsed + 1_000_000,
-                "load_duration": 1_000_000,
-                "prompt_eval_count": max(1, len(prompt.split())),
-                "prompt_eval_duration": elapsed // 2 + 1,
-                "eval_count": len(pieces),
-                "eval_duration": elapsed // 2 + 1,
-            })
+            out.update(
+                {
+                    "total_duration": elapsed + 1_000_000,
+                    "load_duration": 1_000_000,
+                    "prompt_eval_count": max(1, len(prompt.split())),
+                    "prompt_eval_duration": elapsed // 2 + 1,
+                    "eval_count": len(pieces),
+                    "eval_duration": elapsed // 2 + 1,
+                }
+            )
             if not chat:
                 out["context"] = [1, 2, 3]
             return out
@@ -786,13 +870,16 @@ class Handler(BaseHTTPRequestHandler):
         self.store.load(name, body.get("keep_alive"), body.get("options") or {})
         info = entry["model_info"]
         dim = info[f"{info['general.architecture']}.embedding_length"]
-        self.send_json(200, {
-            "model": name,
-            "embeddings": [self.vector(name, t, dim) for t in texts],
-            "total_duration": 14_143_917,
-            "load_duration": 1_019_500,
-            "prompt_eval_count": sum(max(1, len(t.split())) for t in texts),
-        })
+        self.send_json(
+            200,
+            {
+                "model": name,
+                "embeddings": [self.vector(name, t, dim) for t in texts],
+                "total_duration": 14_143_917,
+                "load_duration": 1_019_500,
+                "prompt_eval_count": sum(max(1, len(t.split())) for t in texts),
+            },
+        )
 
     def embeddings(self) -> None:
         body = self.body()
@@ -806,8 +893,14 @@ class Handler(BaseHTTPRequestHandler):
         data = []
         for name in self.store.names():
             path = self.store.manifest_path(name)
-            data.append({"id": name, "object": "model", "created": int(path.stat().st_mtime),
-                         "owned_by": NAMESPACE if "/" not in name else name.split("/")[0]})
+            data.append(
+                {
+                    "id": name,
+                    "object": "model",
+                    "created": int(path.stat().st_mtime),
+                    "owned_by": NAMESPACE if "/" not in name else name.split("/")[0],
+                }
+            )
         self.send_json(200, {"object": "list", "data": data})
 
 
@@ -849,8 +942,11 @@ class Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
-def make_server(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                models_dir: str | os.PathLike[str] | None = None) -> Server:
+def make_server(
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    models_dir: str | os.PathLike[str] | None = None,
+) -> Server:
     store = Store(models_dir)
     handler = type("BoundHandler", (Handler,), {"store": store})
     server = Server((host, port), handler)

@@ -37,9 +37,16 @@ TINY = "lanai-test:tiny"
 
 @pytest.fixture
 def ollama(tmp_path, monkeypatch) -> Iterator[httpx.Client]:
-    for var in ("OLLAMA_CONTEXT_LENGTH", "OLLAMA_NUM_PARALLEL", "OLLAMA_FLASH_ATTENTION",
-                "OLLAMA_KV_CACHE_TYPE", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_KEEP_ALIVE",
-                "OLLAMA_DOUBLE_VRAM_BYTES", "OLLAMA_DOUBLE_PULL_BYTES_PER_SEC"):
+    for var in (
+        "OLLAMA_CONTEXT_LENGTH",
+        "OLLAMA_NUM_PARALLEL",
+        "OLLAMA_FLASH_ATTENTION",
+        "OLLAMA_KV_CACHE_TYPE",
+        "OLLAMA_MAX_LOADED_MODELS",
+        "OLLAMA_KEEP_ALIVE",
+        "OLLAMA_DOUBLE_VRAM_BYTES",
+        "OLLAMA_DOUBLE_PULL_BYTES_PER_SEC",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("OLLAMA_DOUBLE_LOG", "0")
     server = double.make_server("127.0.0.1", 0, tmp_path / "models")
@@ -91,14 +98,25 @@ def test_pull_streams_progress_then_lists_the_model(ollama):
     assert len(model["digest"]) == 64
     datetime.fromisoformat(model["modified_at"])
     assert model["details"] == {
-        "parent_model": "", "format": "gguf", "family": "llama", "families": ["llama"],
-        "parameter_size": "8.0B", "quantization_level": "Q4_K_M",
+        "parent_model": "",
+        "format": "gguf",
+        "family": "llama",
+        "families": ["llama"],
+        "parameter_size": "8.0B",
+        "quantization_level": "Q4_K_M",
     }
     # The manifest is on disk where Ollama keeps it: survives a restart.
-    manifest = (ollama.models_dir / "manifests" / "registry.ollama.ai" / "library"
-                / "llama3.1" / "8b-instruct-q4_K_M")
+    manifest = (
+        ollama.models_dir
+        / "manifests"
+        / "registry.ollama.ai"
+        / "library"
+        / "llama3.1"
+        / "8b-instruct-q4_K_M"
+    )
     assert json.loads(manifest.read_text())["layers"][0]["mediaType"] == (
-        "application/vnd.ollama.image.model")
+        "application/vnd.ollama.image.model"
+    )
     restarted = double.Store(ollama.models_dir)
     assert restarted.names() == [LLAMA]
 
@@ -121,8 +139,10 @@ def test_pull_without_stream_and_unknown_models(ollama):
     assert ollama.get("/api/tags").json()["models"][0]["name"] == "lanai-test:latest"
 
     events = pull(ollama, "no-such-model:1b")
-    assert events == [{"status": "pulling manifest"},
-                      {"error": "pull model manifest: file does not exist"}]
+    assert events == [
+        {"status": "pulling manifest"},
+        {"error": "pull model manifest: file does not exist"},
+    ]
     response = ollama.post("/api/pull", json={"model": "no-such-model", "stream": False})
     assert response.status_code == 500
     assert response.json() == {"error": "pull model manifest: file does not exist"}
@@ -137,10 +157,14 @@ def test_show_gives_architecture(ollama):
     info = shown["model_info"]
     assert info["general.architecture"] == "llama"
     assert info["general.parameter_count"] > 8_000_000_000
-    assert (info["llama.block_count"], info["llama.attention.head_count_kv"],
-            info["llama.attention.key_length"], info["llama.attention.value_length"],
-            info["llama.context_length"], info["llama.embedding_length"]) == (
-        32, 8, 128, 128, 131072, 4096)
+    assert (
+        info["llama.block_count"],
+        info["llama.attention.head_count_kv"],
+        info["llama.attention.key_length"],
+        info["llama.attention.value_length"],
+        info["llama.context_length"],
+        info["llama.embedding_length"],
+    ) == (32, 8, 128, 128, 131072, 4096)
     assert shown["details"]["quantization_level"] == "Q4_K_M"
     assert "completion" in shown["capabilities"]
     assert {"modelfile", "parameters", "template", "license"} <= shown.keys()
@@ -188,8 +212,9 @@ def test_generate_loads_into_ps_and_follows_memory_knobs(ollama, monkeypatch):
 
 def test_generate_and_chat_stream_and_not(ollama):
     pull(ollama, TINY)
-    whole = ollama.post("/api/generate",
-                        json={"model": TINY, "prompt": "Why?", "stream": False}).json()
+    whole = ollama.post(
+        "/api/generate", json={"model": TINY, "prompt": "Why?", "stream": False}
+    ).json()
     assert whole["done"] is True and whole["done_reason"] == "stop" and whole["response"]
     assert whole["eval_count"] > 0 and whole["total_duration"] > 0
 
@@ -198,22 +223,32 @@ def test_generate_and_chat_stream_and_not(ollama):
     assert all(f["done"] is False for f in frames[:-1]) and frames[-1]["done"] is True
     assert "".join(f["response"] for f in frames) == whole["response"]
 
-    chat = ollama.post("/api/chat", json={
-        "model": TINY, "stream": False,
-        "messages": [{"role": "user", "content": "hello"}],
-    }).json()
+    chat = ollama.post(
+        "/api/chat",
+        json={
+            "model": TINY,
+            "stream": False,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    ).json()
     assert chat["message"]["role"] == "assistant" and chat["message"]["content"]
-    with ollama.stream("POST", "/api/chat", json={
-        "model": TINY, "messages": [{"role": "user", "content": "hello"}],
-    }) as r:
+    with ollama.stream(
+        "POST",
+        "/api/chat",
+        json={
+            "model": TINY,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+    ) as r:
         frames = [json.loads(line) for line in r.iter_lines() if line]
     assert "".join(f["message"]["content"] for f in frames) == chat["message"]["content"]
 
 
 def test_embed(ollama):
     pull(ollama, "nomic-embed-text:v1.5")
-    out = ollama.post("/api/embed",
-                      json={"model": "nomic-embed-text:v1.5", "input": ["a", "b"]}).json()
+    out = ollama.post(
+        "/api/embed", json={"model": "nomic-embed-text:v1.5", "input": ["a", "b"]}
+    ).json()
     assert len(out["embeddings"]) == 2 and len(out["embeddings"][0]) == 768
     again = ollama.post("/api/embed", json={"model": "nomic-embed-text:v1.5", "input": "a"})
     assert again.json()["embeddings"][0] == out["embeddings"][0]

@@ -1,0 +1,439 @@
+"""The `lanai` command line. Commands build result objects; `views` renders them.
+
+Every read command takes --json. Exit codes are documented in the README and
+in `reconciler.errors.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__, compose, views
+from . import desired as desired_mod
+from . import facts as facts_mod
+from . import gpu as gpu_mod
+from . import report as report_mod
+from .daemon import Daemon, poke
+from .engine import Engine, Outcome
+from .errors import DockerError, ExitCode, LanaiError, LockHeld
+from .plan import plan as make_plan
+from .record import read_history
+from .render import render, render_key
+from .secrets import read_secrets, write_secret
+from .settings import ServerSettings, load_settings
+
+T = TypeVar("T")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print machine-readable JSON instead of text.")
+
+
+def _settings() -> ServerSettings:
+    return load_settings()
+
+
+def _fail(exc: LanaiError, as_json: bool = False, code: int | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps({"error": exc.message, "exit_code": int(code or exc.exit_code)}))
+    views.error(exc.message)
+    sys.exit(int(code or exc.exit_code))
+
+
+def guarded(func: Callable[..., T]) -> Callable[..., T]:
+    """Turn a LanaiError into one sentence on stderr and its documented exit code."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return func(*args, **kwargs)
+        except LanaiError as exc:
+            _fail(exc, kwargs.get("as_json", False))
+            raise AssertionError("unreachable") from exc
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lanai")
+def main() -> None:
+    """GitOps for a private AI server: Open WebUI + Ollama, converged from a git repo.
+
+    \b
+    On the server, `lanai run` (a systemd service) follows the state repo: every push
+    to its branch is deployed with `docker compose`, anything that drifts from git
+    (a stopped container, a changed setting) is reported and healed, and every
+    reconcile is recorded.
+
+    \b
+    Everyday commands:
+      lanai status            what is deployed, is it in sync, is it healthy
+      lanai plan              what the next reconcile would change, and why
+      lanai history           commit -> actions -> result, newest first
+      lanai drift             what differs from git right now
+      lanai logs open-webui   a service's logs
+
+    \b
+    Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file),
+    overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH, LANAI_HOME,
+    LANAI_SECRETS_FILE. Exit codes are listed in the README.
+    """
+
+
+# -- the daemon and reconciles --------------------------------------------------------
+
+@main.command()
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@guarded
+def run(log_level: str) -> None:
+    """Run the reconciler daemon (what the systemd service starts).
+
+    Polls the state repo every source.poll_interval, reconciles at once when poked
+    (the post-receive hook, `lanai reconcile --now`) and when Docker reports a
+    managed container stopped, died or turned unhealthy. Stops cleanly on SIGTERM.
+    """
+    logging.basicConfig(level=log_level.upper(), stream=sys.stdout,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    settings = _settings()
+    settings.require_repo()
+    Daemon(settings).run()
+
+
+@main.command()
+@click.option("--now", "now", is_flag=True,
+              help="Ask the running daemon to reconcile now and return at once "
+              "(what the post-receive hook runs). Without a daemon, reconcile here.")
+@click.option("--retry", is_flag=True,
+              help="Try again a commit that failed for a reason that does not go away by "
+              "itself (a failing health check, a missing image), and reset heal limits.")
+@click.option("--wait", "wait_s", default=600, show_default=True, metavar="SECONDS",
+              help="How long to wait for a reconcile that is already running.")
+@json_option
+@guarded
+def reconcile(now: bool, retry: bool, wait_s: int, as_json: bool) -> None:
+    """Fetch the state repo and converge the server to it, now.
+
+    Prints each action with its reason and result. Exits 0 when the server is
+    converged, 3 when the commit failed (the last good state keeps running), 7 when
+    suspended.
+    """
+    settings = _settings()
+    settings.require_repo()
+    if now:
+        reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "poke",
+                                            "retry": retry})
+        if reply and reply.get("ok"):
+            if as_json:
+                click.echo(json.dumps({"queued": True}))
+            else:
+                views.note("the lanai daemon will reconcile now (`lanai status` shows the result)")
+            return
+    engine = Engine(settings, progress=views.progress)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            outcome = engine.reconcile(trigger="cli", retry=retry)
+            break
+        except LockHeld as exc:
+            if time.monotonic() > deadline:
+                raise
+            views.progress(f"waiting: {exc.message.split(';')[0]}")
+            time.sleep(1)
+    _emit_outcome(outcome, as_json)
+
+
+def _emit_outcome(outcome: Outcome, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(outcome.to_json(), indent=1))
+    else:
+        views.outcome(outcome)
+    sys.exit(int(outcome.exit_code))
+
+
+@main.command(name="plan")
+@click.option("--ref", help="A branch or commit of the state repo (default: the followed "
+              "branch's head).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              help="Plan a state directory on disk (a pull request checkout) instead of git.")
+@json_option
+def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
+    """Show what a reconcile would change on this server, and why. Changes nothing.
+
+    Exit status like `diff`: 0 nothing would change, 1 changes, 2 an error.
+    """
+    try:
+        actions = _plan(ref, directory)
+    except LanaiError as exc:
+        _fail(exc, as_json, code=ExitCode.INVALID)
+        return
+    if as_json:
+        click.echo(json.dumps(actions, indent=1))
+    else:
+        views.plan(actions)
+    sys.exit(ExitCode.CHANGES if actions["actions"] else ExitCode.OK)
+
+
+def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
+    settings = _settings()
+    engine = Engine(settings, progress=lambda _m: None)
+    state = engine.state()
+    applied = engine.applied(state)
+    notes: list[str] = []
+    if directory is not None:
+        with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
+            rendered = _render_dir(directory, Path(tmp), notes)
+            return _plan_against(engine, rendered, applied, notes)
+    settings.require_repo()
+    engine.source.fetch()
+    commit = engine.source.resolve(ref) if ref else engine.source.branch_head(engine.branch())
+    rendered = engine.prepare(commit)
+    return _plan_against(engine, rendered, applied, notes)
+
+
+def _render_dir(directory: Path, scratch: Path, notes: list[str]) -> Any:
+    import shutil
+    state = desired_mod.load_state(directory)
+    target = scratch / "state"
+    shutil.copytree(directory, target, ignore=shutil.ignore_patterns(".git"))
+    try:
+        secrets = read_secrets(_settings().secrets_file)
+    except (LanaiError, PermissionError):
+        secrets = {}
+    missing = sorted(state.config.secret_names() - set(secrets))
+    if missing:
+        notes.append("secrets not readable here, planned with placeholders: " + ", ".join(missing))
+        secrets = {**secrets, **{name: "<placeholder>" for name in missing}}
+    state.root = target
+    commit = "working-tree"
+    return render(state, secrets, target, commit, render_key(commit, state.config, secrets))
+
+
+def _plan_against(engine: Engine, rendered: Any, applied: Any, notes: list[str]
+                  ) -> dict[str, Any]:
+    images = sorted({s.image for s in rendered.services.values() if s.image})
+    facts = facts_mod.observe(engine.client, rendered.project, images)
+    result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
+    return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
+            "actions": [a.to_json() for a in result.actions],
+            "drift": [d.to_json() for d in result.drift], "notes": notes}
+
+
+@main.command()
+@click.argument("directory", required=False, default=".",
+                type=click.Path(file_okay=False, path_type=Path))
+@json_option
+def validate(directory: Path, as_json: bool) -> None:
+    """Check a state directory without a server: lanai.yaml, compose.yaml and lanai's rules.
+
+    Runs `docker compose config` on it too when the docker CLI is installed (no
+    Docker engine needed). Exits 0 when valid, 2 with every problem listed.
+    """
+    problems: list[str] = []
+    try:
+        state = desired_mod.load_state(directory)
+    except desired_mod.InvalidState as exc:
+        problems = [str(p) for p in exc.problems]
+    else:
+        problems += _compose_check(directory, state)
+    if as_json:
+        click.echo(json.dumps({"valid": not problems, "problems": problems}, indent=1))
+    elif problems:
+        views.problems(problems)
+    else:
+        views.note(f"{directory}: valid")
+    sys.exit(ExitCode.INVALID if problems else ExitCode.OK)
+
+
+def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str]:
+    argv = ["docker", "compose", "--project-directory", str(directory), "--file",
+            str(directory / state.config.compose_file), "config", "--quiet"]
+    try:
+        result = compose.run(argv, cwd=directory, timeout=60)
+    except DockerError:
+        return []  # no docker CLI here: lanai's own checks are all we can do
+    if result.returncode != 0:
+        return [f"{state.config.compose_file}: rejected by docker compose: "
+                f"{compose.error_text(result)}"]
+    return []
+
+
+# -- read commands -------------------------------------------------------------------
+
+@main.command()
+@json_option
+@guarded
+def status(as_json: bool) -> None:
+    """What is deployed, whether it matches git (sync) and whether it works (health)."""
+    settings = _settings()
+    engine = Engine(settings)
+    state = engine.state()
+    applied = engine.applied(state)
+    facts = None
+    if applied is not None:
+        facts = facts_mod.observe(engine.client, applied.project, [])
+    daemon = poke(settings.socket_path, {"command": "ping"})
+    report = report_mod.build(state, applied, facts, repo=settings.repo,
+                              suspended=engine.suspended(), daemon=daemon)
+    gpus = gpu_mod.observe_gpus()
+    if gpus.gpus or gpus.error:
+        report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
+                      "summary": gpu_mod.summarize(gpus.gpus) if gpus.gpus else None}
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=1))
+    else:
+        views.status(report)
+
+
+@main.command()
+@json_option
+@guarded
+def drift(as_json: bool) -> None:
+    """What differs between the server and the applied commit right now.
+
+    Exits 0 when nothing drifted, 1 when something did (like `diff`).
+    """
+    settings = _settings()
+    engine = Engine(settings)
+    state = engine.state()
+    applied = engine.applied(state)
+    if applied is None:
+        raise LanaiError("nothing has been deployed yet; run `lanai reconcile` first.",
+                         exit_code=ExitCode.NOT_SET_UP)
+    facts = facts_mod.observe(engine.client, applied.project,
+                              sorted({s.image for s in applied.services.values() if s.image}))
+    result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune)
+    data = {"applied_commit": applied.commit, "drift": [d.to_json() for d in result.drift],
+            "heal": [a.to_json() for a in result.actions],
+            "self_heal": applied.config.sync.self_heal}
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        views.drift(data)
+    sys.exit(ExitCode.CHANGES if data["drift"] else ExitCode.OK)
+
+
+@main.command()
+@click.option("-n", "--limit", default=20, show_default=True, help="How many records.")
+@json_option
+def history(limit: int, as_json: bool) -> None:
+    """Every reconcile that did something: commit -> actions -> result, newest first."""
+    records = read_history(_settings().history_file, limit)
+    if as_json:
+        click.echo(json.dumps(records, indent=1))
+    else:
+        views.history(records)
+
+
+@main.command()
+@click.argument("services", nargs=-1)
+@click.option("--tail", default=100, show_default=True, help="Lines per service to start with.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@json_option
+@guarded
+def logs(services: tuple[str, ...], tail: int, follow: bool, as_json: bool) -> None:
+    """Logs of the stack's services (all, or those named), through `docker compose logs`."""
+    settings = _settings()
+    engine = Engine(settings)
+    applied = engine.applied(engine.state())
+    if applied is None:
+        raise LanaiError("nothing has been deployed yet, so there are no logs; run "
+                         "`lanai reconcile` first.", exit_code=ExitCode.NOT_SET_UP)
+    unknown = sorted(set(services) - set(applied.services))
+    if unknown:
+        raise LanaiError(f"no service named {', '.join(unknown)} in the deployed stack; "
+                         f"services: {', '.join(sorted(applied.services))}.",
+                         exit_code=ExitCode.INVALID)
+    project = applied.project_handle
+    argv = project.logs_cmd(list(services), tail=tail, follow=follow, timestamps=as_json)
+    if not as_json:
+        sys.exit(subprocess.call(argv, cwd=project.directory, env=compose.compose_env()))
+    with subprocess.Popen(argv, cwd=project.directory, env=compose.compose_env(),
+                          stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            service, _, rest = line.partition("|")
+            stamp, _, message = rest.strip().partition(" ")
+            click.echo(json.dumps({"service": service.strip().rsplit("-", 1)[0]
+                                   .removeprefix(f"{applied.project}-"),
+                                   "time": stamp, "message": message}))
+    sys.exit(proc.returncode)
+
+
+# -- control -----------------------------------------------------------------------
+
+@main.command()
+@click.option("--reason", help="Why, shown by `lanai status`.")
+def suspend(reason: str | None) -> None:
+    """Stop converging: pushes are fetched and drift is reported, nothing is changed."""
+    Engine(_settings()).suspend(reason)
+    views.note("suspended: lanai will not change the server until `lanai resume`")
+
+
+@main.command()
+@json_option
+@guarded
+def resume(as_json: bool) -> None:
+    """Converge again, and catch up with git at once."""
+    settings = _settings()
+    engine = Engine(settings, progress=views.progress)
+    if not engine.resume():
+        views.note("was not suspended")
+    reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "resume"})
+    if reply and reply.get("ok"):
+        views.note("resumed; the daemon is catching up now")
+        return
+    settings.require_repo()
+    _emit_outcome(engine.reconcile(trigger="resume"), as_json)
+
+
+@main.group()
+def secrets() -> None:
+    """The server's secrets (names in git, values only in a root-only file)."""
+
+
+@secrets.command(name="set")
+@click.argument("name")
+def secrets_set(name: str) -> None:
+    """Set secret NAME, reading the value from standard input (never from arguments)."""
+    settings = _settings()
+    if sys.stdin.isatty():
+        value = click.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True)
+    else:
+        value = sys.stdin.readline().rstrip("\n")
+    if not value:
+        _fail(LanaiError("an empty secret is not allowed; pipe the value on standard input.",
+                         exit_code=ExitCode.INVALID))
+    try:
+        write_secret(settings.secrets_file, name, value)
+    except LanaiError as exc:
+        _fail(exc)
+    views.note(f"{name} saved in {settings.secrets_file}; the next reconcile uses it")
+
+
+@secrets.command(name="list")
+@json_option
+@guarded
+def secrets_list(as_json: bool) -> None:
+    """Names of the secrets on this server (never the values)."""
+    names = sorted(read_secrets(_settings().secrets_file))
+    if as_json:
+        click.echo(json.dumps(names))
+    else:
+        for name in names:
+            click.echo(name)
+
+
+def entry() -> None:  # pragma: no cover - console script shim
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

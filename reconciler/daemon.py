@@ -1,0 +1,207 @@
+"""`lanai run`: the reconciler daemon.
+
+apscheduler runs every reconcile on one worker thread, so they never overlap
+in this process (the lock covers other processes). Three things queue one:
+the poll interval, a poke on the control socket (the state repo's
+post-receive hook, `lanai reconcile --now`, `lanai resume`), and Docker events
+of managed containers (a stop, a death, a failing health check), which are
+seen within a second and start a drift check at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import socketserver
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from .engine import Engine, Outcome
+from .errors import LanaiError, LockHeld
+from .render import LABEL_MANAGED
+from .settings import ServerSettings
+
+log = logging.getLogger("lanai.daemon")
+EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
+EVENT_DEBOUNCE_S = 0.2
+SOCKET_TIMEOUT_S = 5
+
+
+class Daemon:
+    def __init__(self, settings: ServerSettings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or Engine(settings)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone="UTC")
+        self.stopping = threading.Event()
+        self.poll_interval = 60.0
+        self._server: socketserver.UnixStreamServer | None = None
+        self.last_outcome: Outcome | None = None
+
+    # -- scheduling -----------------------------------------------------------
+
+    def queue(self, trigger: str, *, retry: bool = False, delay: float = 0.0) -> None:
+        """Run a reconcile soon; queued runs of the same kind collapse into one."""
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.scheduler.add_job(self._run, "date", run_date=when, id=f"now-{trigger}",
+                               replace_existing=True, kwargs={"trigger": trigger,
+                                                              "retry": retry})
+
+    def _run(self, trigger: str, retry: bool = False) -> None:
+        started = time.monotonic()
+        try:
+            outcome = self.engine.reconcile(trigger=trigger, retry=retry)
+        except LockHeld as exc:
+            log.info("%s; trying again in 2s", exc.message)
+            self.queue(trigger, retry=retry, delay=2)
+            return
+        except LanaiError as exc:
+            log.error("reconcile (%s) failed: %s", trigger, exc.message)
+            return
+        except Exception:  # the daemon must outlive any one bad reconcile
+            log.exception("reconcile (%s) crashed", trigger)
+            return
+        self.last_outcome = outcome
+        self._log(outcome, trigger, time.monotonic() - started)
+        self._after(outcome)
+
+    def _log(self, outcome: Outcome, trigger: str, seconds: float) -> None:
+        commit = (outcome.commit or "?")[:12]
+        if outcome.status in ("no-op",) and not outcome.drift:
+            log.debug("%s: commit %s, nothing to do (%.0f ms)", trigger, commit, seconds * 1000)
+            return
+        actions = ", ".join(f"{a['kind']} {a['service']}: {a['result']}"
+                            for a in outcome.actions) or "no actions"
+        level = logging.ERROR if outcome.error else logging.INFO
+        log.log(level, "%s: commit %s -> %s (%s)%s", trigger, commit, outcome.status, actions,
+                f": {outcome.error}" if outcome.error else "")
+        for drift in outcome.drift:
+            log.warning("drift: %s %s: %s", drift["service"], drift["kind"], drift["detail"])
+
+    def _after(self, outcome: Outcome) -> None:
+        """Follow-ups: a transient failure retries on its backoff; the poll interval follows git."""
+        state = self.engine.state()
+        failure = state.failure
+        if failure and not failure.deterministic and failure.next_retry:
+            due = datetime.strptime(failure.next_retry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
+            self.queue("retry", delay=delay)
+        applied = self.engine.applied(state)
+        if applied is not None:
+            interval = applied.config.source.poll_interval
+            if interval != self.poll_interval:
+                self.poll_interval = interval
+                self.scheduler.reschedule_job("poll", trigger="interval", seconds=interval)
+                log.info("poll interval is now %.0fs", interval)
+
+    # -- inputs ---------------------------------------------------------------
+
+    def serve_socket(self) -> None:
+        path = self.settings.socket_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        daemon = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.request.settimeout(SOCKET_TIMEOUT_S)
+                try:
+                    request = json.loads(self.rfile.readline() or b"{}")
+                except (json.JSONDecodeError, OSError):
+                    request = {}
+                reply = daemon.handle(request)
+                self.wfile.write((json.dumps(reply) + "\n").encode())
+
+        old_umask = os.umask(0o117)  # socket: owner and group only
+        try:
+            self._server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
+        finally:
+            os.umask(old_umask)
+        threading.Thread(target=self._server.serve_forever, name="socket", daemon=True).start()
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if command == "reconcile":
+            self.queue(str(request.get("trigger") or "poke"), retry=bool(request.get("retry")))
+            return {"ok": True, "queued": True}
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def watch_events(self) -> None:
+        """Follow Docker events of managed containers; reconnect with backoff if Docker goes."""
+        backoff = 1.0
+        while not self.stopping.is_set():
+            try:
+                client = self.engine.client_factory()
+                stream = client.events(decode=True, filters={
+                    "type": "container", "label": [f"{LABEL_MANAGED}=true"]})
+                backoff = 1.0
+                for event in stream:
+                    if self.stopping.is_set():
+                        break
+                    action = str(event.get("Action") or event.get("status") or "")
+                    if action in EVENT_ACTIONS:
+                        service = (event.get("Actor") or {}).get("Attributes", {}).get(
+                            "com.docker.compose.service", "?")
+                        log.info("docker event: %s %s", service, action)
+                        self.queue("event", delay=EVENT_DEBOUNCE_S)
+            except Exception as exc:  # Docker restarting, socket gone: keep trying
+                if self.stopping.is_set():
+                    break
+                log.warning("docker events unavailable (%s); retrying in %.0fs", exc, backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30)
+                # A restarted Docker daemon may have changed anything: look now.
+                self.queue("docker-restart", delay=0)
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def run(self) -> None:
+        self.serve_socket()
+        self.scheduler.add_job(self._run, "interval", seconds=self.poll_interval, id="poll",
+                               kwargs={"trigger": "poll"})
+        self.scheduler.start()
+        self.queue("start")
+        threading.Thread(target=self.watch_events, name="events", daemon=True).start()
+        log.info("lanai daemon started (pid %d), following %s", os.getpid(),
+                 self.settings.repo)
+        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        self.stopping.wait()
+        log.info("stopping: waiting for a running reconcile to finish")
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.scheduler.shutdown(wait=True)
+        self.settings.socket_path.unlink(missing_ok=True)
+
+
+def poke(socket_path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask a running daemon; None when no daemon listens."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(SOCKET_TIMEOUT_S)
+            conn.connect(str(socket_path))
+            conn.sendall((json.dumps(request) + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data or b"{}")
+    except (FileNotFoundError, ConnectionRefusedError, TimeoutError, OSError,
+            json.JSONDecodeError):
+        return None
