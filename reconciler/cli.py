@@ -192,7 +192,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     notes: list[str] = []
     if directory is not None:
         with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
-            rendered = _render_dir(directory, Path(tmp), notes)
+            rendered = _render_dir(engine, directory, Path(tmp), notes)
             return _plan_against(engine, rendered, applied, notes)
     settings.require_repo()
     engine.source.fetch()
@@ -201,7 +201,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     return _plan_against(engine, rendered, applied, notes)
 
 
-def _render_dir(directory: Path, scratch: Path, notes: list[str]) -> Any:
+def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]) -> Any:
     import shutil
     state = desired_mod.load_state(directory)
     target = scratch / "state"
@@ -216,13 +216,14 @@ def _render_dir(directory: Path, scratch: Path, notes: list[str]) -> Any:
         secrets = {**secrets, **{name: "<placeholder>" for name in missing}}
     state.root = target
     commit = "working-tree"
-    return render(state, secrets, target, commit, render_key(commit, state.config, secrets))
+    gpu = engine.gpu_runtime()
+    return render(state, secrets, target, commit,
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu), gpu_runtime=gpu)
 
 
 def _plan_against(engine: Engine, rendered: Any, applied: Any, notes: list[str]
                   ) -> dict[str, Any]:
-    images = sorted({s.image for s in rendered.services.values() if s.image})
-    facts = facts_mod.observe(engine.client, rendered.project, images)
+    facts = facts_mod.observe(engine.client, rendered.project, _images(rendered))
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
     return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
             "actions": [a.to_json() for a in result.actions],
@@ -268,6 +269,10 @@ def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str
     return []
 
 
+def _images(rendered: Any) -> list[str]:
+    return sorted({s.image for s in rendered.services.values() if s.image})
+
+
 # -- read commands -------------------------------------------------------------------
 
 @main.command()
@@ -281,7 +286,9 @@ def status(as_json: bool) -> None:
     applied = engine.applied(state)
     facts = None
     if applied is not None:
-        facts = facts_mod.observe(engine.client, applied.project, [])
+        facts = facts_mod.observe(engine.client, applied.project, _images(applied))
+        live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune)
+        state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
                               suspended=engine.suspended(), daemon=daemon)
@@ -310,8 +317,7 @@ def drift(as_json: bool) -> None:
     if applied is None:
         raise LanaiError("nothing has been deployed yet; run `lanai reconcile` first.",
                          exit_code=ExitCode.NOT_SET_UP)
-    facts = facts_mod.observe(engine.client, applied.project,
-                              sorted({s.image for s in applied.services.values() if s.image}))
+    facts = facts_mod.observe(engine.client, applied.project, _images(applied))
     result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune)
     data = {"applied_commit": applied.commit, "drift": [d.to_json() for d in result.drift],
             "heal": [a.to_json() for a in result.actions],

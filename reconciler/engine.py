@@ -22,7 +22,7 @@ import docker
 from . import desired as desired_mod
 from . import facts as facts_mod
 from .apply import Applier, ApplyReport
-from .errors import ExitCode, LanaiError, SourceError
+from .errors import DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
 from .plan import plan
 from .record import (
@@ -86,6 +86,7 @@ class Engine:
         self.progress = progress or (lambda msg: log.info(msg))
         self._client: docker.DockerClient | None = None
         self._source: GitSource | None = None
+        self._gpu_runtime: bool | None = None
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -134,6 +135,17 @@ class Engine:
             return None
         return load_rendered(self.settings.deployments_dir / state.applied_key)
 
+    def gpu_runtime(self) -> bool:
+        """Whether Docker here can hand out NVIDIA GPUs (the NVIDIA Container Toolkit)."""
+        if self._gpu_runtime is None:
+            try:
+                runtimes = self.client.info().get("Runtimes") or {}
+            except Exception as exc:
+                raise DockerError(f"cannot ask Docker for its runtimes ({exc}); check "
+                                  "`docker info`.") from None
+            self._gpu_runtime = "nvidia" in runtimes
+        return self._gpu_runtime
+
     def branch(self) -> str:
         """The server's branch override, else lanai.yaml's source.branch on main, else main."""
         if self.settings.branch:
@@ -163,7 +175,8 @@ class Engine:
             state = desired_mod.load_state(scratch, commit)
             secrets = read_secrets(self.settings.secrets_file)
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
-            key = render_key(commit, state.config, secrets)
+            gpu_runtime = self.gpu_runtime()
+            key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -172,7 +185,7 @@ class Engine:
             scratch.rename(final)
             state.root = final
             try:
-                return render(state, secrets, final, commit, key)
+                return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime)
             except BaseException:
                 discard(final)
                 raise
@@ -266,7 +279,8 @@ class Engine:
         if not config.secret_names():
             return False
         secrets = read_secrets(self.settings.secrets_file)
-        return render_key(applied.commit, config, secrets) != applied.key
+        return render_key(applied.commit, config, secrets,
+                          gpu_runtime=self.gpu_runtime()) != applied.key
 
     def _subject(self, commit: str | None) -> str | None:
         if not commit:

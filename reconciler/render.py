@@ -51,6 +51,7 @@ class Rendered:
     compose_file: str
     services: dict[str, ServiceSpec]
     settings: dict[str, Any] = field(default_factory=dict)  # lanai.yaml of this commit
+    cpu_only: list[str] = field(default_factory=list)  # services whose GPU request was dropped
 
     @property
     def config(self) -> LanaiConfig:
@@ -63,20 +64,22 @@ class Rendered:
     def to_json(self) -> dict[str, Any]:
         return {"commit": self.commit, "key": self.key, "project": self.project,
                 "compose_file": self.compose_file, "settings": self.settings,
+                "cpu_only": self.cpu_only,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
     def from_json(cls, directory: Path, data: dict[str, Any]) -> Rendered:
         return cls(directory=directory, commit=data["commit"], key=data["key"],
                    project=data["project"], compose_file=data["compose_file"],
-                   settings=data.get("settings", {}),
+                   settings=data.get("settings", {}), cpu_only=data.get("cpu_only", []),
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
 
-def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str]) -> str:
-    """Changes when the commit or any secret value the state uses changes."""
-    digest = hashlib.sha256(commit.encode())
+def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
+               gpu_runtime: bool) -> str:
+    """Changes when the commit, any secret value the state uses, or the GPU runtime changes."""
+    digest = hashlib.sha256(f"{commit}\0gpu={gpu_runtime}".encode())
     for name in sorted(config.secret_names()):
         digest.update(f"\0{name}={secrets.get(name, '')}".encode())
     return f"{commit[:12]}-{digest.hexdigest()[:8]}"
@@ -90,13 +93,39 @@ def load_rendered(directory: Path) -> Rendered | None:
     return Rendered.from_json(directory, data)
 
 
+def gpu_services(compose_data: dict[str, Any]) -> list[str]:
+    """Services that reserve an NVIDIA GPU in compose.yaml."""
+    out = []
+    for name, spec in (compose_data.get("services") or {}).items():
+        devices = (((spec or {}).get("deploy") or {}).get("resources") or {}).get(
+            "reservations", {}) or {}
+        for device in devices.get("devices") or []:
+            if device.get("driver") == "nvidia" or "gpu" in (device.get("capabilities") or []):
+                out.append(name)
+                break
+    return out
+
+
+def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
+    wanted = gpu_services(state.compose)
+    if state.config.gpu == "required" and wanted and not gpu_runtime:
+        raise StateError(
+            f"{', '.join(wanted)} need(s) an NVIDIA GPU (gpu: required in lanai.yaml) but "
+            "Docker on this server has no NVIDIA runtime; install the NVIDIA Container Toolkit "
+            "(bootstrap.sh does) or set gpu: auto.", deterministic=False)
+    if state.config.gpu == "off" or not gpu_runtime:
+        return wanted
+    return []
+
+
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
-           key: str, *, timeout: float = 60) -> Rendered:
+           key: str, *, gpu_runtime: bool, timeout: float = 60) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
-    _write_override(directory, commit, state, env_files, hashes={})
+    cpu_only = cpu_only_services(state, gpu_runtime)
+    _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only)
     project = compose.Project(config.project, directory, config.compose_file)
     result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
     if result.returncode != 0:
@@ -117,10 +146,11 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
             and not spec["healthcheck"].get("disable"),
         )
     _write_override(directory, commit, state, env_files,
-                    hashes={name: spec.hash for name, spec in services.items()})
+                    hashes={name: spec.hash for name, spec in services.items()},
+                    cpu_only=cpu_only)
     rendered = Rendered(directory=directory, commit=commit, key=key, project=config.project,
                         compose_file=config.compose_file, services=services,
-                        settings=config.model_dump(mode="json"))
+                        settings=config.model_dump(mode="json"), cpu_only=cpu_only)
     # Written last: a directory without it is an interrupted render and is redone.
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")
@@ -180,11 +210,27 @@ def _write_secret_env(state: DesiredState, secrets: dict[str, str],
     return out
 
 
+class _Reset(list):  # type: ignore[type-arg]
+    """Emitted as compose's `!reset []`: drops a value from the user's file in the override."""
+
+
+class _OverrideDumper(yaml.SafeDumper):
+    pass
+
+
+_OverrideDumper.add_representer(
+    _Reset, lambda dumper, data: dumper.represent_sequence("!reset", list(data)))
+
+
 def _write_override(directory: Path, commit: str, state: DesiredState,
-                    env_files: dict[str, Path], hashes: dict[str, str]) -> None:
+                    env_files: dict[str, Path], hashes: dict[str, str],
+                    cpu_only: list[str]) -> None:
     services: dict[str, Any] = {}
     for name in state.services:
         entry: dict[str, Any] = {"labels": {LABEL_MANAGED: "true"}}
+        if name in cpu_only:
+            # No NVIDIA runtime on this server: run on the CPU instead of failing to start.
+            entry["deploy"] = {"resources": {"reservations": {"devices": _Reset()}}}
         if name in hashes:
             entry["labels"][LABEL_HASH] = hashes[name]
         if name in env_files:
@@ -193,7 +239,7 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
     header = (f"# Generated by lanai for commit {commit[:12]}. Do not edit: change "
               f"{state.config.compose_file} in the state repo instead.\n"
               "# Secrets reach services through env files readable by root only.\n")
-    body = yaml.safe_dump({"services": services}, sort_keys=True)
+    body = yaml.dump({"services": services}, Dumper=_OverrideDumper, sort_keys=True)
     (directory / compose.OVERRIDE_FILE).write_text(header + body, encoding="utf-8")
 
 

@@ -7,7 +7,7 @@ ignored setting. Field descriptions double as the configuration reference.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -59,6 +59,10 @@ class Security(Strict):
 
 
 class LanaiConfig(Strict):
+    gpu: Literal["auto", "required", "off"] = Field(
+        "auto", description="auto: keep compose.yaml's NVIDIA GPU reservations where the server "
+        "has the NVIDIA container runtime, drop them (the stack runs on the CPU) where it does "
+        "not; required: fail without it; off: always run on the CPU.")
     project: str = Field("lanai", description="The compose project name on the server.")
     compose_file: str = Field("compose.yaml", description="The compose file, relative to the repo.")
     source: Source = Field(default_factory=Source)
