@@ -404,6 +404,27 @@ def resume(as_json: bool) -> None:
 
 
 @main.group()
+def hook() -> None:
+    """The post-receive hook that makes a push deploy at once."""
+
+
+@hook.command(name="install")
+@click.argument("repo", type=click.Path(file_okay=False, exists=True, path_type=Path))
+def hook_install(repo: Path) -> None:
+    """Install the post-receive hook into the bare state repo REPO on this server."""
+    import shutil as _shutil
+
+    from .hooks import install_hook
+    lanai = _shutil.which("lanai") or sys.argv[0]
+    try:
+        path = install_hook(repo, str(Path(lanai).resolve()))
+    except ValueError as exc:
+        _fail(LanaiError(str(exc), exit_code=ExitCode.INVALID))
+        return
+    views.note(f"installed {path}: a push to {repo} now pokes the reconciler")
+
+
+@main.group()
 def secrets() -> None:
     """The server's secrets (names in git, values only in a root-only file)."""
 

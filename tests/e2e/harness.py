@@ -1,0 +1,207 @@
+"""The end-to-end harness: a real bare git repo, the real `lanai` CLI and daemon,
+a real Docker engine. Nothing here is imitated except Ollama (see tests/ollama_double)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_STATE = REPO_ROOT / "desired-state"
+MINI_STATE = Path(__file__).parent / "stacks" / "mini"
+REQUIRED_IMAGES = ("ollama/ollama:0.24.0", "ghcr.io/open-webui/open-webui:v0.12.4",
+                   "lanai-test/debian:bookworm")
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except Exception as exc:  # the thing polled may not exist yet
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} "
+                                 f"(last: {last!r})")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+class StateRepo:
+    """A bare repo (the remote the server follows) and a working clone (the user's laptop)."""
+
+    def __init__(self, root: Path, source: Path, replacements: dict[str, str]) -> None:
+        self.bare = root / "state.git"
+        self.work = root / "work"
+        git(root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.bare))
+        git(root, "clone", "--quiet", str(self.bare), str(self.work))
+        git(self.work, "checkout", "--quiet", "-b", "main")
+        for item in source.iterdir():
+            target = self.work / item.name
+            if item.is_dir():
+                shutil.copytree(item, target)
+            else:
+                shutil.copy2(item, target)
+        for name in ("compose.yaml", "lanai.yaml"):
+            path = self.work / name
+            text = path.read_text()
+            for old, new in replacements.items():
+                text = text.replace(old, new)
+            path.write_text(text)
+        self.commit_push("Initial state")
+
+    def read(self, name: str) -> str:
+        return (self.work / name).read_text()
+
+    def write(self, name: str, text: str) -> None:
+        (self.work / name).write_text(text)
+
+    def replace(self, name: str, old: str, new: str) -> None:
+        text = self.read(name)
+        assert old in text, f"{old!r} not in {name}"
+        self.write(name, text.replace(old, new, 1))
+
+    def commit_push(self, message: str) -> str:
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "--quiet", "-m", message)
+        return self.push()
+
+    def push(self) -> str:
+        git(self.work, "push", "--quiet", "origin", "HEAD:main")
+        return self.head()
+
+    def revert_push(self, commit: str = "HEAD") -> str:
+        git(self.work, "revert", "--no-edit", commit)
+        return self.push()
+
+    def head(self) -> str:
+        return git(self.work, "rev-parse", "HEAD")
+
+
+class Server:
+    """This machine as a lanai server, isolated in a temp dir with its own project name."""
+
+    def __init__(self, root: Path, repo: StateRepo, project: str, client: docker.DockerClient,
+                 secrets: dict[str, str] | None = None) -> None:
+        self.root = root
+        self.repo = repo
+        self.project = project
+        self.client = client
+        self.home = root / "home"
+        self.secrets_file = root / "secrets.env"
+        self.secrets_file.write_text("".join(f"{k}={v}\n" for k, v in (secrets or {}).items()))
+        self.secrets_file.chmod(0o600)
+        self.env = {**os.environ, "LANAI_HOME": str(self.home), "LANAI_REPO": str(repo.bare),
+                    "LANAI_SECRETS_FILE": str(self.secrets_file),
+                    "LANAI_CONFIG": str(root / "no-server.yaml"), "COLUMNS": "200"}
+        self.daemon: subprocess.Popen[str] | None = None
+        self.daemon_log = root / "daemon.log"
+
+    # -- the CLI, as a user runs it ---------------------------------------------------
+
+    def lanai(self, *args: str, stdin: str | None = None,
+              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", *args], env=self.env,
+                              capture_output=True, text=True, input=stdin, timeout=timeout,
+                              check=False)
+
+    def lanai_json(self, *args: str) -> tuple[int, Any]:
+        result = self.lanai(*args, "--json")
+        try:
+            return result.returncode, json.loads(result.stdout)
+        except json.JSONDecodeError:
+            raise AssertionError(f"lanai {' '.join(args)} --json printed no JSON: "
+                                 f"{result.stdout!r} {result.stderr!r}") from None
+
+    def reconcile(self, *args: str) -> tuple[int, dict[str, Any]]:
+        return self.lanai_json("reconcile", *args)
+
+    def status(self) -> dict[str, Any]:
+        return self.lanai_json("status")[1]
+
+    def history(self) -> list[dict[str, Any]]:
+        return self.lanai_json("history", "-n", "100")[1]
+
+    # -- the daemon ---------------------------------------------------------------------
+
+    def start_daemon(self) -> None:
+        log = self.daemon_log.open("a")
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "run", "--log-level", "debug"], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, text=True)
+        wait_for(lambda: self.lanai_json("status")[1].get("daemon"), 30, "the daemon's socket")
+
+    def stop_daemon(self) -> int | None:
+        if self.daemon is None:
+            return None
+        self.daemon.terminate()
+        try:
+            code = self.daemon.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.daemon.kill()
+            code = self.daemon.wait()
+        self.daemon = None
+        return code
+
+    # -- facts for assertions ---------------------------------------------------------------
+
+    def containers(self) -> dict[str, Any]:
+        found = self.client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={self.project}"})
+        return {c.labels["com.docker.compose.service"]: c for c in found}
+
+    def container_ids(self) -> dict[str, str]:
+        return {name: c.id for name, c in self.containers().items()}
+
+    def env_of(self, service: str) -> dict[str, str]:
+        container = self.containers()[service]
+        return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+
+    def docker_writes(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Docker events in a window, less health-check execs (reads, not writes)."""
+        events = self.client.events(since=since, until=until, decode=True)
+        return [e for e in events if not str(e.get("Action", "")).startswith(("exec_",
+                                                                              "health_status"))]
+
+    def teardown(self) -> None:
+        self.stop_daemon()
+        for container in self.containers().values():
+            container.remove(force=True, v=True)
+        label = f"com.docker.compose.project={self.project}"
+        for network in self.client.networks.list(filters={"label": label}):
+            network.remove()
+        for volume in self.client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
+
+
+def new_project() -> str:
+    return f"lanai-e2e-{uuid.uuid4().hex[:6]}"

@@ -1,0 +1,191 @@
+"""The example state (desired-state/) deployed for real: Open WebUI from the pinned
+wheel, the Ollama API double, a bare git repo, the lanai CLI.
+
+One stack is deployed for the module and the tests walk through a user's week
+in order: deploy, a push that changes nothing, a push that changes the stack,
+a broken push, a push whose health check fails, and a `git revert`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import docker
+import httpx
+import pytest
+
+from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project
+
+SECRET = "e2e-webui-secret-9f8a7b"
+
+
+class Example:
+    def __init__(self, server: Server, repo: StateRepo, port: int) -> None:
+        self.server, self.repo, self.port = server, repo, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.commits: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module")
+def example(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Example]:
+    root = tmp_path_factory.mktemp("example")
+    project, port = new_project(), free_port()
+    repo = StateRepo(root, EXAMPLE_STATE, {"project: lanai": f"project: {project}",
+                                           '"3000:8080"': f'"{port}:8080"'})
+    server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET})
+    yield Example(server, repo, port)
+    server.teardown()
+
+
+def webui_healthy(url: str) -> bool:
+    return httpx.get(f"{url}/health", timeout=5).json().get("status") is True
+
+
+def test_example_state_deploys_and_open_webui_answers_health_and_signup(example: Example):
+    code, outcome = example.server.reconcile()
+    assert code == 0, outcome
+    assert outcome["status"] == "applied"
+    assert sorted((a["kind"], a["service"], a["result"]) for a in outcome["actions"]) == [
+        ("create", "ollama", "ok"), ("create", "open-webui", "ok")]
+    assert webui_healthy(example.url)
+    signup = httpx.post(f"{example.url}/api/v1/auths/signup", timeout=30, json={
+        "name": "Admin", "email": "admin@example.invalid", "password": "correct horse 1"})
+    assert signup.status_code == 200, signup.text
+    body = signup.json()
+    assert body["token"] and body["role"] == "admin"  # the first account is the admin
+
+    status = example.server.status()
+    assert status["sync"] == "Synced" and status["health"] == "Healthy"
+    assert {s["service"]: s["health"] for s in status["services"]} == {
+        "ollama": "Healthy", "open-webui": "Healthy"}
+    # The GPU reservation is dropped on a server without the NVIDIA runtime, not failed on.
+    ollama = example.server.containers()["ollama"]
+    assert not ollama.attrs["HostConfig"].get("DeviceRequests")
+    # Ollama is not published: only Open WebUI has a host port.
+    assert not ollama.attrs["HostConfig"].get("PortBindings")
+
+
+def test_secret_reaches_the_container_and_nowhere_else(example: Example):
+    assert example.server.env_of("open-webui")["WEBUI_SECRET_KEY"] == SECRET
+    for path in example.server.home.rglob("*"):
+        if path.is_file() and ".lanai-secrets" not in path.parts:
+            assert SECRET not in path.read_text(errors="replace"), path
+    env_files = list(example.server.home.rglob(".lanai-secrets/*.env"))
+    assert env_files and all(f.stat().st_mode & 0o077 == 0 for f in env_files)
+
+
+def test_push_without_stack_change_makes_zero_docker_writes(example: Example):
+    before = example.server.container_ids()
+    example.repo.write("NOTES.md", "Family server. Ask Dad for an account.\n")
+    commit = example.repo.commit_push("Add notes")
+    since = time.time() - 0.01
+    code, outcome = example.server.reconcile()
+    until = time.time() + 0.5
+    assert code == 0, outcome
+    assert outcome["actions"] == []
+    assert example.server.status()["applied_commit"] == commit
+    assert example.server.container_ids() == before
+    assert example.server.docker_writes(since, until) == []
+
+
+def test_push_that_changes_the_stack_converges_only_what_changed(example: Example):
+    before = example.server.container_ids()
+    example.repo.replace("compose.yaml", 'OLLAMA_KEEP_ALIVE: "30m"', 'OLLAMA_KEEP_ALIVE: "1h"')
+    example.commits["keep-alive"] = example.repo.commit_push("Keep models loaded for an hour")
+    code, outcome = example.server.reconcile()
+    assert code == 0, outcome
+    assert [(a["kind"], a["service"]) for a in outcome["actions"]] == [("update", "ollama")]
+    assert "environment.OLLAMA_KEEP_ALIVE: 30m -> 1h" in outcome["actions"][0]["details"]
+    after = example.server.container_ids()
+    assert after["ollama"] != before["ollama"]
+    assert after["open-webui"] == before["open-webui"]
+    assert example.server.env_of("ollama")["OLLAMA_KEEP_ALIVE"] == "1h"
+    newest = example.server.history()[0]
+    assert newest["commit"] == example.commits["keep-alive"]
+    assert newest["subject"] == "Keep models loaded for an hour"
+
+
+def test_broken_commit_is_reported_previous_stack_keeps_serving_next_good_commit_recovers(
+        example: Example):
+    before = example.server.container_ids()
+    good = example.repo.read("compose.yaml")
+    example.repo.write("compose.yaml", good.replace("    restart: unless-stopped\n",
+                                                    "    restart: [unless-stopped\n", 1))
+    broken = example.repo.commit_push("Typo")
+    code, outcome = example.server.reconcile()
+    assert code == 2, outcome
+    assert outcome["status"] == "failed"
+    assert outcome["error"].startswith("compose.yaml:")
+    assert "push again" in outcome["error"]
+    status = example.server.status()
+    assert status["sync"] == "Failed" and status["head_commit"] == broken
+    assert status["health"] == "Healthy"
+    assert webui_healthy(example.url)
+    assert example.server.container_ids() == before
+    # A deterministic failure is not retried in a loop: the next reconcile waits.
+    code, outcome = example.server.reconcile()
+    assert outcome["status"] == "waiting" and code == 2
+    assert len([r for r in example.server.history() if r["commit"] == broken]) == 1
+
+    example.repo.write("compose.yaml", good)
+    fixed = example.repo.commit_push("Fix typo")
+    code, outcome = example.server.reconcile()
+    assert code == 0, outcome
+    status = example.server.status()
+    assert status["sync"] == "Synced" and status["applied_commit"] == fixed
+    assert example.server.container_ids() == before
+
+
+def test_failing_health_check_rolls_back_to_the_last_good_commit(example: Example):
+    good_ids = example.server.container_ids()
+    example.repo.replace("compose.yaml", 'test: ["CMD", "ollama", "list"]',
+                         'test: ["CMD", "false"]')
+    example.repo.replace("compose.yaml", "retries: 5\n      start_period: 20s",
+                         "retries: 2\n      start_period: 0s")
+    example.repo.replace("compose.yaml", "interval: 10s", "interval: 1s")
+    bad = example.repo.commit_push("Break ollama's health check")
+    code, outcome = example.server.reconcile()
+    assert code == 3, outcome
+    assert "ollama: health check failing" in outcome["error"]
+    assert outcome["rolled_back_to"] == example.commits["keep-alive"] or \
+        outcome["rolled_back_to"] is not None
+    status = example.server.status()
+    assert status["sync"] == "Failed" and status["head_commit"] == bad
+    assert status["health"] == "Healthy", status
+    assert webui_healthy(example.url)
+    assert example.server.containers()["open-webui"].id == good_ids["open-webui"]
+    # Not retried by itself; --retry tries once more (and fails the same way).
+    assert example.server.reconcile()[1]["status"] == "waiting"
+    code, outcome = example.server.reconcile("--retry")
+    assert code == 3 and outcome["status"] == "failed"
+
+
+def test_git_revert_rolls_back(example: Example):
+    example.repo.revert_push()  # the broken health check
+    code, outcome = example.server.reconcile()
+    assert code == 0, outcome
+    assert example.server.env_of("ollama")["OLLAMA_KEEP_ALIVE"] == "1h"
+    example.repo.revert_push(example.commits["keep-alive"])
+    code, outcome = example.server.reconcile()
+    assert code == 0, outcome
+    assert [(a["kind"], a["service"]) for a in outcome["actions"]] == [("update", "ollama")]
+    assert example.server.env_of("ollama")["OLLAMA_KEEP_ALIVE"] == "30m"
+    status = example.server.status()
+    assert status["sync"] == "Synced" and status["health"] == "Healthy"
+    # The admin account made at the start survived every redeploy (named volume).
+    login = httpx.post(f"{example.url}/api/v1/auths/signin", timeout=30, json={
+        "email": "admin@example.invalid", "password": "correct horse 1"})
+    assert login.status_code == 200, login.text
+
+
+def test_history_reads_newest_first_with_commit_actions_and_result(example: Example):
+    records = example.server.history()
+    assert records[0]["commit"] == example.repo.head()
+    assert [r["status"] for r in records][-1] == "applied"
+    assert any(r["status"] == "failed" and r["error"] for r in records)
+    human = example.server.lanai("history")
+    assert human.returncode == 0
+    assert example.repo.head()[:12] in human.stdout
+
