@@ -25,7 +25,7 @@ from . import facts as facts_mod
 from . import gpu as gpu_mod
 from . import report as report_mod
 from .daemon import Daemon, poke
-from .engine import Engine, Outcome
+from .engine import Engine, Outcome, held_services
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
 from .plan import plan as make_plan
 from .record import read_history
@@ -104,7 +104,8 @@ def run(log_level: str) -> None:
     """
     logging.basicConfig(level=log_level.upper(), stream=sys.stdout,
                         format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    for noisy in ("apscheduler", "urllib3", "git", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings()
     settings.require_repo()
     Daemon(settings).run()
@@ -129,7 +130,6 @@ def reconcile(now: bool, retry: bool, wait_s: int, as_json: bool) -> None:
     suspended.
     """
     settings = _settings()
-    settings.require_repo()
     if now:
         reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "poke",
                                             "retry": retry})
@@ -139,6 +139,7 @@ def reconcile(now: bool, retry: bool, wait_s: int, as_json: bool) -> None:
             else:
                 views.note("the lanai daemon will reconcile now (`lanai status` shows the result)")
             return
+    settings.require_repo()
     engine = Engine(settings, progress=views.progress)
     deadline = time.monotonic() + wait_s
     while True:
@@ -287,7 +288,8 @@ def status(as_json: bool) -> None:
     facts = None
     if applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, _images(applied))
-        live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune)
+        live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
+                         held=held_services(state, applied.config))
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
@@ -318,7 +320,8 @@ def drift(as_json: bool) -> None:
         raise LanaiError("nothing has been deployed yet; run `lanai reconcile` first.",
                          exit_code=ExitCode.NOT_SET_UP)
     facts = facts_mod.observe(engine.client, applied.project, _images(applied))
-    result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune)
+    result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
+                       held=held_services(state, applied.config))
     data = {"applied_commit": applied.commit, "drift": [d.to_json() for d in result.drift],
             "heal": [a.to_json() for a in result.actions],
             "self_heal": applied.config.sync.self_heal}

@@ -48,17 +48,30 @@ class Daemon:
         self.poll_interval = 60.0
         self._server: socketserver.UnixStreamServer | None = None
         self.last_outcome: Outcome | None = None
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
 
     # -- scheduling -----------------------------------------------------------
 
     def queue(self, trigger: str, *, retry: bool = False, delay: float = 0.0) -> None:
-        """Run a reconcile soon; queued runs of the same kind collapse into one."""
-        when = datetime.now(UTC) + timedelta(seconds=delay)
-        self.scheduler.add_job(self._run, "date", run_date=when, id=f"now-{trigger}",
-                               replace_existing=True, kwargs={"trigger": trigger,
-                                                              "retry": retry})
+        """Run a reconcile soon; requests of one kind that have not started yet collapse.
 
-    def _run(self, trigger: str, retry: bool = False) -> None:
+        A request that arrives while a reconcile runs is kept (it may carry a newer
+        push or a new failure) and runs right after it, on the single worker.
+        """
+        with self._pending_lock:
+            if trigger in self._pending and not retry:
+                return
+            self._pending.add(trigger)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.scheduler.add_job(self._run, "date", run_date=when,
+                               id=f"{trigger}-{time.monotonic_ns()}",
+                               kwargs={"trigger": trigger, "retry": retry, "queued": True})
+
+    def _run(self, trigger: str, retry: bool = False, queued: bool = False) -> None:
+        if queued:
+            with self._pending_lock:
+                self._pending.discard(trigger)
         started = time.monotonic()
         try:
             outcome = self.engine.reconcile(trigger=trigger, retry=retry)

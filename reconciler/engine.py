@@ -417,15 +417,9 @@ class Engine:
         if retry:
             state.heals = {}
             return set()
-        limit = config.sync.heal_limit
-        cutoff = time.time() - limit.window
-        held = set()
-        for service, times in list(state.heals.items()):
-            recent = [t for t in times if t >= cutoff]
-            state.heals[service] = recent
-            if len(recent) >= limit.restarts:
-                held.add(service)
-        return held
+        cutoff = time.time() - config.sync.heal_limit.window
+        state.heals = {s: [t for t in times if t >= cutoff] for s, times in state.heals.items()}
+        return held_services(state, config)
 
     def _images(self, rendered: Rendered) -> list[str]:
         return sorted({s.image for s in rendered.services.values() if s.image})
@@ -442,6 +436,14 @@ class Engine:
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
 
+
+
+def held_services(state: State, config: LanaiConfig) -> set[str]:
+    """Services healed heal_limit.restarts times within the window: not healed again for now."""
+    limit = config.sync.heal_limit
+    cutoff = time.time() - limit.window
+    return {service for service, times in state.heals.items()
+            if len([t for t in times if t >= cutoff]) >= limit.restarts}
 
 
 def _due(when: str | None) -> bool:

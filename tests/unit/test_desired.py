@@ -363,7 +363,8 @@ def test_format_path() -> None:
 
 
 def test_problem_without_line_or_path() -> None:
-    assert str(Problem("compose.yaml", (), None, "file not found")) == "compose.yaml: file not found"
+    problem = Problem("compose.yaml", (), None, "file not found")
+    assert str(problem) == "compose.yaml: file not found"
 
 
 @pytest.mark.parametrize(("image", "pinned"), [
