@@ -88,18 +88,24 @@ def subcommand(argv: list[str]) -> str:
     return argv[last + 2] if last + 2 < len(argv) else "compose"
 
 
-_NOISE = re.compile(r"^\s*(time=|level=|#\d+ |\s*$)")
+# Compose's progress lines (" Container x  Starting", " web Pulling") are not the error.
+_PROGRESS = re.compile(r"^\s*(time=|level=|#\d+ |(Network|Volume|Container|Image) \S+\s+\w+"
+                       r"$|\S+ (Pulling|Pulled|Waiting|Skipped)\b|\s*$)")
 
 
 def error_text(result: subprocess.CompletedProcess[str]) -> str:
-    """The meaningful last lines of compose's stderr, joined into one line."""
+    """The error in compose's output, as one line: the daemon's error if there is one."""
     lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines()
-             if not _NOISE.match(line)]
-    text = " ".join(lines[-3:]) if lines else f"exit status {result.returncode}"
-    return text.removeprefix("Error response from daemon: ")
+             if not _PROGRESS.match(line)]
+    errors = [line for line in lines if line.lower().startswith(("error", "service "))
+              or "error response from daemon" in line.lower()]
+    chosen = errors[-1] if errors else (" ".join(lines[-3:]) if lines else "")
+    text = chosen.removeprefix("Error response from daemon: ").removeprefix("Error: ")
+    return text or f"exit status {result.returncode}"
 
 
 _TRANSIENT = ("timeout", "timed out", "connection refused", "connection reset",
+              "no route to host", "server misbehaving", "context deadline exceeded",
               "no such host", "temporary failure in name resolution", "tls handshake",
               "network is unreachable", "i/o timeout", "eof", "502 bad gateway",
               "503 service unavailable", "too many requests", "toomanyrequests")

@@ -7,6 +7,7 @@ and the line; all problems are collected so one push shows all of them.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,11 @@ class DesiredState:
 def load_state(root: Path, commit: str | None = None) -> DesiredState:
     """Read and validate `root`; raise InvalidState listing every problem found."""
     problems: list[Problem] = []
-    config = _load_settings(root, problems)
+    config, settings_lines = _load_settings(root, problems)
     compose_file = config.compose_file if config else "compose.yaml"
     compose, located = _load_compose(root, compose_file, problems)
-    if config is not None and compose is not None:
-        problems += check_compose(compose, located, config, compose_file)
+    if config is not None and compose is not None and located is not None:
+        problems += check_compose(compose, located, config, compose_file, settings_lines)
     if problems:
         raise InvalidState(problems)
     assert config is not None and compose is not None and located is not None
@@ -98,22 +99,24 @@ def _parse(name: str, text: str, problems: list[Problem]) -> yamlpos.Located | N
         return None
 
 
-def _load_settings(root: Path, problems: list[Problem]) -> LanaiConfig | None:
+def _load_settings(root: Path, problems: list[Problem]
+                   ) -> tuple[LanaiConfig | None, yamlpos.Located]:
+    empty = yamlpos.Located(None)
     text = _read(root, SETTINGS_FILE, problems, required=False)
     if text is None:
-        return LanaiConfig() if not problems else None
+        return (LanaiConfig() if not problems else None), empty
     located = _parse(SETTINGS_FILE, text, problems)
     if located is None:
-        return None
+        return None, empty
     data = located.data if located.data is not None else {}
     if not isinstance(data, dict):
         problems.append(Problem(SETTINGS_FILE, (), 1, "expected a mapping of settings"))
-        return None
+        return None, located
     try:
-        return LanaiConfig.model_validate(data)
+        return LanaiConfig.model_validate(data), located
     except ValidationError as exc:
         problems += pydantic_problems(SETTINGS_FILE, exc, located, LanaiConfig)
-        return None
+        return None, located
 
 
 def pydantic_problems(file: str, exc: ValidationError, located: yamlpos.Located,
@@ -167,8 +170,11 @@ def _load_compose(root: Path, name: str, problems: list[Problem]
     return data, located
 
 
+RESTART_POLICIES = re.compile(r"^(no|always|unless-stopped|on-failure(:\d+)?)$")
+
+
 def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: LanaiConfig,
-                  name: str) -> list[Problem]:
+                  name: str, settings_lines: yamlpos.Located | None = None) -> list[Problem]:
     """lanai's own rules on top of what `docker compose config` validates."""
     problems: list[Problem] = []
     services = compose["services"]
@@ -186,7 +192,21 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
                 name, path, located.line_of(path),
                 f"image {image!r} is not pinned; name a version tag (or a digest) so a deploy "
                 "is reproducible and `git revert` rolls back"))
+        restart = spec.get("restart")
+        if restart is not None and not RESTART_POLICIES.match(str(restart)):
+            path = ("services", service, "restart")
+            problems.append(Problem(
+                name, path, located.line_of(path),
+                f"{restart!r} is not a restart policy; use no, always, unless-stopped or "
+                "on-failure[:N] (lanai recommends unless-stopped)"))
         if is_ollama(image) and not config.security.allow_ollama_on_lan:
+            if spec.get("network_mode") == "host":
+                path = ("services", service, "network_mode")
+                problems.append(Problem(
+                    name, path, located.line_of(path),
+                    "Ollama has no authentication and network_mode: host exposes it on every "
+                    "interface; use the compose network, or set "
+                    "security.allow_ollama_on_lan: true in lanai.yaml"))
             for index, port in enumerate(spec.get("ports") or []):
                 host_ip = published_host_ip(port)
                 if host_ip not in LOOPBACK:
@@ -199,7 +219,8 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
     for service in config.secrets:
         if service not in services:
             path = ("secrets", service)
-            problems.append(Problem(SETTINGS_FILE, path, None,
+            line = settings_lines.line_of(path) if settings_lines else None
+            problems.append(Problem(SETTINGS_FILE, path, line,
                                     f"names service {service!r}, which is not in {name}"))
     return problems
 

@@ -7,6 +7,7 @@ with self-heal on, healed within the restart limit.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -135,6 +136,14 @@ class Engine:
             return None
         return load_rendered(self.settings.deployments_dir / state.applied_key)
 
+    def server_inputs(self) -> str:
+        """A digest of what the server adds to a commit (its secrets file)."""
+        try:
+            data = self.settings.secrets_file.read_bytes()
+        except OSError:
+            data = b""
+        return hashlib.sha256(data).hexdigest()[:16]
+
     def gpu_runtime(self) -> bool:
         """Whether Docker here can hand out NVIDIA GPUs (the NVIDIA Container Toolkit)."""
         if self._gpu_runtime is None:
@@ -226,9 +235,12 @@ class Engine:
         failure_to_record: LanaiError | None = None
         if head is not None and (head != state.applied_commit or applied is None
                                  or self._secrets_changed(applied)):
+            # A failed commit waits for a new commit, a change on the server (a secret
+            # added), an explicit retry, or, if the failure was transient, its backoff.
             blocked = (state.failure is not None and state.failure.commit == head
-                       and not retry and (state.failure.deterministic
-                                          or not _due(state.failure.next_retry)))
+                       and not retry and state.failure.inputs == self.server_inputs()
+                       and (state.failure.deterministic
+                            or not _due(state.failure.next_retry)))
             if not blocked:
                 try:
                     desired = self.prepare(head)
@@ -356,7 +368,7 @@ class Engine:
             attempts = state.failure.attempts + 1
         state.failure = Failure(commit=commit, key=key, error=exc.message,
                                 exit_code=int(exc.exit_code), deterministic=exc.deterministic,
-                                attempts=attempts)
+                                attempts=attempts, inputs=self.server_inputs())
         if not exc.deterministic:
             config = self._config_for_retry(key)
             delay = min(config.sync.retry.max, config.sync.retry.initial * 2 ** (attempts - 1))

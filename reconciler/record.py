@@ -29,6 +29,7 @@ class Failure:
     exit_code: int
     deterministic: bool
     attempts: int = 1
+    inputs: str | None = None  # digest of the server-side inputs (secrets) at the time
     at: str = field(default_factory=now_iso)
     next_retry: str | None = None
 
@@ -61,10 +62,13 @@ class State:
 
 def load_state(path: Path) -> State:
     try:
-        return State.from_json(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise TypeError("state must be an object")
+        return State.from_json(data)
     except FileNotFoundError:
         return State()
-    except (json.JSONDecodeError, TypeError):
+    except (json.JSONDecodeError, TypeError, ValueError):
         # A corrupt state file must not stop the reconciler: start over, keep a copy.
         path.replace(path.with_suffix(".corrupt"))
         return State()

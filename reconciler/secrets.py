@@ -65,11 +65,21 @@ def write_secret(path: Path, name: str, value: str) -> None:
                            "(for example with base64).")
     current = read_secrets(path)
     current[name] = value
-    write_env_file(path, current)
+    write_env_file(path, {key: _quote(val) for key, val in current.items()})
+
+
+def _quote(value: str) -> str:
+    """Quote a value only where reading it back would otherwise change it."""
+    if value == value.strip() and value[:1] not in ("'", '"'):
+        return value
+    return f'"{value}"' if "'" in value else f"'{value}'"
 
 
 def write_env_file(path: Path, values: dict[str, str]) -> None:
-    """Write NAME=value lines with mode 0600 from the first byte (no window of exposure)."""
+    """Write NAME=value lines with mode 0600 from the first byte (no window of exposure).
+
+    Values are written as they are; compose reads these files with `format: raw`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:

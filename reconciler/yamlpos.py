@@ -45,6 +45,8 @@ def load(text: str) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or str(exc)
+        if exc.context and exc.problem:
+            problem = f"{exc.context}, {exc.problem}"
         raise YamlSyntaxError(f"invalid YAML: {problem}", line) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(f"invalid YAML: {exc}", None) from None
@@ -58,18 +60,26 @@ def load(text: str) -> Located:
 
 def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
     if isinstance(node, yaml.MappingNode):
-        # Merge keys (<<) copy the anchored mapping; explicit keys win, as in YAML 1.1.
         result: dict[Any, Any] = {}
         merged: dict[Any, Any] = {}
+        merged_lines: dict[Path_, int] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
+                # Merge keys (<<) copy the anchored mapping(s); explicit keys win, as in YAML 1.1.
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [
                     value_node]
                 for source in sources:
-                    for k, v in _build(source, path, lines).items():
+                    if not isinstance(source, yaml.MappingNode):
+                        raise YamlSyntaxError("invalid YAML: a merge key (<<) must name a "
+                                              "mapping or a list of mappings",
+                                              key_node.start_mark.line + 1)
+                    for k, v in _build(source, path, merged_lines).items():
                         merged.setdefault(k, v)
                 continue
             key = _scalar(key_node)
+            if isinstance(key, list | dict):
+                raise YamlSyntaxError("invalid YAML: a mapping key must be a plain value, not "
+                                      "a list or mapping", key_node.start_mark.line + 1)
             if key in result:
                 raise YamlSyntaxError(
                     f"duplicate key {key!r} (the later value would silently win)",
@@ -77,6 +87,10 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
             child = (*path, key)
             lines[child] = key_node.start_mark.line + 1
             result[key] = _build(value_node, child, lines)
+        for merged_path, line in merged_lines.items():
+            # A merged key's line is the anchor's, unless the key is also written here.
+            if merged_path[len(path)] not in result:
+                lines.setdefault(merged_path, line)
         return {**merged, **result}
     if isinstance(node, yaml.SequenceNode):
         items = []

@@ -13,6 +13,7 @@ from reconciler import compose
 from reconciler.compose import Project
 from reconciler.errors import DockerError, ExitCode
 
+STDERR = Path(__file__).resolve().parents[1] / "fixtures" / "compose-stderr"
 DIR = Path("/var/lib/lanai/deployments/abc123def456-0a1b2c3d")
 BASE = ["docker", "compose", "--project-name", "lanai", "--project-directory", str(DIR),
         "--file", f"{DIR}/compose.yaml", "--file", f"{DIR}/lanai.override.yaml"]
@@ -126,19 +127,44 @@ def completed(stderr: str, returncode: int = 1, stdout: str = "") -> subprocess.
     return subprocess.CompletedProcess(["docker"], returncode, stdout=stdout, stderr=stderr)
 
 
-def test_error_text_keeps_the_meaningful_last_lines() -> None:
+def recorded(name: str) -> str:
+    return (STDERR / name).read_text()
+
+
+def test_error_text_drops_log_noise() -> None:
     stderr = (
         'time="2024-05-01T10:00:00Z" level=warning msg="version is obsolete"\n'
         "\n"
         "#1 [internal] load build definition\n"
-        " Container lanai-ollama-1  Recreate\n"
-        "Error response from daemon: driver failed programming external connectivity on "
-        "endpoint lanai-open-webui-1: Bind for 0.0.0.0:3000 failed: port is already allocated\n")
-    text = compose.error_text(completed(stderr))
-    assert text == ("Container lanai-ollama-1  Recreate Error response from daemon: driver "
-                    "failed programming external connectivity on endpoint lanai-open-webui-1: "
-                    "Bind for 0.0.0.0:3000 failed: port is already allocated")
+        "Error response from daemon: manifest for ollama/ollama:9.9.9 not found\n"
+        'level=debug msg="done"\n')
+    assert compose.error_text(completed(stderr)) == "manifest for ollama/ollama:9.9.9 not found"
+
+
+def test_error_text_of_a_real_port_conflict() -> None:
+    text = compose.error_text(completed(recorded("up-port-already-allocated.txt")))
+    assert "Bind for 127.0.0.1:18999 failed: port is already allocated" in text
+    assert "\n" not in text
     assert compose.port_in_use(text)
+
+
+def test_error_text_of_a_real_pull_without_dns() -> None:
+    text = compose.error_text(completed(recorded("pull-no-such-host.txt")))
+    assert "lookup registry-1.docker.io on 10.255.255.53:53: no such host" in text
+    assert compose.pull_failure_is_transient(text) is True
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("up-port-already-allocated.txt",
+     "driver failed programming external connectivity on endpoint lanaifxpc-web-1 "
+     "(2590d0e24962eca78c70ded6f8281e6fe6cefff1509f639ec6a3ff7a6e10abf6): Bind for "
+     "127.0.0.1:18999 failed: port is already allocated"),
+    ("pull-no-such-host.txt",
+     'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on '
+     "10.255.255.53:53: no such host"),
+])
+def test_error_text_is_only_the_error(name: str, expected: str) -> None:
+    assert compose.error_text(completed(recorded(name))) == expected
 
 
 def test_error_text_strips_the_daemon_prefix() -> None:
@@ -193,9 +219,6 @@ def test_deterministic_pull_failures(text: str) -> None:
     assert compose.pull_failure_is_transient(text) is False
 
 
-@pytest.mark.xfail(strict=True, reason="bug: compose._TRANSIENT lacks 'no route to host', "
-                   "'server misbehaving' and 'context deadline exceeded', so these network "
-                   "failures are treated as deterministic and not retried")
 @pytest.mark.parametrize("text", [
     'Error response from daemon: Get "https://registry-1.docker.io/v2/": dial tcp '
     "44.205.64.79:443: connect: no route to host",

@@ -55,8 +55,6 @@ def test_corrupt_state_file_is_moved_aside(tmp_path: Path, text: str) -> None:
     assert (tmp_path / "state.corrupt").read_text() == text
 
 
-@pytest.mark.xfail(strict=True, reason="bug: record.load_state catches only JSONDecodeError and "
-                   "TypeError; valid JSON that is not an object raises AttributeError")
 @pytest.mark.parametrize("text", ["[]", "null"])
 def test_state_file_that_is_not_an_object_is_moved_aside(tmp_path: Path, text: str) -> None:
     path = tmp_path / "state.json"

@@ -160,8 +160,6 @@ def test_written_file_is_private_from_the_first_byte(tmp_path: Path,
     assert seen == [0o600]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: write_secret writes values unquoted and "
-                   "read_secrets strips quotes and spaces, so such values do not round-trip")
 @pytest.mark.parametrize("value", ['"quoted"', " padded ", "'x'"])
 def test_write_then_read_round_trips(tmp_path: Path, value: str) -> None:
     path = tmp_path / "secrets.env"

@@ -81,8 +81,6 @@ def test_merge_of_several_anchors_first_wins() -> None:
     assert located.data["c"] == {"k": 1, "j": 3}
 
 
-@pytest.mark.xfail(strict=True, reason="bug: yamlpos._build records merged keys after explicit "
-                   "ones, so an explicit key written before `<<:` gets the anchor's line")
 def test_explicit_key_before_merge_keeps_its_line() -> None:
     located = yamlpos.load(
         "base: &b\n"
@@ -122,10 +120,13 @@ def test_several_documents_are_refused_at_the_second() -> None:
     assert info.value.line == 2
 
 
-@pytest.mark.xfail(strict=True, reason="bug: yamlpos.load keeps only PyYAML's `problem`, so this "
-                   "reads 'invalid YAML: but found another document' (the context 'expected a "
-                   "single document in the stream' is dropped)")
 def test_several_documents_message_is_a_whole_sentence() -> None:
     with pytest.raises(yamlpos.YamlSyntaxError) as info:
         yamlpos.load("a: 1\n---\nb: 2\n")
     assert "single document" in str(info.value)
+
+
+def test_complex_key_is_a_syntax_error() -> None:
+    with pytest.raises(yamlpos.YamlSyntaxError) as info:
+        yamlpos.load("a: 1\n? [x, y]\n: 2\n")
+    assert info.value.line == 2
