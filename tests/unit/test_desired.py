@@ -128,7 +128,8 @@ def test_unclosed_flow_sequence_in_compose(state_dir: Path, edit) -> None:
     assert problem.file == "compose.yaml"
     # PyYAML notices the missing ']' at the next key, which cannot continue the list.
     assert problem.line == line + 1
-    assert problem.message == "invalid YAML: while parsing a flow sequence, expected ',' or ']', but got ':'"
+    assert problem.message == ("invalid YAML: while parsing a flow sequence, expected ',' or "
+                               "']', but got ':'")
 
 
 def test_duplicate_key_in_lanai_yaml(state_dir: Path, edit) -> None:

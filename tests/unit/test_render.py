@@ -107,7 +107,7 @@ def test_override_without_gpu_runtime(cpu: Rendered) -> None:
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["ollama"]},
         },
         "open-webui": {
-            "env_file": [str(d1 / SECRETS_DIR / "open-webui.env")],
+            "env_file": [{"path": str(d1 / SECRETS_DIR / "open-webui.env"), "format": "raw"}],
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["open-webui"]},
         },
     }}
