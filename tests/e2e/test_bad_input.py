@@ -162,10 +162,17 @@ def test_port_already_taken_is_refused_before_anything_changes(pushed: Mini):
 
 
 def test_compose_file_that_docker_compose_rejects(pushed: Mini):
+    pushed.repo.replace("compose.yaml", "    init: true\n    command",
+                        "    init: true\n    depends_on: [database]\n    command")
+    pushed.repo.commit_push("Depend on a service that does not exist")
+    expect_failure(pushed, 2, "compose.yaml is rejected by docker compose", "database")
+
+
+def test_invalid_restart_policy_is_caught_before_docker_sees_it(pushed: Mini):
     pushed.repo.replace("compose.yaml", "    restart: unless-stopped\n    init: true\n    command",
                         "    restart: sometimes\n    init: true\n    command")
     pushed.repo.commit_push("Invalid restart policy")
-    expect_failure(pushed, 2, "compose.yaml is rejected by docker compose", "sometimes")
+    expect_failure(pushed, 2, "services.web.restart", "'sometimes' is not a restart policy")
 
 
 def test_ollama_published_on_the_lan_is_refused(pushed: Mini):
