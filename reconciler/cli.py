@@ -218,8 +218,15 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
     state.root = target
     commit = "working-tree"
     gpu = engine.gpu_runtime()
+    try:
+        salt = engine.hash_salt()
+    except OSError:
+        salt = b""
+        notes.append("cannot read this server's hash key; services with secrets may show as "
+                     "changed")
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu), gpu_runtime=gpu)
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu), gpu_runtime=gpu,
+                  salt=salt)
 
 
 def _plan_against(engine: Engine, rendered: Any, applied: Any, notes: list[str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -136,6 +137,22 @@ class Engine:
             return None
         return load_rendered(self.settings.deployments_dir / state.applied_key)
 
+    def hash_salt(self) -> bytes:
+        """This server's random key for digests of secret values (made once, root-only)."""
+        path = self.settings.home / "hash.salt"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            salt = os.urandom(32)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                return path.read_bytes()
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(salt)
+            return salt
+
     def server_inputs(self) -> str:
         """A digest of what the server adds to a commit (its secrets file)."""
         try:
@@ -194,7 +211,8 @@ class Engine:
             scratch.rename(final)
             state.root = final
             try:
-                return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime)
+                return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime,
+                              salt=self.hash_salt())
             except BaseException:
                 discard(final)
                 raise

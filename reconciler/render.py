@@ -9,6 +9,7 @@ hashes that make an idle reconcile cheap: no compose call, just a label compare.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -119,7 +120,7 @@ def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
 
 
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
-           key: str, *, gpu_runtime: bool, timeout: float = 60) -> Rendered:
+           key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
@@ -135,10 +136,11 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     normalized = json.loads(result.stdout)
     services: dict[str, ServiceSpec] = {}
     for name, spec in (normalized.get("services") or {}).items():
-        redacted = _redact(spec, set(config.secrets.get(name, [])))
+        names = config.secrets.get(name, [])
+        redacted = _redact(spec, set(names))
         services[name] = ServiceSpec(
             name=name,
-            hash=service_hash(spec, directory),
+            hash=service_hash(redacted, directory, _secrets_digest(names, secrets, salt)),
             image=spec.get("image"),
             config=_relative(redacted, directory),
             ports=spec.get("ports") or [],
@@ -157,9 +159,17 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     return rendered
 
 
-def service_hash(spec: dict[str, Any], directory: Path) -> str:
-    """Our hash of a service: its normalized config plus the content of repo files it mounts."""
-    digest = hashlib.sha256()
+def _secrets_digest(names: list[str], secrets: dict[str, str], salt: bytes) -> str:
+    """A keyed digest of a service's secret values: the hash label, which anyone allowed to
+    inspect containers can read, must not let them test guesses of a secret offline."""
+    message = "\0".join(f"{name}={secrets.get(name, '')}" for name in sorted(names))
+    return hmac.new(salt or b"lanai", message.encode(), hashlib.sha256).hexdigest()
+
+
+def service_hash(spec: dict[str, Any], directory: Path, secrets_digest: str = "") -> str:
+    """Our hash of a service: its normalized config (secret values redacted, their keyed
+    digest added) plus the content of the repo files it mounts."""
+    digest = hashlib.sha256(secrets_digest.encode())
     digest.update(json.dumps(_relative(spec, directory), sort_keys=True).encode())
     for mount in spec.get("volumes") or []:
         source = mount.get("source") if isinstance(mount, dict) else None
