@@ -197,7 +197,10 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
             return _plan_against(engine, rendered, applied, notes)
     settings.require_repo()
     engine.source.fetch()
-    commit = engine.source.resolve(ref) if ref else engine.source.branch_head(engine.branch())
+    branch = engine.branch()
+    if ref and ref.startswith("HEAD"):  # HEAD~1 means the followed branch's parent commit
+        ref = branch + ref.removeprefix("HEAD")
+    commit = engine.source.resolve(ref) if ref else engine.source.branch_head(branch)
     rendered = engine.prepare(commit)
     return _plan_against(engine, rendered, applied, notes)
 

@@ -187,10 +187,17 @@ class Server:
         return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
 
     def docker_writes(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Docker events in a window, less health-check execs (reads, not writes)."""
+        """This project's Docker events in a window, less health-check execs (not writes).
+
+        Other tests' and benchmarks' containers may be busy on the same engine."""
         events = self.client.events(since=since, until=until, decode=True)
-        return [e for e in events if not str(e.get("Action", "")).startswith(("exec_",
-                                                                              "health_status"))]
+        return [e for e in events if self._ours(e) and not str(e.get("Action", "")).startswith(
+            ("exec_", "health_status"))]
+
+    def _ours(self, event: dict[str, Any]) -> bool:
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        return attributes.get("com.docker.compose.project") == self.project or str(
+            attributes.get("name", "")).startswith(self.project)
 
     def teardown(self) -> None:
         self.stop_daemon()
