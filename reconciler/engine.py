@@ -244,7 +244,7 @@ class Engine:
             source_error = exc
             head = None
         mark = timer.lap("fetch", mark)
-        previous_source_error = state.source_error
+        previous_source_error, previous_drift = state.source_error, state.drift
         state.source_error = source_error.message if source_error else None
 
         applied = self.applied(state)
@@ -295,7 +295,10 @@ class Engine:
         state.last_check = now_iso()
         state.last_check_ms = round(outcome.durations["total"] * 1000, 1)
         self.save(state)
-        interesting = outcome.status not in ("no-op", "suspended", "waiting", "source-error") \
+        # The history is for events, not polls: drift left alone is recorded when it changes.
+        interesting = outcome.status not in ("no-op", "suspended", "waiting", "source-error",
+                                             "drift") \
+            or (outcome.status == "drift" and outcome.drift != previous_drift) \
             or (outcome.status == "source-error" and previous_source_error is None) \
             or (previous_source_error is not None and source_error is None)
         if interesting:

@@ -4,12 +4,14 @@ suspend/resume, quick successive pushes, and a stale lock after a crash."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -151,3 +153,38 @@ def test_a_live_lock_is_respected_with_a_clear_error(mini: Server):
     assert result.returncode == 4
     assert f"pid {os.getpid()}" in result.stderr
     assert mini.container_ids() == {}
+
+
+def test_removed_container_is_recreated(mini: Server):
+    mini.start_daemon()
+    wait_for(lambda: mini.status().get("health") == "Healthy", 120, "a healthy stack")
+    mini.containers()["web"].remove(force=True)
+    healed = wait_for(lambda: [r for r in mini.history() if r["status"] == "healed"], 30,
+                      "a heal in the history")
+    assert [(a["kind"], a["service"]) for a in healed[0]["actions"]] == [("create", "web")]
+    assert [(d["service"], d["kind"]) for d in healed[0]["drift"]] == [("web", "missing")]
+    wait_for(lambda: mini.status().get("health") == "Healthy", 30, "healthy again")
+
+
+def test_transient_failure_is_retried_with_growing_backoff_then_recovers(mini: Server):
+    mini.start_daemon()
+    wait_for(lambda: applied(mini) == mini.repo.head(), 120, "the first deploy")
+    good = mini.repo.head()
+    # The registry cannot be reached from here: a transient failure, as when a
+    # server's network is down. retry is 1s doubling up to 5s in the mini state.
+    mini.repo.replace("compose.yaml", "image: lanai-test/debian:bookworm",
+                      "image: lanai-test/not-here:1.0")
+    bad = mini.repo.commit_push("Image behind a registry that is down")
+    def attempts() -> list[dict] | None:
+        found = [r for r in mini.history() if r["commit"] == bad and r["status"] == "failed"]
+        return found[::-1] if len(found) >= 3 else None
+
+    failures = wait_for(attempts, 60, "three attempts")
+    stamps = [datetime.fromisoformat(r["at"].replace("Z", "+00:00")) for r in failures]
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert all(gap >= 0.9 for gap in gaps), gaps  # never a tight loop
+    assert gaps[1] >= gaps[0], gaps  # the wait doubles (1s, 2s, ... at most 5s)
+    assert "cannot pull" in failures[0]["error"] and "retries" in failures[0]["error"]
+    assert applied(mini) == good and mini.status()["health"] == "Healthy"
+    fixed = mini.repo.revert_push()
+    wait_for(lambda: applied(mini) == fixed, 60, "the revert to be applied")
