@@ -570,6 +570,9 @@ class Bench:
         add(Metric("daemon idle RSS, poll 300s", slow["rss_mb_mean"], "MB", target,
                    slow["rss_mb_max"] < IDLE_RSS_TARGET_MB))
         add(Metric("daemon idle CPU, poll 300s", slow["cpu_pct"], "%"))
+        add(Metric("reconciles in the poll-300s window", slow["checks_seen"], "runs",
+                   note=f"triggers {slow['reconcile_triggers']}; Docker events of other "
+                   f"projects' lanai containers: {slow['foreign_docker_events']}"))
         add(Metric("daemon idle RSS, poll 5s", fast["rss_mb_mean"], "MB", target,
                    fast["rss_mb_max"] < IDLE_RSS_TARGET_MB))
         add(Metric("daemon idle CPU, poll 5s", fast["cpu_pct"], "%"))

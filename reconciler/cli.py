@@ -6,9 +6,10 @@ in `reconciler.errors.ExitCode`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,9 +28,10 @@ from . import report as report_mod
 from .daemon import Daemon, poke
 from .engine import Engine, Outcome, held_services
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
+from .hooks import install_hook
 from .plan import plan as make_plan
 from .record import read_history
-from .render import render, render_key
+from .render import Rendered, render, render_key
 from .secrets import read_secrets, write_secret
 from .settings import ServerSettings, load_settings
 
@@ -51,7 +53,6 @@ def _fail(exc: LanaiError, as_json: bool = False, code: int | None = None) -> No
 
 def guarded(func: Callable[..., T]) -> Callable[..., T]:
     """Turn a LanaiError into one sentence on stderr and its documented exit code."""
-    import functools
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> T:
@@ -205,8 +206,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     return _plan_against(engine, rendered, applied, notes)
 
 
-def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]) -> Any:
-    import shutil
+def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]) -> Rendered:
     state = desired_mod.load_state(directory)
     target = scratch / "state"
     shutil.copytree(directory, target, ignore=shutil.ignore_patterns(".git"))
@@ -232,8 +232,8 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
                   salt=salt)
 
 
-def _plan_against(engine: Engine, rendered: Any, applied: Any, notes: list[str]
-                  ) -> dict[str, Any]:
+def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
+                  notes: list[str]) -> dict[str, Any]:
     facts = facts_mod.observe(engine.client, rendered.project, _images(rendered))
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
     return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
@@ -280,7 +280,7 @@ def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str
     return []
 
 
-def _images(rendered: Any) -> list[str]:
+def _images(rendered: Rendered) -> list[str]:
     return sorted({s.image for s in rendered.services.values() if s.image})
 
 
@@ -425,10 +425,7 @@ def hook() -> None:
 @click.argument("repo", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def hook_install(repo: Path) -> None:
     """Install the post-receive hook into the bare state repo REPO on this server."""
-    import shutil as _shutil
-
-    from .hooks import install_hook
-    lanai = _shutil.which("lanai") or sys.argv[0]
+    lanai = shutil.which("lanai") or sys.argv[0]
     try:
         path = install_hook(repo, str(Path(lanai).resolve()))
     except ValueError as exc:
@@ -473,7 +470,3 @@ def secrets_list(as_json: bool) -> None:
         for name in names:
             click.echo(name)
 
-
-def entry() -> None:  # pragma: no cover - console script shim
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
