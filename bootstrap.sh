@@ -230,6 +230,17 @@ wait_until() {
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+
+# Join the arguments with ", ".
+join() {
+  local out=$1
+  shift
+  while (($#)); do
+    out+=", $1"
+    shift
+  done
+  printf '%s\n' "$out"
+}
 has_systemd() { [[ -d /run/systemd/system ]]; }
 
 # True when version $1 >= version $2 (dotted numbers).
@@ -602,8 +613,7 @@ step_docker() {
     return 0
   fi
   if ((${#did[@]})); then
-    local IFS=,
-    ok "docker: ${did[*]} (Docker Engine $engine, Compose $compose)"
+    ok "docker: $(join "${did[@]}") (Docker Engine $engine, Compose $compose)"
   else
     ok "docker: Docker Engine $engine and Compose $compose already set up"
   fi
@@ -830,23 +840,18 @@ step_config() {
 }
 
 new_secret_value() {
-  if have openssl; then
-    openssl rand -base64 32 | tr -d '\n=' | tr '+/' '-_'
-    echo
-  else
-    "$PY" -c 'import secrets; print(secrets.token_urlsafe(32))'
-  fi
+  "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))'
 }
 
 # Reads NAME=value lines (FILE) and the server's secrets; prints the names whose
 # value would change, or with `get NAME` prints that one value (to a pipe only).
 secrets_helper() {
   "$VENV/bin/python" -c '
-import re, sys
+import sys
 from pathlib import Path
+from reconciler.schema import SECRET_NAME
 from reconciler.secrets import read_secrets
 mode, source, target = sys.argv[1:4]
-name_ok = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 given = {}
 for number, raw in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
     line = raw.strip()
@@ -857,8 +862,8 @@ for number, raw in enumerate(Path(source).read_text(encoding="utf-8").splitlines
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "\x27\"":
         value = value[1:-1]
-    if not sep or not name_ok.match(name) or not value:
-        sys.exit(f"line {number} of {source} is not NAME=value")
+    if not sep or not SECRET_NAME.match(name) or not value:
+        sys.exit(f"line {number} is not NAME=value (names use A-Z, 0-9 and _)")
     given[name] = value
 if mode == "get":
     sys.stdout.write(given[sys.argv[4]] + "\n")
@@ -901,8 +906,7 @@ step_secrets() {
     done
   fi
   if ((${#changed[@]})); then
-    local IFS=,
-    ok "secrets: ${changed[*]} in $LANAI_SECRETS_FILE (mode 0600)"
+    ok "secrets: $(join "${changed[@]}") in $LANAI_SECRETS_FILE (mode 0600)"
   else
     ok "secrets: $LANAI_SECRETS_FILE already set up"
   fi
@@ -977,8 +981,7 @@ step_state_repo() {
     did+=("installed its post-receive hook")
   fi
   if ((${#did[@]})); then
-    local IFS=,
-    ok "state repo: ${did[*]}"
+    ok "state repo: $(join "${did[@]}")"
   else
     ok "state repo: $LANAI_STATE_REPO_DIR already set up"
   fi
@@ -995,10 +998,11 @@ step_reconcile() {
   work_tmp
   out="$WORK_TMP/reconcile.out"
   say "… reconcile: \`lanai reconcile\` (the first one pulls the images and can take minutes)"
-  set +e
-  "$LANAI" reconcile 2>&1 | tee "$out" | sed 's/^/  /'
-  RECONCILE_RC=${PIPESTATUS[0]}
-  set -e
+  if "$LANAI" reconcile 2>&1 | tee "$out" | sed 's/^/  /'; then
+    RECONCILE_RC=0
+  else
+    RECONCILE_RC=${PIPESTATUS[0]}
+  fi
   case $RECONCILE_RC in
     0) ok "reconcile: the server matches the state repo" ;;
     7) warn "reconcile: lanai is suspended on this server, so nothing was deployed; \`lanai resume\` to converge again." ;;
@@ -1209,16 +1213,30 @@ install_main() {
 
 # -- uninstall ----------------------------------------------------------------------------
 
-# Run (or in a dry run, describe) one removal.
+# Run (or in a dry run, describe) one removal: remove_step WHAT DONE COMMAND...
 remove_step() {
-  local what=$1
-  shift
+  local what=$1 done=$2
+  shift 2
   if ((DRY_RUN)); then
     would "uninstall: would $what"
     return 0
   fi
-  "$@" >>"$LANAI_BOOTSTRAP_LOG" 2>&1 || warn "could not $what; do it by hand."
-  ok "uninstall: ${what/#remove/removed}"
+  if "$@" >>"$LANAI_BOOTSTRAP_LOG" 2>&1; then
+    ok "uninstall: $done"
+  else
+    warn "could not $what; do it by hand."
+  fi
+}
+
+# rm -rf, refusing paths that cannot be lanai's.
+remove_tree() {
+  case $1 in
+    "" | / | /etc | /srv | /opt | /var | /var/lib | /usr | /usr/local | /root | /home)
+      printf 'refusing to remove %s\n' "$1" >&2
+      return 1
+      ;;
+  esac
+  rm -rf -- "$1"
 }
 
 purge_stack() {
@@ -1231,15 +1249,15 @@ purge_stack() {
   ids=$(docker ps -aq --filter "label=$MANAGED_LABEL=true")
   if [[ -n $ids ]]; then
     # shellcheck disable=SC2086  # one id per word
-    remove_step "remove the stack's containers" docker rm -f $ids
+    remove_step "remove the stack's containers" "removed the stack's containers" docker rm -f $ids
   fi
   for project in $projects; do
     ids=$(docker volume ls -q --filter "label=$PROJECT_LABEL=$project")
     # shellcheck disable=SC2086
-    [[ -z $ids ]] || remove_step "remove the volumes of $project (chats, accounts, models)" docker volume rm -f $ids
+    [[ -z $ids ]] || remove_step "remove the volumes of $project (chats, accounts, models)" "removed the volumes of $project" docker volume rm -f $ids
     ids=$(docker network ls -q --filter "label=$PROJECT_LABEL=$project")
     # shellcheck disable=SC2086
-    [[ -z $ids ]] || remove_step "remove the networks of $project" docker network rm $ids
+    [[ -z $ids ]] || remove_step "remove the networks of $project" "removed the networks of $project" docker network rm $ids
   done
 }
 
@@ -1256,27 +1274,27 @@ uninstall_main() {
   ((DRY_RUN)) || mkdir -p "$(dirname "$LANAI_BOOTSTRAP_LOG")"
   if has_systemd && [[ -f $LANAI_UNIT_FILE ]]; then
     found=1
-    remove_step "stop and disable lanai.service" systemctl disable --now lanai
-    remove_step "remove $LANAI_UNIT_FILE" rm -f "$LANAI_UNIT_FILE"
+    remove_step "stop and disable lanai.service" "stopped and disabled lanai.service" systemctl disable --now lanai
+    remove_step "remove $LANAI_UNIT_FILE" "removed $LANAI_UNIT_FILE" rm -f "$LANAI_UNIT_FILE"
     ((DRY_RUN)) || quiet systemctl daemon-reload || true
   fi
   if daemon_pid >/dev/null; then
     found=1
-    remove_step "stop the background \`lanai run\` (pid $(daemon_pid))" stop_background_daemon
+    remove_step "stop the background \`lanai run\` (pid $(daemon_pid))" "stopped the background \`lanai run\`" stop_background_daemon
   fi
   if [[ -L $LANAI_BIN_LINK && $(readlink "$LANAI_BIN_LINK") == "$LANAI" ]]; then
     found=1
-    remove_step "remove $LANAI_BIN_LINK" rm -f "$LANAI_BIN_LINK"
+    remove_step "remove $LANAI_BIN_LINK" "removed $LANAI_BIN_LINK" rm -f "$LANAI_BIN_LINK"
   fi
   if [[ -e $LANAI_OPT ]]; then
     found=1
-    remove_step "remove $LANAI_OPT" rm -rf "$LANAI_OPT"
+    remove_step "remove $LANAI_OPT" "removed $LANAI_OPT" remove_tree "$LANAI_OPT"
   fi
   if ((PURGE)); then
     purge_stack
     local path
     for path in "$LANAI_STATE_REPO_DIR" "$LANAI_CONFIG" "$LANAI_SECRETS_FILE" "$LANAI_HOME" "$LANAI_DAEMON_LOG"; do
-      [[ -e $path ]] && remove_step "remove $path" rm -rf "$path"
+      [[ ! -e $path ]] || remove_step "remove $path" "removed $path" remove_tree "$path"
     done
     for path in "$(dirname "$LANAI_STATE_REPO_DIR")" "$(dirname "$LANAI_CONFIG")"; do
       [[ -d $path ]] && ((!DRY_RUN)) && rmdir "$path" 2>/dev/null || true

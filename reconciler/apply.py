@@ -68,7 +68,8 @@ class Applier:
         images = ", ".join(sorted({rendered.services[s].image or s for s in services}))
         self.progress(f"pulling {images}")
         started = time.monotonic()
-        result = self._run(project.pull_cmd(services), project, report)
+        result = self._run(project.pull_cmd(services), project, report,
+                           on_line=PullProgress(self.progress))
         ok = result.returncode == 0
         text = "" if ok else compose.error_text(result)
         for action in plan.actions:
@@ -96,11 +97,12 @@ class Applier:
                                  "free it or change the port in compose.yaml.")
             raise ApplyError(f"`{label}` failed: {text}.")
 
-    def _run(self, argv: list[str], project: compose.Project,
-             report: ApplyReport) -> subprocess.CompletedProcess[str]:
+    def _run(self, argv: list[str], project: compose.Project, report: ApplyReport,
+             on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
         try:
-            return compose.run(argv, cwd=project.directory, timeout=self.compose_timeout)
+            return compose.run(argv, cwd=project.directory, timeout=self.compose_timeout,
+                               on_line=on_line)
         finally:
             report.compose_s += time.monotonic() - started
 
@@ -160,6 +162,28 @@ class Applier:
             if lines:
                 out[service] = " / ".join(lines)[-300:]
         return out
+
+
+class PullProgress:
+    """Passes compose's pull output on, a line per layer event but at most one
+    "Downloading" line every few seconds, so a 4 GB pull shows it is alive."""
+
+    EVERY_S = 3.0
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.last = 0.0
+
+    def __call__(self, line: str) -> None:
+        text = line.strip()
+        if not text:
+            return
+        if "Downloading" in text or "Extracting" in text or "Waiting" in text:
+            now = time.monotonic()
+            if now - self.last < self.EVERY_S:
+                return
+            self.last = now
+        self.progress(text)
 
 
 def _health_problem(rendered: Rendered, service: str,

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class Project:
         return [*self.base(), "config", "--format", "json"]
 
     def pull_cmd(self, services: Sequence[str]) -> list[str]:
-        return [*self.base(), "pull", "--quiet", *services]
+        return [*self.base(), "pull", *services]
 
     def up_cmd(self, services: Sequence[str], *, remove_orphans: bool) -> list[str]:
         # --pull never: images are pulled (or found missing) before anything is touched.
@@ -68,9 +69,14 @@ def compose_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return out
 
 
-def run(argv: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run compose; a missing binary or a hang becomes a DockerError with the fix."""
+def run(argv: list[str], *, cwd: Path, timeout: float,
+        on_line: Callable[[str], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run compose; a missing binary or a hang becomes a DockerError with the fix.
+
+    With `on_line`, output is streamed to it line by line (progress of long pulls)."""
     try:
+        if on_line is not None:
+            return _stream(argv, cwd, timeout, on_line)
         return subprocess.run(argv, cwd=cwd, env=compose_env(), capture_output=True, text=True,
                               timeout=timeout, check=False, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
@@ -80,6 +86,26 @@ def run(argv: list[str], *, cwd: Path, timeout: float) -> subprocess.CompletedPr
         raise DockerError(f"`docker compose {subcommand(argv)}` did not finish within "
                           f"{timeout:.0f}s; check `docker info` and the Docker daemon's "
                           "logs.") from None
+
+
+def _stream(argv: list[str], cwd: Path, timeout: float,
+            on_line: Callable[[str], None]) -> subprocess.CompletedProcess[str]:
+    lines: list[str] = []
+    with subprocess.Popen(argv, cwd=cwd, env=compose_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL) as proc:
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            watchdog.cancel()
+    if code == -9:
+        raise subprocess.TimeoutExpired(argv, timeout)
+    return subprocess.CompletedProcess(argv, code, stdout="", stderr="".join(lines))
 
 
 def subcommand(argv: list[str]) -> str:

@@ -34,8 +34,8 @@ def test_config(project: Project) -> None:
 
 def test_pull(project: Project) -> None:
     assert project.pull_cmd(["ollama", "open-webui"]) == [
-        *BASE, "pull", "--quiet", "ollama", "open-webui"]
-    assert project.pull_cmd([]) == [*BASE, "pull", "--quiet"]
+        *BASE, "pull", "ollama", "open-webui"]
+    assert project.pull_cmd([]) == [*BASE, "pull"]
 
 
 def test_up_without_remove_orphans(project: Project) -> None:
@@ -70,7 +70,7 @@ def test_other_compose_file_name() -> None:
 @pytest.mark.parametrize(("argv", "verb"), [
     ([*BASE, "config", "--format", "json"], "config"),
     ([*BASE, "up", "--detach"], "up"),
-    ([*BASE, "pull", "--quiet", "ollama"], "pull"),
+    ([*BASE, "pull", "ollama"], "pull"),
     (BASE, "compose"),
 ])
 def test_subcommand(argv: list[str], verb: str) -> None:
@@ -241,3 +241,28 @@ def test_more_transient_network_failures(text: str) -> None:
 ])
 def test_port_in_use(text: str, busy: bool) -> None:
     assert compose.port_in_use(text) is busy
+
+
+def test_run_streams_lines_and_keeps_them_for_the_error(tmp_path: Path) -> None:
+    seen: list[str] = []
+    result = compose.run(["sh", "-c", "echo one; echo two >&2; exit 3"], cwd=tmp_path,
+                         timeout=10, on_line=seen.append)
+    assert sorted(seen) == ["one", "two"]
+    assert result.returncode == 3 and "two" in result.stderr
+
+
+def test_run_stops_a_hung_command_with_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DockerError, match="did not finish within 1s"):
+        compose.run(["sleep", "30"], cwd=tmp_path, timeout=1, on_line=lambda _line: None)
+
+
+def test_pull_progress_throttles_download_lines_but_passes_events() -> None:
+    from reconciler.apply import PullProgress
+
+    shown: list[str] = []
+    progress = PullProgress(shown.append)
+    for line in [" web Pulling", " abc Downloading [=>  ] 1MB/9MB",
+                 " abc Downloading [==> ] 2MB/9MB", " abc Pull complete", "", " web Pulled"]:
+        progress(line)
+    assert shown == ["web Pulling", "abc Downloading [=>  ] 1MB/9MB", "abc Pull complete",
+                     "web Pulled"]
