@@ -195,6 +195,7 @@ fail_with_log() {
 
 on_error() {
   local rc=$1 line=$2 cmd=$3
+  # shellcheck disable=SC2016  # the backquotes are literal
   printf '✗ unexpected failure: `%s` exited %s (bootstrap.sh line %s); more may be in %s; fix the cause and run bootstrap.sh again (it is safe to re-run).\n' \
     "$cmd" "$rc" "$line" "$LANAI_BOOTSTRAP_LOG" >&2
   exit "$E_UNEXPECTED"
@@ -562,7 +563,9 @@ start_docker() {
       printf '  (last lines of %s)\n' "$LANAI_DOCKERD_LOG" >&2
       tail -n 12 "$LANAI_DOCKERD_LOG" 2>/dev/null | sed 's/^/  | /' >&2
     fi
-    die "$E_DOCKER" "the Docker engine did not answer within 90 s of starting; see $(has_systemd && echo '`journalctl -u docker`' || echo "$LANAI_DOCKERD_LOG") and run again."
+    local where=$LANAI_DOCKERD_LOG
+    has_systemd && where="\`journalctl -u docker\`"
+    die "$E_DOCKER" "the Docker engine did not answer within 90 s of starting; see $where and run again."
   fi
 }
 
@@ -613,9 +616,9 @@ step_docker() {
     return 0
   fi
   if ((${#did[@]})); then
-    ok "docker: $(join "${did[@]}") (Docker Engine $engine, Compose $compose)"
+    ok "docker: $(join "${did[@]}") (Docker Engine $engine, Compose v${compose#v})"
   else
-    ok "docker: Docker Engine $engine and Compose $compose already set up"
+    ok "docker: Docker Engine $engine and Compose v${compose#v} already set up"
   fi
 }
 
@@ -719,7 +722,7 @@ step_reconciler() {
   if ((DRY_RUN)); then
     ((${#pkgs[@]})) && would "reconciler: would install ${pkgs[*]} with apt-get"
     if [[ -x $LANAI && "$(cat "$stamp" 2>/dev/null)" == "$fingerprint" ]]; then
-      ok "reconciler: $("$LANAI" --version 2>/dev/null || echo lanai) in $VENV already set up"
+      ok "reconciler: lanai in $VENV already set up"
     else
       would "reconciler: would install lanai from ${WHEELS:-$SCRIPT_DIR} into the virtualenv $VENV and link $LANAI_BIN_LINK"
     fi
@@ -731,7 +734,8 @@ step_reconciler() {
     PY=""
     find_python || die "$E_RECONCILER" "no Python 3.11 or newer after installing ${pkgs[*]}; install python3.11 (or newer) with its venv package and run again."
   fi
-  if [[ -x $LANAI && "$(cat "$stamp" 2>/dev/null)" == "$fingerprint" ]] && version=$("$LANAI" --version 2>/dev/null); then
+  if [[ -x $LANAI && "$(cat "$stamp" 2>/dev/null)" == "$fingerprint" ]] &&
+    version=$("$LANAI" --version 2>/dev/null | sed 's/, version / /'); then
     link_lanai || true
     ok "reconciler: $version in $VENV already set up"
     return 0
@@ -744,7 +748,7 @@ step_reconciler() {
   fi
   pip_install_lanai ||
     fail_with_log "$E_RECONCILER" "pip could not install lanai into $VENV; check the network or pip's index (or use --wheels DIR), then run again."
-  version=$("$LANAI" --version) ||
+  version=$("$LANAI" --version | sed 's/, version / /') ||
     fail_with_log "$E_RECONCILER" "lanai was installed into $VENV but does not run; see the log above and run again."
   printf '%s\n' "$fingerprint" >"$stamp"
   link_lanai || true
@@ -925,16 +929,21 @@ seed_state_repo() {
   work_tmp
   clone="$WORK_TMP/state"
   mkdir -p "$(dirname "$LANAI_STATE_REPO_DIR")"
-  quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" &&
-    quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" &&
-    cp -a "$SCRIPT_DIR/desired-state/." "$clone/" &&
-    quiet git -C "$clone" add -A &&
-    quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
-      commit --quiet -m "Initial state from lanai's example" &&
-    quiet git -C "$clone" push --quiet origin "HEAD:refs/heads/$branch" || {
-    rm -rf "$LANAI_STATE_REPO_DIR"
+  if ! seed_commands "$branch" "$clone"; then
+    rm -rf -- "$LANAI_STATE_REPO_DIR"
     fail_with_log "$E_SETUP" "could not create the state repo $LANAI_STATE_REPO_DIR from desired-state/; see the log and run again."
-  }
+  fi
+}
+
+seed_commands() {
+  local branch=$1 clone=$2
+  quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" || return 1
+  quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" || return 1
+  cp -a "$SCRIPT_DIR/desired-state/." "$clone/" || return 1
+  quiet git -C "$clone" add -A || return 1
+  quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
+    commit --quiet -m "Initial state from lanai's example" || return 1
+  quiet git -C "$clone" push --quiet origin "HEAD:refs/heads/$branch"
 }
 
 install_state_hook() {
@@ -1007,11 +1016,19 @@ step_reconcile() {
     0) ok "reconcile: the server matches the state repo" ;;
     7) warn "reconcile: lanai is suspended on this server, so nothing was deployed; \`lanai resume\` to converge again." ;;
     *)
-      RECONCILE_ERROR=$(grep '^error: ' "$out" | tail -n 1 | sed 's/^error: //')
-      [[ -n $RECONCILE_ERROR ]] || RECONCILE_ERROR="see the output above"
+      RECONCILE_ERROR=$(last_error "$out")
       warn "reconcile: failed (lanai exit $RECONCILE_RC): $RECONCILE_ERROR"
       ;;
   esac
+}
+
+# The one-sentence error of a lanai command's output (its `error:` line), or else
+# its last line (an unexpected traceback ends with the exception).
+last_error() {
+  local line
+  line=$(sed -n 's/^error: //p' "$1" | tail -n 1)
+  [[ -n $line ]] || line=$(grep -v '^[[:space:]]*$' "$1" | tail -n 1 || true)
+  printf '%s\n' "${line:-see the output above}"
 }
 
 # -- step 8: the daemon ------------------------------------------------------------------------
@@ -1148,15 +1165,29 @@ step_daemon() {
 
 # -- the end -----------------------------------------------------------------------------
 
+# This machine's LAN address: the source address of its default route (no packet
+# is sent), else the first non-loopback IPv4 of `hostname -I`, else its name.
 lan_ip() {
-  local ip
-  for ip in $(hostname -I 2>/dev/null); do
-    if [[ $ip == *.* && $ip != 127.* ]]; then
-      printf '%s\n' "$ip"
-      return 0
-    fi
-  done
-  hostname
+  local ip="" candidate
+  if have ip; then
+    ip=$(ip -4 route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n 1)
+  fi
+  if [[ -z $ip ]] && have python3; then
+    ip=$(python3 -c 'import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("192.0.2.1", 9))
+print(s.getsockname()[0])' 2>/dev/null || true)
+  fi
+  if [[ -z $ip || $ip == 127.* || $ip == 0.0.0.0 ]]; then
+    ip=""
+    for candidate in $(hostname -I 2>/dev/null); do
+      if [[ $candidate == *.* && $candidate != 127.* ]]; then
+        ip=$candidate
+        break
+      fi
+    done
+  fi
+  printf '%s\n' "${ip:-$(hostname)}"
 }
 
 summary() {
@@ -1241,10 +1272,10 @@ remove_tree() {
 
 purge_stack() {
   local projects project ids
-  have docker && docker info >/dev/null 2>&1 || {
+  if ! have docker || ! docker info >/dev/null 2>&1; then
     warn "Docker is not running, so the stack's containers and volumes were not removed; start Docker and run \`bootstrap.sh --uninstall --purge\` again."
     return 0
-  }
+  fi
   projects=$(docker ps -a --filter "label=$MANAGED_LABEL=true" --format "{{.Label \"$PROJECT_LABEL\"}}" | sort -u)
   ids=$(docker ps -aq --filter "label=$MANAGED_LABEL=true")
   if [[ -n $ids ]]; then
@@ -1297,9 +1328,15 @@ uninstall_main() {
       [[ ! -e $path ]] || remove_step "remove $path" "removed $path" remove_tree "$path"
     done
     for path in "$(dirname "$LANAI_STATE_REPO_DIR")" "$(dirname "$LANAI_CONFIG")"; do
-      [[ -d $path ]] && ((!DRY_RUN)) && rmdir "$path" 2>/dev/null || true
+      if [[ -d $path ]] && ((!DRY_RUN)); then
+        rmdir "$path" 2>/dev/null || true # only when empty
+      fi
     done
-    ok "uninstall: purged; Docker itself stays installed"
+    if ((DRY_RUN)); then
+      say "dry run: nothing was changed."
+    else
+      ok "uninstall: purged; Docker itself stays installed"
+    fi
   else
     ((found)) || ok "uninstall: lanai's daemon and reconciler are not installed; nothing to remove"
     say "Kept: $LANAI_STATE_REPO_DIR, $(dirname "$LANAI_CONFIG") (secrets), $LANAI_HOME, and the running stack with its data volumes; \`--uninstall --purge\` removes them too."

@@ -25,7 +25,8 @@ from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
 from . import report as report_mod
-from .daemon import Daemon, poke
+from .control import poke
+from .daemon import Daemon
 from .engine import Engine, Outcome, held_services
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
 from .hooks import install_hook
@@ -425,9 +426,9 @@ def hook() -> None:
 @click.argument("repo", type=click.Path(file_okay=False, exists=True, path_type=Path))
 def hook_install(repo: Path) -> None:
     """Install the post-receive hook into the bare state repo REPO on this server."""
-    lanai = shutil.which("lanai") or sys.argv[0]
     try:
-        path = install_hook(repo, str(Path(lanai).resolve()))
+        # The interpreter lanai runs in: the hook needs the package, not the console script.
+        path = install_hook(repo.resolve(), sys.executable)
     except ValueError as exc:
         _fail(LanaiError(str(exc), exit_code=ExitCode.INVALID))
         return

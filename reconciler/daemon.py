@@ -14,19 +14,19 @@ import json
 import logging
 import os
 import signal
-import socket
 import socketserver
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from .control import SOCKET_TIMEOUT_S
 from .engine import Engine, Outcome
 from .errors import LanaiError, LockHeld
+from .facts import LABEL_PROJECT
 from .record import parse_iso
 from .render import LABEL_MANAGED
 from .settings import ServerSettings
@@ -34,7 +34,6 @@ from .settings import ServerSettings
 log = logging.getLogger("lanai.daemon")
 EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
 EVENT_DEBOUNCE_S = 0.2
-SOCKET_TIMEOUT_S = 5
 
 
 class Daemon:
@@ -50,6 +49,7 @@ class Daemon:
         self._server: socketserver.UnixStreamServer | None = None
         self.last_outcome: Outcome | None = None
         self._pending: set[str] = set()
+        self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
 
     # -- scheduling -----------------------------------------------------------
@@ -111,6 +111,7 @@ class Daemon:
             due = parse_iso(failure.next_retry)
             delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
             self.queue("retry", delay=delay)
+        self._follow_project()
         applied = self.engine.applied(state)
         if applied is not None:
             interval = applied.config.source.poll_interval
@@ -159,8 +160,15 @@ class Daemon:
         while not self.stopping.is_set():
             try:
                 client = self.engine.client_factory()
+                project = self._project()
+                labels = [f"{LABEL_MANAGED}=true"]
+                if project:
+                    labels.append(f"{LABEL_PROJECT}={project}")
+                # Filtered by the engine: health-check execs and other projects never reach us.
                 stream = client.events(decode=True, filters={
-                    "type": "container", "label": [f"{LABEL_MANAGED}=true"]})
+                    "type": "container", "label": labels,
+                    "event": sorted({a.split(":")[0] for a in EVENT_ACTIONS})})
+                self._events = (stream, project)
                 backoff = 1.0
                 for event in stream:
                     if self.stopping.is_set():
@@ -179,6 +187,16 @@ class Daemon:
                 backoff = min(backoff * 2, 30)
                 # A restarted Docker daemon may have changed anything: look now.
                 self.queue("docker-restart", delay=0)
+
+    def _project(self) -> str | None:
+        applied = self.engine.applied(self.engine.state())
+        return applied.project if applied else None
+
+    def _follow_project(self) -> None:
+        """Reconnect the event stream when the applied commit renamed the project."""
+        stream, project = self._events
+        if stream is not None and project != self._project():
+            stream.close()
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -201,21 +219,3 @@ class Daemon:
         self.scheduler.shutdown(wait=True)
         self.settings.socket_path.unlink(missing_ok=True)
 
-
-def poke(socket_path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
-    """Ask a running daemon; None when no daemon listens."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(SOCKET_TIMEOUT_S)
-            conn.connect(str(socket_path))
-            conn.sendall((json.dumps(request) + "\n").encode())
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-        return json.loads(data or b"{}")
-    except (FileNotFoundError, ConnectionRefusedError, TimeoutError, OSError,
-            json.JSONDecodeError):
-        return None

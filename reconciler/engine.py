@@ -91,6 +91,7 @@ class Engine:
         self._client: docker.DockerClient | None = None
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
+        self._branch_for: tuple[str | None, str] = (None, "main")
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -182,7 +183,12 @@ class Engine:
             head = self.source.branch_head("main")
         except SourceError:
             return "main"
-        text = self.source.read_file(head, desired_mod.SETTINGS_FILE)
+        if self._branch_for[0] != head:  # read lanai.yaml once per commit of main, not per poll
+            self._branch_for = (head, self._branch_named_in(head))
+        return self._branch_for[1]
+
+    def _branch_named_in(self, commit: str) -> str:
+        text = self.source.read_file(commit, desired_mod.SETTINGS_FILE)
         if text:
             try:
                 config = LanaiConfig.model_validate(desired_mod.yamlpos.load(text).data or {})
@@ -428,6 +434,8 @@ class Engine:
                 outcome.notes.append("self-heal is off (sync.self_heal): drift is reported, "
                                      "not corrected")
             return outcome
+        # Drift is on record (state.json, for `lanai status`) before the heal starts.
+        self.save(state)
         report = ApplyReport()
         self.progress("healing: " + ", ".join(f"{a.kind} {a.service}"
                                               for a in the_plan.actions))

@@ -1,7 +1,8 @@
 """The state repo's post-receive hook: a push pokes the reconciler at once.
 
-The hook only asks the daemon to look now (`lanai reconcile --now`), so a push
-returns in milliseconds; the poll interval still catches a lost poke.
+The hook only asks the daemon to look now (reconciler.control, which imports
+almost nothing), so a push returns quickly; the poll interval still catches a
+lost poke.
 """
 
 from __future__ import annotations
@@ -15,17 +16,15 @@ MARKER = "# lanai post-receive hook"
 PASS_ENV = ("LANAI_CONFIG", "LANAI_HOME")
 
 
-def hook_script(lanai: str, environ: dict[str, str]) -> str:
+def hook_script(python: str, environ: dict[str, str]) -> str:
     exports = "".join(f"export {name}={shlex.quote(environ[name])}\n"
                       for name in PASS_ENV if environ.get(name))
     return (f"#!/bin/sh\n{MARKER}: tell the reconciler a push arrived (never fails the push).\n"
             f"{exports}"
-            f"{shlex.quote(lanai)} reconcile --now >/dev/null 2>&1 || true\n"
-            "echo 'lanai: deploy queued; `lanai status` or `lanai history` on the server "
-            "shows the result.'\n")
+            f"exec {shlex.quote(python)} -m reconciler.control\n")
 
 
-def install_hook(repo: Path, lanai: str, environ: dict[str, str] | None = None) -> Path:
+def install_hook(repo: Path, python: str, environ: dict[str, str] | None = None) -> Path:
     """Write hooks/post-receive into a bare repo; refuses to overwrite a foreign hook."""
     env = dict(os.environ if environ is None else environ)
     hooks = repo / "hooks"
@@ -35,7 +34,7 @@ def install_hook(repo: Path, lanai: str, environ: dict[str, str] | None = None) 
     path = hooks / "post-receive"
     if path.exists() and MARKER not in path.read_text(errors="replace"):
         raise ValueError(f"{path} exists and was not written by lanai; merge it by hand "
-                         f"(add: {shlex.quote(lanai)} reconcile --now).")
-    path.write_text(hook_script(lanai, env))
+                         f"(add: {shlex.quote(python)} -m reconciler.control).")
+    path.write_text(hook_script(python, env))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path

@@ -49,7 +49,7 @@ def test_push_deploys_through_the_post_receive_hook(mini: Server):
     assert mini.env_of("web")["GREETING"] == "hej"
     assert httpx.get(f"http://127.0.0.1:{mini.port}/", timeout=5).status_code == 200
     triggers = {r["trigger"] for r in mini.history()}
-    assert "poke" in triggers and "poll" not in triggers
+    assert "push" in triggers and "poll" not in triggers
 
 
 def test_docker_stop_is_seen_as_drift_and_healed(mini: Server):

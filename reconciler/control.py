@@ -1,0 +1,58 @@
+"""The daemon's control socket, client side.
+
+Standard library and settings only: the state repo's post-receive hook runs
+`python -m reconciler.control` on every push, and a push should not wait for
+docker, gitpython and pydantic to import.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+SOCKET_TIMEOUT_S = 5
+
+
+def poke(socket_path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """Ask a running daemon; None when no daemon listens."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(SOCKET_TIMEOUT_S)
+            conn.connect(str(socket_path))
+            conn.sendall((json.dumps(request) + "\n").encode())
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return json.loads(data or b"{}")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def main() -> int:
+    """The post-receive hook: queue a reconcile; never fail the push."""
+    from .settings import load_settings
+
+    try:
+        settings = load_settings()
+    except Exception as exc:  # a push must not fail because of the server's config
+        print(f"lanai: cannot read the server's configuration ({exc}); the push is stored, "
+              "deploy it with `lanai reconcile` on the server.")
+        return 0
+    reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "push"})
+    if reply and reply.get("ok"):
+        print("lanai: deploying; `lanai status` or `lanai history` on the server shows the "
+              "result.")
+    else:
+        print("lanai: the reconciler daemon is not running, so this push is not deployed "
+              "yet; on the server run `lanai reconcile` (or `systemctl start lanai`).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
