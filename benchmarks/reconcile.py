@@ -15,7 +15,8 @@ measures:
 2. idle reconcile: `Engine.reconcile(trigger="poll")` in-process on a converged
    stack, against `docker compose ps` on the same project as the baseline.
 3. drift after `docker stop web`: until the daemon logs the Docker event, until
-   a "healed"/"drift" history record, until web runs (and is healthy) again.
+   the drift is on record in state.json (what `lanai status` shows), until the
+   "healed" history record, until web runs (and is healthy) again.
 4. the daemon's idle RSS and CPU over a window, with the mini state's 300 s
    poll interval and with a 5 s one.
 
@@ -445,6 +446,8 @@ class Bench:
                     "docker event: web" in line for line in tail.new_lines()
                 ):
                     marks["event"] = now
+                if "state" not in marks and read_state(self.home).get("drift"):
+                    marks["state"] = now  # what `lanai status` reports, before the heal
                 if "record" not in marks:
                     new = [
                         r
@@ -493,10 +496,15 @@ class Bench:
         if events:
             add(Metric("drift: daemon logs the Docker event (from stop call), max",
                        max(events), "s", target, max(events) < DRIFT_TARGET_S))
-        add(Metric("drift: healed/drift record written, median", median(record_s), "s", target,
-                   median(record_s) < DRIFT_TARGET_S))
-        add(Metric("drift: healed/drift record written, max", max(record_s), "s", target,
-                   max(record_s) < DRIFT_TARGET_S))
+        state_s = [r["state_s"] for r in runs if "state_s" in r]
+        if state_s:
+            add(Metric("drift: on record in state.json (lanai status), median", median(state_s),
+                       "s", target, median(state_s) < DRIFT_TARGET_S))
+            add(Metric("drift: on record in state.json (lanai status), max", max(state_s), "s",
+                       target, max(state_s) < DRIFT_TARGET_S))
+        # The history record is written when the heal is done, so it includes the heal.
+        add(Metric("drift: healed record in history (heal included), median",
+                   median(record_s), "s"))
         add(Metric("drift: web running again, median", median(
             [r["running_s"] for r in runs]), "s"))
         add(Metric("drift: web healthy again, median", median(
