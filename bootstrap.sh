@@ -1200,8 +1200,8 @@ summary() {
     say "State repo: $STATE_REPO_URL (push to its ${BRANCH:-main} branch to deploy)"
   else
     say "State repo (edit, commit and push to deploy):"
-    say "  git clone root@$ip:$LANAI_STATE_REPO_DIR     (from another machine)"
-    say "  git clone $LANAI_STATE_REPO_DIR              (on this server)"
+    printf '  %-48s (from another machine)\n' "git clone root@$ip:$LANAI_STATE_REPO_DIR"
+    printf '  %-48s (on this server)\n' "git clone $LANAI_STATE_REPO_DIR"
   fi
   say "Check it: lanai status    lanai history    $(has_systemd && echo 'journalctl -u lanai -f' || echo "tail -f $LANAI_DAEMON_LOG")"
 }

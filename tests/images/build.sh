@@ -43,6 +43,24 @@ die() { log "build.sh: $*"; exit 1; }
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
+# What an image is built from, hashed: an image built from other inputs (an older
+# Ollama double, say) is rebuilt even though its tag exists.
+inputs_of() {
+  case $1 in
+    debian) printf 'debian bookworm minbase python3 curl\n' ;;
+    open-webui) printf '%s %s\n' "$OPEN_WEBUI_VERSION" "$TORCH_VERSION"
+                cat "$HERE/open-webui/Dockerfile" "$HERE/open-webui/start.sh" ;;
+    ollama) cat "$HERE/ollama/Dockerfile"
+            find "$REPO_TESTS/ollama_double" -type f ! -path '*/__pycache__/*' -print0 \
+              | sort -z | xargs -0 cat ;;
+  esac | sha256sum | cut -c1-16
+}
+INPUTS_LABEL=io.lanai.test-inputs
+image_current() {
+  [ "$(docker image inspect -f "{{index .Config.Labels \"$INPUTS_LABEL\"}}" "$1" \
+      2>/dev/null)" = "$2" ]
+}
+
 # docker build, quiet unless it fails (then the end of its log is shown).
 docker_build() {
   local log="$CACHE/last-build.log"
@@ -117,6 +135,7 @@ build_debian() {
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'LABEL io.lanai.test-image=debian-bookworm-debootstrap' \
+        --change "LABEL $INPUTS_LABEL=$(inputs_of debian)" \
         --change 'CMD ["/bin/bash"]' \
         - "$DEBIAN_TAG" >/dev/null
   report "$DEBIAN_TAG" built "$started"
@@ -145,7 +164,7 @@ build_open_webui() {
   )
   docker_build "${build_args[@]}" --target build \
     -t "$OPEN_WEBUI_BUILD_TAG" "$ctx"
-  docker_build "${build_args[@]}" -t "$OPEN_WEBUI_TAG" "$ctx"
+  docker_build "${build_args[@]}" --label "$LABEL_ARG" -t "$OPEN_WEBUI_TAG" "$ctx"
   docker image rm "$OPEN_WEBUI_BUILD_TAG" >/dev/null
   rm -rf "$ctx"
   trap - EXIT
@@ -156,7 +175,7 @@ build_ollama() {
   local started
   started=$(date +%s)
   image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
-  docker_build --build-arg "BASE=$DEBIAN_TAG" \
+  docker_build --build-arg "BASE=$DEBIAN_TAG" --label "$LABEL_ARG" \
     -f "$HERE/ollama/Dockerfile" \
     -t "$OLLAMA_TAG" "$REPO_TESTS/ollama_double"
   report "$OLLAMA_TAG" built "$started"
@@ -183,8 +202,9 @@ main() {
       ollama) tag=$OLLAMA_TAG ;;
     esac
     started=$(date +%s)
-    if [ "$FORCE" = 0 ] && image_exists "$tag"; then
-      report "$tag" "present, skipped" "$started"
+    LABEL_ARG="$INPUTS_LABEL=$(inputs_of "$target")"
+    if [ "$FORCE" = 0 ] && image_current "$tag" "${LABEL_ARG#*=}"; then
+      report "$tag" "up to date, skipped" "$started"
       continue
     fi
     # A missing base is built first, even when only a child was asked for.
