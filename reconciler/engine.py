@@ -26,7 +26,7 @@ from . import facts as facts_mod
 from .apply import Applier, ApplyReport
 from .errors import DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
-from .plan import plan
+from .plan import Plan, plan
 from .record import (
     Failure,
     State,
@@ -292,11 +292,12 @@ class Engine:
                     "commit or `lanai reconcile --retry`" if state.failure.deterministic
                     else f"commit {head[:12]} failed with a transient error; retrying")
         if source_error is not None:
-            outcome.notes.append(source_error.message)
             if outcome.status in ("no-op", "waiting"):
                 outcome.status = "source-error"
                 outcome.error = source_error.message
                 outcome.exit_code = ExitCode.SOURCE
+            else:
+                outcome.notes.append(source_error.message)
         outcome.commit = head
         outcome.durations["total"] = timer.total()
         outcome.durations.update(timer.marks)
@@ -333,7 +334,7 @@ class Engine:
 
     def _deploy(self, state: State, desired: Rendered, applied: Rendered | None, timer: Timer,
                 mark: float, trigger: str) -> Outcome:
-        config = self._config_of(desired)
+        config = desired.config
         facts = facts_mod.observe(self.client, desired.project, self._images(desired))
         the_plan = plan(desired, facts, applied=applied, prune=config.sync.prune)
         mark = timer.lap("observe_plan", mark)
@@ -342,8 +343,7 @@ class Engine:
         report = ApplyReport()
         self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} action(s)")
         try:
-            Applier(self.client, health_timeout=config.sync.health_timeout,
-                    progress=self.progress).apply(desired, the_plan, report)
+            self._apply(desired, the_plan, report)
         except LanaiError as exc:
             outcome.actions = report.results
             self._record_compose(timer, report)
@@ -367,6 +367,10 @@ class Engine:
         self._prune_deployments(state)
         return outcome
 
+    def _apply(self, rendered: Rendered, the_plan: Plan, report: ApplyReport) -> None:
+        Applier(self.client, health_timeout=rendered.config.sync.health_timeout,
+                progress=self.progress).apply(rendered, the_plan, report)
+
     def _record_compose(self, timer: Timer, report: ApplyReport) -> None:
         timer.marks["compose"] = round(report.compose_s, 4)
         timer.marks["health_wait"] = round(report.health_s, 4)
@@ -383,8 +387,7 @@ class Engine:
         back = plan(applied, facts, applied=None, prune=True)
         report = ApplyReport()
         try:
-            Applier(self.client, health_timeout=self._config_of(applied).sync.health_timeout,
-                    progress=self.progress).apply(applied, back, report)
+            self._apply(applied, back, report)
             outcome.rolled_back_to = applied.commit
             outcome.notes.append(f"rolled back to {applied.commit[:12]}, which is serving")
         except LanaiError as exc:
@@ -410,7 +413,7 @@ class Engine:
         if key:
             rendered = load_rendered(self.settings.deployments_dir / key)
             if rendered is not None:
-                return self._config_of(rendered)
+                return rendered.config
         return LanaiConfig()
 
     def _check(self, state: State, applied: Rendered | None, timer: Timer, mark: float,
@@ -418,7 +421,7 @@ class Engine:
         """Nothing new to deploy: look for drift on the applied deployment and heal it."""
         if applied is None:
             return Outcome("no-op", applied_commit=state.applied_commit)
-        config = self._config_of(applied)
+        config = applied.config
         facts = facts_mod.observe(self.client, applied.project, self._images(applied))
         held = self._held(state, config, retry)
         the_plan = plan(applied, facts, applied=applied, prune=config.sync.prune, held=held)
@@ -443,8 +446,7 @@ class Engine:
         for service in {a.service for a in the_plan.actions}:
             state.heals.setdefault(service, []).append(now)
         try:
-            Applier(self.client, health_timeout=config.sync.health_timeout,
-                    progress=self.progress).apply(applied, the_plan, report)
+            self._apply(applied, the_plan, report)
             outcome.status = "healed"
             state.drift = []
         except LanaiError as exc:
@@ -466,8 +468,6 @@ class Engine:
     def _images(self, rendered: Rendered) -> list[str]:
         return sorted({s.image for s in rendered.services.values() if s.image})
 
-    def _config_of(self, rendered: Rendered) -> LanaiConfig:
-        return rendered.config
 
     def _prune_deployments(self, state: State) -> None:
         root = self.settings.deployments_dir

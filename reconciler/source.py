@@ -59,8 +59,7 @@ class GitSource:
                 self.repo.git.fetch("origin", "+refs/heads/*:refs/remotes/origin/*",
                                     "--prune", "--quiet", kill_after_timeout=FETCH_TIMEOUT_S)
         except git.GitCommandError as exc:
-            detail = (exc.stderr or "").strip().splitlines()
-            reason = detail[-1].removeprefix("stderr: ").strip(" '") if detail else str(exc)
+            reason = git_reason(exc.stderr or "") or str(exc)
             raise SourceError(
                 f"cannot fetch the state repo {self.url} ({reason}); the stack keeps running "
                 "as it is; check the URL, the network and the deploy key.") from None
@@ -107,3 +106,13 @@ class GitSource:
                 tar.extractall(dest, filter="data")
             else:  # git archive of our own mirror: no absolute paths or device files
                 tar.extractall(dest)
+
+
+def git_reason(stderr: str) -> str:
+    """git's own first 'fatal:' or 'error:' line; its advice lines that follow are noise."""
+    lines = [line.strip().removeprefix("stderr:").strip(" '") for line in stderr.splitlines()]
+    for line in lines:
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix):
+                return line.removeprefix(prefix)
+    return next((line for line in lines if line), "")
