@@ -45,6 +45,9 @@ E_SETUP=9
 E_DAEMON=10
 E_RECONCILE=11
 E_CANCELLED=12
+E_HOST_KEY=13
+E_SSH_AUTH=14
+E_UNREACHABLE=15
 
 # -- options ------------------------------------------------------------------------
 DRY_RUN=0
@@ -57,6 +60,11 @@ WHEELS=""
 SECRETS_IN=""
 STATE_REPO_URL=""
 BRANCH=""
+SEED_DIR=""               # seed a new state repo from here instead of desired-state/
+IMAGES_TAR=""             # a `docker save` archive loaded before the first reconcile
+GIT_USER=""               # a non-root user who pushes to the state repo over SSH
+SSH_CONFIG=""             # remote mode: ssh -F FILE
+ACCEPT_NEW_HOST_KEY=0     # remote mode: trust an unknown host key (never a changed one)
 
 # -- what happened (set by the steps) ------------------------------------------------
 BLOCKER=0                 # in a dry run: the exit code of the first check that failed
@@ -76,11 +84,20 @@ git repo of desired state by the lanai reconciler).
 Usage:
   sudo ./bootstrap.sh [local] [options]     make THIS machine the server
   sudo ./bootstrap.sh --uninstall [--purge] remove lanai from this machine
-  ./bootstrap.sh USER@HOST                  a remote server over SSH (not implemented yet)
+  ./bootstrap.sh USER@HOST [options]        make a server reachable over SSH the server
+                                            (HOST may be an alias from ~/.ssh/config)
 
 Supported: Debian 12/13 and Ubuntu 22.04/24.04 on x86_64 or aarch64, run as root
 (or it re-runs itself with sudo). It is idempotent: run it again at any time; a step
 that is already done says "already set up" and changes nothing.
+
+Over SSH, one connection (ControlMaster) carries the whole run: your ~/.ssh/config
+(aliases, Port, ProxyJump, IdentityFile) and agent are used; the host key must be
+known (an unknown one is shown with its fingerprint and needs --accept-new-host-key;
+a changed one is refused); sudo must work for the user (without a password, or the
+password is asked here once and sent over SSH, never on a command line). This
+checkout is copied to a temporary directory on the server, run there as root with
+the same options, and removed afterwards.
 
 What it does, one line per step:
   1. preflight   root, OS, architecture, free disk in /var/lib (warns under
@@ -117,6 +134,15 @@ Options:
                          here (root must be able to \`git ls-remote URL\`; deploy-key
                          setup comes with remote bootstrap)
   --branch NAME          the branch to deploy (default: lanai.yaml's source.branch, main)
+  --seed DIR             seed a new state repo from DIR instead of desired-state/
+  --images FILE          load a \`docker save\` archive before the first deploy (a server
+                         that cannot reach the image registries)
+  --git-user USER        let USER push to the state repo (group lanai); remote mode
+                         passes the SSH user
+  --ssh-config FILE      remote mode: use this ssh_config file (ssh -F)
+  --accept-new-host-key  remote mode: trust the server's host key if it is not known
+                         yet (check the fingerprint shown first); a changed key is
+                         never accepted
   --uninstall            stop and remove the daemon, the virtualenv and the \`lanai\`
                          link; keeps the state repo, $(dirname "$LANAI_CONFIG") (secrets),
                          the running stack and its data volumes
@@ -129,8 +155,8 @@ Exit codes:
   0   done (or, with --dry-run, nothing would stop a real run)
   1   an unexpected command failed (the message names it; apt-get and pip output is
       in $LANAI_BOOTSTRAP_LOG); fix the cause and run again
-  2   usage: an unknown option or a bad value, or a remote target (not implemented yet)
-  3   not root, and sudo is not available
+  2   usage: an unknown option or a bad value
+  3   not root, and sudo is not available (or, over SSH, not allowed for the user)
   4   unsupported OS, version or architecture
   5   not enough free disk space in /var/lib
   6   port ${WEBUI_PORT} is used by a program other than lanai's Open WebUI
@@ -141,6 +167,10 @@ Exit codes:
   11  the first reconcile failed; everything is installed and the daemon keeps
       retrying (\`lanai status\` shows why)
   12  cancelled at the confirmation prompt
+  13  over SSH: the server's host key is unknown (not trusted yet) or has changed
+  14  over SSH: the server refused the SSH key
+  15  over SSH: the server cannot be reached (name, network, sshd), or the
+      connection broke during the run
 
 Environment (paths, for a non-standard layout; sudo drops them, so run as root):
   LANAI_CONFIG, LANAI_SECRETS_FILE, LANAI_HOME, LANAI_STATE_REPO_DIR, LANAI_OPT,
@@ -154,6 +184,8 @@ Examples:
   sudo ./bootstrap.sh                        set this machine up
   sudo ./bootstrap.sh --secrets-file ~/lanai-secrets.env   add cloud API keys
   sudo ./bootstrap.sh --state-repo git@github.com:me/lanai-state.git
+  ./bootstrap.sh ubuntu@gpu-box              set up a server from your laptop
+  ./bootstrap.sh gpu-box --accept-new-host-key   first contact with a new server
 EOF
 }
 
@@ -308,6 +340,31 @@ parse_args() {
         shift
         ;;
       --branch=*) BRANCH=${1#*=} ;;
+      --seed)
+        need_value "$@"
+        SEED_DIR=$2
+        shift
+        ;;
+      --seed=*) SEED_DIR=${1#*=} ;;
+      --images)
+        need_value "$@"
+        IMAGES_TAR=$2
+        shift
+        ;;
+      --images=*) IMAGES_TAR=${1#*=} ;;
+      --git-user)
+        need_value "$@"
+        GIT_USER=$2
+        shift
+        ;;
+      --git-user=*) GIT_USER=${1#*=} ;;
+      --ssh-config)
+        need_value "$@"
+        SSH_CONFIG=$2
+        shift
+        ;;
+      --ssh-config=*) SSH_CONFIG=${1#*=} ;;
+      --accept-new-host-key) ACCEPT_NEW_HOST_KEY=1 ;;
       --secret | --secret=*)
         die "$E_USAGE" "--secret is not accepted because a value on the command line is visible to every user in the process list; put NAME=value lines in a file and pass --secrets-file FILE."
         ;;
@@ -324,8 +381,23 @@ parse_args() {
     TARGET=${positional[0]}
   fi
   [[ $ACTION == help ]] && return 0
-  if [[ $TARGET != local ]]; then
-    die "$E_USAGE" "remote bootstrap over SSH is not implemented yet; run this script on the server itself (copy this checkout there and run \`sudo ./bootstrap.sh\`)."
+  if [[ $TARGET != local && ! $TARGET =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+$ ]]; then
+    die "$E_USAGE" "$TARGET is not a server name; give USER@HOST, HOST, an alias from ~/.ssh/config, or 'local'."
+  fi
+  if [[ -n $SSH_CONFIG && ! -r $SSH_CONFIG ]]; then
+    die "$E_USAGE" "--ssh-config $SSH_CONFIG cannot be read; give an ssh_config file."
+  fi
+  if [[ -n $SEED_DIR && ! -f $SEED_DIR/compose.yaml ]]; then
+    die "$E_USAGE" "--seed $SEED_DIR has no compose.yaml; give a state directory like desired-state/."
+  fi
+  if [[ -n $SEED_DIR ]]; then
+    SEED_DIR=$(cd "$SEED_DIR" && pwd)
+  fi
+  if [[ -n $IMAGES_TAR && ! -r $IMAGES_TAR ]]; then
+    die "$E_USAGE" "--images $IMAGES_TAR cannot be read; give an archive made with \`docker save\`."
+  fi
+  if [[ -n $GIT_USER && ! $GIT_USER =~ ^[a-z_][a-z0-9_-]*$ ]]; then
+    die "$E_USAGE" "--git-user $GIT_USER is not a valid user name."
   fi
   if ((PURGE)) && [[ $ACTION != uninstall ]]; then
     ACTION=uninstall
@@ -922,9 +994,11 @@ hook_digest() {
   sha256sum "$LANAI_STATE_REPO_DIR/hooks/post-receive" 2>/dev/null | cut -d' ' -f1
 }
 
+seed_dir() { printf '%s\n' "${SEED_DIR:-$SCRIPT_DIR/desired-state}"; }
+
 seed_state_repo() {
   local branch=${BRANCH:-main} clone
-  [[ -d $SCRIPT_DIR/desired-state ]] ||
+  [[ -d $(seed_dir) ]] ||
     die "$E_SETUP" "$SCRIPT_DIR/desired-state is missing, so the state repo cannot be seeded; run bootstrap.sh from a lanai checkout, or pass --state-repo URL."
   work_tmp
   clone="$WORK_TMP/state"
@@ -939,7 +1013,7 @@ seed_commands() {
   local branch=$1 clone=$2
   quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" || return 1
   quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" || return 1
-  cp -a "$SCRIPT_DIR/desired-state/." "$clone/" || return 1
+  cp -a "$(seed_dir)/." "$clone/" || return 1
   quiet git -C "$clone" add -A || return 1
   quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
     commit --quiet -m "Initial state from lanai's example" || return 1
@@ -989,11 +1063,55 @@ step_state_repo() {
   if install_state_hook; then
     did+=("installed its post-receive hook")
   fi
+  if [[ -n $GIT_USER ]] && grant_git_user; then
+    did+=("gave $GIT_USER push access (group lanai)")
+  fi
   if ((${#did[@]})); then
     ok "state repo: $(join "${did[@]}")"
   else
     ok "state repo: $LANAI_STATE_REPO_DIR already set up"
   fi
+}
+
+# A non-root user who pushes over SSH writes to the repo through the lanai group,
+# which also may poke the daemon's socket (the hook does).
+grant_git_user() {
+  local repo=$LANAI_STATE_REPO_DIR granted=0
+  id "$GIT_USER" >/dev/null 2>&1 ||
+    die "$E_SETUP" "--git-user $GIT_USER does not exist on this server; create the user or leave the option out."
+  if ! getent group lanai >/dev/null; then
+    quiet groupadd --system lanai
+    granted=1
+  fi
+  if ! id -nG "$GIT_USER" | tr ' ' '\n' | grep -qx lanai; then
+    quiet usermod -aG lanai "$GIT_USER"
+    granted=1
+  fi
+  if [[ "$(git -C "$repo" config core.sharedRepository || true)" != group ]] ||
+    [[ "$(stat -c %G "$repo")" != lanai ]]; then
+    quiet git -C "$repo" config core.sharedRepository group
+    quiet chgrp -R lanai "$repo"
+    quiet chmod -R g+rwX "$repo"
+    quiet find "$repo" -type d -exec chmod g+s {} +
+    granted=1
+  fi
+  ((granted))
+}
+
+# -- step 6b: images shipped with bootstrap (servers without a registry) ------------------
+
+step_images() {
+  [[ -n $IMAGES_TAR ]] || return 0
+  if ((DRY_RUN)); then
+    would "images: would load the images in $IMAGES_TAR into Docker"
+    return 0
+  fi
+  local output names=()
+  output=$(docker load -i "$IMAGES_TAR" 2>>"$LANAI_BOOTSTRAP_LOG") ||
+    fail_with_log "$E_DOCKER" "docker could not load $IMAGES_TAR; check that it was made with \`docker save\` and that /var/lib/docker has room."
+  mapfile -t names < <(sed -n 's/^Loaded image: //p' <<<"$output")
+  ((${#names[@]})) || names=("no tagged images")
+  ok "images: loaded $(join "${names[@]}")"
 }
 
 # -- step 7: the first reconcile ----------------------------------------------------------------
@@ -1225,6 +1343,7 @@ install_main() {
   step_config
   step_secrets
   step_state_repo
+  step_images
   step_reconcile
   step_daemon
   if ((DRY_RUN)); then
@@ -1343,6 +1462,186 @@ uninstall_main() {
   fi
 }
 
+# -- remote: the same steps on a server over SSH --------------------------------------------
+#
+# One SSH connection (ControlMaster) carries the whole run: checks, upload of this
+# checkout to a temporary directory, `bootstrap.sh local` there under sudo (its
+# output streams back), and removal of the temporary directory. Host keys are
+# verified: an unknown key needs --accept-new-host-key (or a prior `ssh`), a
+# changed key is always refused.
+
+SSH=()
+REMOTE_TMP=""
+SUDO_MODE=""               # root | nopasswd | password
+SUDO_PASSWORD=""
+
+SSH_CONTROL_DIR=""
+ssh_setup() {
+  local control
+  work_tmp
+  # Unix socket paths are limited to 108 bytes: keep the control socket short.
+  SSH_CONTROL_DIR=$(mktemp -d /tmp/lanai-ssh.XXXXXX)
+  control=$SSH_CONTROL_DIR
+  SSH=(ssh)
+  [[ -n $SSH_CONFIG ]] && SSH+=(-F "$SSH_CONFIG")
+  SSH+=(-o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=30
+    -o ControlMaster=auto -o "ControlPath=$control/%C" -o ControlPersist=600)
+  if ((ACCEPT_NEW_HOST_KEY)); then
+    SSH+=(-o StrictHostKeyChecking=accept-new)
+  else
+    SSH+=(-o StrictHostKeyChecking=yes)
+  fi
+}
+
+# The resolved host name and port of the target (aliases, Port and HostName applied).
+ssh_resolved() {
+  local config=()
+  [[ -n $SSH_CONFIG ]] && config=(-F "$SSH_CONFIG")
+  ssh "${config[@]}" -G "$TARGET" 2>/dev/null | awk '$1 == "hostname" {h = $2} $1 == "port" {p = $2} END {print h, p}'
+}
+
+host_key_fingerprints() {
+  local host port
+  read -r host port < <(ssh_resolved)
+  ssh-keyscan -T 10 -p "${port:-22}" "$host" 2>/dev/null | ssh-keygen -lf - 2>/dev/null |
+    awk '{print $NF, $2}' | tr -d '()' | paste -sd ';' - | sed 's/;/; /g'
+}
+
+# Connect once (this opens the shared connection) and turn SSH's failures into sentences.
+remote_connect() {
+  local err rc=0
+  err="$WORK_TMP/ssh.err"
+  "${SSH[@]}" "$TARGET" true 2>"$err" || rc=$?
+  ((rc == 0)) && return 0
+  if grep -q 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$err"; then
+    die "$E_HOST_KEY" "the host key of $TARGET has CHANGED since you last connected: the server was reinstalled, or someone is in between; if you know it was reinstalled, remove the old key with \`ssh-keygen -R <host>\` and run again."
+  fi
+  if grep -q 'Host key verification failed\|No .* host key is known\|host key for .* not known' "$err"; then
+    die "$E_HOST_KEY" "the host key of $TARGET is not known yet (it offers: $(host_key_fingerprints)); check that fingerprint on the server (\`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub\`), then run again with --accept-new-host-key or connect once with \`ssh $TARGET\`."
+  fi
+  if grep -q 'Permission denied' "$err"; then
+    die "$E_SSH_AUTH" "$TARGET refused our SSH key ($(grep -m1 'Permission denied' "$err" | sed 's/^.*: //')); add your public key to the server (\`ssh-copy-id $TARGET\`), or name the right one with IdentityFile in ~/.ssh/config, and load it into your agent."
+  fi
+  die "$E_UNREACHABLE" "cannot reach $TARGET over SSH ($(grep -v '^[[:space:]]*$' "$err" | tail -n 1 | sed 's/^ssh: //')); check the name, that the server is on and sshd runs, and your network."
+}
+
+# How we become root there: already root, passwordless sudo, or sudo with a password
+# asked for here once (it travels on the SSH channel's stdin, never in argv).
+remote_sudo() {
+  local probe
+  # shellcheck disable=SC2016  # expanded by the remote shell
+  probe=$("${SSH[@]}" "$TARGET" 'if [ "$(id -u)" = 0 ]; then echo root; elif ! command -v sudo >/dev/null 2>&1; then echo nosudo; elif sudo -n true 2>/dev/null; then echo nopasswd; else sudo -n true 2>&1 | head -n 1; fi' 2>/dev/null) || true
+  case $probe in
+    root | nopasswd) SUDO_MODE=$probe ;;
+    nosudo) die "$E_ROOT" "sudo is not installed on $TARGET and you are not root there; install sudo (as root: \`apt-get install sudo && usermod -aG sudo $(remote_user)\`) or connect as root." ;;
+    *"password is required"*)
+      [[ -t 0 ]] || die "$E_ROOT" "sudo on $TARGET wants a password and there is no terminal to ask it on; run bootstrap.sh from a terminal, or allow passwordless sudo for $(remote_user)."
+      read -r -s -p "sudo password for $(remote_user) on $TARGET: " SUDO_PASSWORD </dev/tty
+      printf '\n'
+      printf '%s\n' "$SUDO_PASSWORD" | "${SSH[@]}" "$TARGET" 'sudo -S -p "" -v' >/dev/null 2>&1 ||
+        die "$E_ROOT" "sudo on $TARGET did not accept that password; run again and type the password of $(remote_user) on the server."
+      SUDO_MODE=password
+      ;;
+    *) die "$E_ROOT" "$(remote_user) may not use sudo on $TARGET (${probe:-no answer}); add the user to the sudo group there (as root: \`usermod -aG sudo $(remote_user)\`) or connect as root." ;;
+  esac
+}
+
+remote_user() {
+  local config=()
+  [[ -n $SSH_CONFIG ]] && config=(-F "$SSH_CONFIG")
+  ssh "${config[@]}" -G "$TARGET" 2>/dev/null | awk '$1 == "user" {print $2; exit}'
+}
+
+# This checkout's files that the server needs, and the files named by options.
+remote_upload() {
+  REMOTE_TMP=$("${SSH[@]}" "$TARGET" 'umask 077 && mktemp -d /tmp/lanai-bootstrap.XXXXXX') ||
+    die "$E_UNREACHABLE" "could not create a temporary directory on $TARGET; check that /tmp there is writable."
+  say "→ copying lanai to $TARGET:$REMOTE_TMP"
+  tar -C "$SCRIPT_DIR" --exclude=__pycache__ --exclude='*.pyc' -czf - \
+    bootstrap.sh pyproject.toml README.md reconciler desired-state packaging |
+    "${SSH[@]}" "$TARGET" "tar -xzf - -C $REMOTE_TMP"
+  if [[ -n $SEED_DIR ]]; then
+    tar -C "$SEED_DIR" --exclude=.git -czf - . | "${SSH[@]}" "$TARGET" "mkdir $REMOTE_TMP/seed && tar -xzf - -C $REMOTE_TMP/seed"
+  fi
+  if [[ -n $WHEELS ]]; then
+    tar -C "$WHEELS" -cf - . | "${SSH[@]}" "$TARGET" "mkdir $REMOTE_TMP/wheels && tar -xf - -C $REMOTE_TMP/wheels"
+  fi
+  if [[ -n $IMAGES_TAR ]]; then
+    say "→ copying $(du -h "$IMAGES_TAR" | cut -f1) of images to $TARGET"
+    "${SSH[@]}" "$TARGET" "cat > $REMOTE_TMP/images.tar" <"$IMAGES_TAR"
+  fi
+  if [[ -n $SECRETS_IN ]]; then
+    "${SSH[@]}" "$TARGET" "umask 077 && cat > $REMOTE_TMP/secrets.env" <"$SECRETS_IN"
+  fi
+}
+
+remote_cleanup() {
+  if [[ -n $REMOTE_TMP ]]; then
+    "${SSH[@]}" "$TARGET" "rm -rf $REMOTE_TMP" >/dev/null 2>&1 || true
+    REMOTE_TMP=""
+  fi
+  if ((${#SSH[@]})); then
+    "${SSH[@]}" -O exit "$TARGET" >/dev/null 2>&1 || true
+  fi
+  [[ -n $SSH_CONTROL_DIR ]] && rm -rf -- "$SSH_CONTROL_DIR"
+  cleanup
+}
+
+# The options the server-side run gets, with paths moved to the uploaded copies.
+remote_args() {
+  local args=(local --yes)
+  ((DRY_RUN)) && args+=(--dry-run)
+  [[ $ACTION == uninstall ]] && args+=(--uninstall)
+  ((PURGE)) && args+=(--purge)
+  [[ $DOCKER_FROM != distro ]] && args+=(--docker-from "$DOCKER_FROM")
+  [[ -n $SEED_DIR ]] && args+=(--seed "$REMOTE_TMP/seed")
+  [[ -n $WHEELS ]] && args+=(--wheels "$REMOTE_TMP/wheels")
+  [[ -n $IMAGES_TAR ]] && args+=(--images "$REMOTE_TMP/images.tar")
+  [[ -n $SECRETS_IN ]] && args+=(--secrets-file "$REMOTE_TMP/secrets.env")
+  [[ -n $STATE_REPO_URL ]] && args+=(--state-repo "$STATE_REPO_URL")
+  [[ -n $BRANCH ]] && args+=(--branch "$BRANCH")
+  local user
+  user=$(remote_user)
+  [[ $ACTION == install && -n $user && $user != root ]] && args+=(--git-user "$user")
+  printf '%q ' "${args[@]}"
+}
+
+remote_main() {
+  trap remote_cleanup EXIT
+  ssh_setup
+  ((DRY_RUN)) && say "dry run: nothing will be changed on $TARGET"
+  remote_connect
+  ok "ssh: connected to $TARGET (host key verified)"
+  remote_sudo
+  ok "sudo: $([[ $SUDO_MODE == root ]] && echo "logged in as root" || echo "$(remote_user) may use sudo")"
+  if [[ $ACTION == install ]] && ((!DRY_RUN)); then
+    confirm "Set up $TARGET as a lanai server (Docker, the reconciler, Open WebUI on port $WEBUI_PORT)?" ||
+      die "$E_CANCELLED" "cancelled; nothing on $TARGET was changed."
+  fi
+  remote_upload
+  local sudo="sudo -n" rc=0 command
+  case $SUDO_MODE in
+    root) sudo="" ;;
+    password) sudo="sudo -S -p ''" ;;
+  esac
+  command="cd $REMOTE_TMP && $sudo bash ./bootstrap.sh $(remote_args)"
+  say "→ running bootstrap.sh on $TARGET"
+  if [[ $SUDO_MODE == password ]]; then
+    printf '%s\n' "$SUDO_PASSWORD" | "${SSH[@]}" "$TARGET" "$command" || rc=$?
+  else
+    "${SSH[@]}" "$TARGET" "$command" </dev/null || rc=$?
+  fi
+  if ((rc == 255)); then
+    die "$E_UNREACHABLE" "the SSH connection to $TARGET broke during the run; run bootstrap.sh again (it picks up where it stopped)."
+  fi
+  if ((rc == 0 || rc == E_RECONCILE)) && [[ $ACTION == install ]] && ((!DRY_RUN)) && [[ -z $STATE_REPO_URL ]]; then
+    say "From this machine:"
+    say "  git clone $TARGET:$LANAI_STATE_REPO_DIR${SSH_CONFIG:+    (with GIT_SSH_COMMAND=\"ssh -F $SSH_CONFIG\")}"
+    say "  lanai --host $TARGET status"
+  fi
+  exit "$rc"
+}
+
 main() {
   parse_args "$@"
   case $ACTION in
@@ -1353,6 +1652,9 @@ main() {
   esac
   trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
   trap cleanup EXIT
+  if [[ $TARGET != local ]]; then
+    remote_main
+  fi
   require_root "$@"
   export LANAI_CONFIG
   case $ACTION in

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -67,7 +69,12 @@ def guarded(func: Callable[..., T]) -> Callable[..., T]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="lanai")
-def main() -> None:
+@click.option("--host", metavar="[USER@]HOST", envvar="LANAI_HOST",
+              help="Run the command on this server over SSH (an alias from ~/.ssh/config "
+              "works; the host key must be known). Env: LANAI_HOST.")
+@click.option("--ssh-config", type=click.Path(dir_okay=False, exists=True),
+              help="With --host: the ssh_config file to use (ssh -F).")
+def main(host: str | None, ssh_config: str | None) -> None:
     """GitOps for a private AI server: Open WebUI + Ollama, converged from a git repo.
 
     \b
@@ -85,10 +92,52 @@ def main() -> None:
       lanai logs open-webui   a service's logs
 
     \b
+    From a laptop: `lanai --host ubuntu@gpu-box status` runs the command on the
+    server over SSH (sudo there; the same for drift, history, logs, plan, ...).
+
+    \b
     Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file),
     overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH, LANAI_HOME,
     LANAI_SECRETS_FILE. Exit codes are listed in the README.
     """
+    ctx = click.get_current_context()
+    if host and ctx.invoked_subcommand and not ctx.resilient_parsing:
+        argv = remote_argv(host, ssh_config, _args_after_host(sys.argv[1:]))
+        try:
+            os.execvp(argv[0], argv)  # ssh's exit status is the remote lanai's
+        except FileNotFoundError:
+            _fail(LanaiError("ssh is not installed here; install the OpenSSH client to use "
+                             "--host.", exit_code=ExitCode.INVALID))
+
+
+def remote_argv(host: str, ssh_config: str | None, args: list[str]) -> list[str]:
+    """ssh argv that runs `lanai ARGS` on HOST as root (sudo -n unless already root).
+
+    Host keys are checked strictly and nothing prompts: an unknown server fails
+    with ssh's own message instead of hanging or trusting it."""
+    remote = shlex.join(["lanai", *args])
+    command = f'if [ "$(id -u)" = 0 ]; then exec {remote}; else exec sudo -n {remote}; fi'
+    argv = ["ssh"]
+    if ssh_config:
+        argv += ["-F", ssh_config]
+    return [*argv, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "ConnectTimeout=20", host, command]
+
+
+def _args_after_host(argv: list[str]) -> list[str]:
+    """The command line without the --host/--ssh-config options (they stay on this side)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--host", "--ssh-config"):
+            skip = True
+            continue
+        if arg.startswith(("--host=", "--ssh-config=")):
+            continue
+        out.append(arg)
+    return out
 
 
 # -- the daemon and reconciles --------------------------------------------------------

@@ -10,6 +10,8 @@ seen within a second and start a drift check at once.
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
 import logging
 import os
@@ -34,6 +36,7 @@ from .settings import ServerSettings
 log = logging.getLogger("lanai.daemon")
 EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
 EVENT_DEBOUNCE_S = 0.2
+SOCKET_GROUP = "lanai"
 
 
 class Daemon:
@@ -143,6 +146,8 @@ class Daemon:
             self._server = socketserver.ThreadingUnixStreamServer(str(path), Handler)
         finally:
             os.umask(old_umask)
+        with contextlib.suppress(KeyError):  # the lanai group (who push) may poke us
+            os.chown(path, -1, grp.getgrnam(SOCKET_GROUP).gr_gid)
         threading.Thread(target=self._server.serve_forever, name="socket", daemon=True).start()
 
     def handle(self, request: dict[str, Any]) -> dict[str, Any]:

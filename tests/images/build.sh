@@ -5,11 +5,13 @@
 #
 #   tests/images/build.sh [--force] [IMAGE...]
 #
-# IMAGE is one of: debian open-webui ollama (default: all, in that order).
-# An image that already exists is skipped unless --force is given.
+# IMAGE is one of: debian open-webui ollama server-trixie server-bullseye
+# (default: all, in that order). An image whose inputs label is current is
+# skipped unless --force is given.
 # Caches live in ${LANAI_TEST_CACHE:-/var/cache/lanai-test}:
-#   rootfs-bookworm/  debootstrap of Debian 12 (deb.debian.org)
-#   wheels/           pip download of open-webui + CPU torch (PyPI)
+#   rootfs-bookworm/         debootstrap of Debian 12 (deb.debian.org)
+#   wheels/                  pip download of open-webui + CPU torch (PyPI)
+#   rootfs-server-<suite>/   debootstrap of a clean server (systemd, sshd, sudo)
 # Nothing else is downloaded.
 set -euo pipefail
 
@@ -26,6 +28,10 @@ DEBIAN_TAG=lanai-test/debian:bookworm
 OPEN_WEBUI_TAG=ghcr.io/open-webui/open-webui:v${OPEN_WEBUI_VERSION}
 OLLAMA_TAG=ollama/ollama:${OLLAMA_VERSION}
 OPEN_WEBUI_BUILD_TAG=lanai-test/open-webui-build:tmp
+# Clean servers for bootstrap.sh to manage over SSH (tests/images/server):
+# trixie is the supported one, bullseye exists only to be refused.
+SERVER_IMAGE=lanai-test/server
+SERVER_ROOTFS_IMAGE=lanai-test/server-rootfs
 
 # Docker CLI 28 talks to a 20.10 engine here and there is no buildx plugin:
 # use the classic builder explicitly.
@@ -35,7 +41,7 @@ FORCE=0
 TARGETS=()
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() { printf '%s\n' "$*" >&2; }
@@ -53,6 +59,9 @@ inputs_of() {
     ollama) cat "$HERE/ollama/Dockerfile"
             find "$REPO_TESTS/ollama_double" -type f ! -path '*/__pycache__/*' -print0 \
               | sort -z | xargs -0 cat ;;
+    server-*) printf '%s %s\n' "${1#server-}" "$(server_include "${1#server-}")"
+              (cd "$HERE/server" && find . -type f | LC_ALL=C sort \
+                 | while IFS= read -r f; do printf '%s\n' "$f"; cat "$f"; done) ;;
   esac | sha256sum | cut -c1-16
 }
 INPUTS_LABEL=io.lanai.test-inputs
@@ -118,6 +127,68 @@ ensure_wheels() {
   rm -rf "$wheels"
   mv "$tmp" "$wheels"
 }
+
+# debootstrap --include for each server suite.
+server_include() {
+  case $1 in
+    trixie) printf '%s\n' systemd,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,ca-certificates,iproute2,procps,curl,git,less ;;
+    bullseye) printf '%s\n' systemd,systemd-sysv,dbus,openssh-server,sudo,python3 ;;
+    *) die "no package list for server suite $1" ;;
+  esac
+}
+
+# debootstrap of a server suite, kept in the cache with the package list it was
+# made from beside it: a different list makes it again.
+ensure_server_rootfs() {
+  local suite=$1 include rootfs started
+  include=$(server_include "$suite")
+  rootfs="$CACHE/rootfs-server-$suite"
+  if [ -x "$rootfs/sbin/init" ] && [ "$(cat "$rootfs.include" 2>/dev/null)" = "$include" ]; then
+    return 0
+  fi
+  command -v debootstrap >/dev/null || die "debootstrap is needed (apt-get install debootstrap)"
+  log "debootstrap $suite into $rootfs (about a minute)"
+  started=$(date +%s)
+  local tmp="$rootfs.partial"
+  rm -rf "$tmp" "$rootfs.include"
+  mkdir -p "$CACHE"
+  debootstrap --variant=minbase --include="$include" \
+    "$suite" "$tmp" "$DEBIAN_MIRROR" >"$CACHE/debootstrap-$suite.log" 2>&1 \
+    || { tail -n 20 "$CACHE/debootstrap-$suite.log" >&2
+         die "debootstrap failed (log: $CACHE/debootstrap-$suite.log)"; }
+  rm -rf "$rootfs"
+  mv "$tmp" "$rootfs"
+  printf '%s\n' "$include" >"$rootfs.include"
+  report "$rootfs" debootstrapped "$started"
+}
+
+# The imported root file system, then tests/images/server/Dockerfile on top
+# (users, sshd, sudo, units). The intermediate tag is removed afterwards.
+build_server() {
+  local suite=$1 started tag
+  tag="$SERVER_IMAGE:$suite"
+  started=$(date +%s)
+  ensure_server_rootfs "$suite"
+  local import_started
+  import_started=$(date +%s)
+  tar -C "$CACHE/rootfs-server-$suite" \
+    --exclude='./var/lib/apt/lists/*' \
+    --exclude='./var/cache/apt/*' \
+    --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
+    --exclude='./tmp/*' --exclude='./run/*' \
+    --numeric-owner -cf - . \
+    | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        - "$SERVER_ROOTFS_IMAGE:$suite" >/dev/null
+  report "$SERVER_ROOTFS_IMAGE:$suite" imported "$import_started"
+  docker_build --build-arg "BASE=$SERVER_ROOTFS_IMAGE:$suite" \
+    --label "io.lanai.test-image=server-$suite-debootstrap" --label "$LABEL_ARG" \
+    -t "$tag" "$HERE/server"
+  docker image rm "$SERVER_ROOTFS_IMAGE:$suite" >/dev/null
+  report "$tag" built "$started"
+}
+build_server_trixie() { build_server trixie; }
+build_server_bullseye() { build_server bullseye; }
 
 build_debian() {
   local started
@@ -186,12 +257,12 @@ main() {
     case $1 in
       --force) FORCE=1 ;;
       -h|--help) usage; exit 0 ;;
-      debian|open-webui|ollama) TARGETS+=("$1") ;;
+      debian|open-webui|ollama|server-trixie|server-bullseye) TARGETS+=("$1") ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
-  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama)
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama server-trixie server-bullseye)
   docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
 
   local target tag started
@@ -200,6 +271,7 @@ main() {
       debian) tag=$DEBIAN_TAG ;;
       open-webui) tag=$OPEN_WEBUI_TAG ;;
       ollama) tag=$OLLAMA_TAG ;;
+      server-*) tag=$SERVER_IMAGE:${target#server-} ;;
     esac
     started=$(date +%s)
     LABEL_ARG="$INPUTS_LABEL=$(inputs_of "$target")"
@@ -208,7 +280,7 @@ main() {
       continue
     fi
     # A missing base is built first, even when only a child was asked for.
-    if [ "$target" != debian ] && ! image_exists "$DEBIAN_TAG"; then
+    if [[ $target == @(open-webui|ollama) ]] && ! image_exists "$DEBIAN_TAG"; then
       build_debian
     fi
     "build_${target//-/_}"

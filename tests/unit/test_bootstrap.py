@@ -143,17 +143,25 @@ def test_help_teaches_steps_options_and_every_exit_code(env: dict[str, str]) -> 
 
 def test_shellcheck_is_clean() -> None:
     if shutil.which("shellcheck") is None:
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
+        pytest.fail("shellcheck is not installed; tests/run installs it (apt-get install "
+                    "shellcheck)")
     result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
-def test_a_remote_target_is_refused_with_exit_2(env: dict[str, str], root: Path) -> None:
-    result = run(["admin@gpu-box"], env)
-    assert result.returncode == 2
-    assert "remote bootstrap over SSH is not implemented yet; run this script on the server " \
-           "itself" in result.stderr
+def test_an_unreachable_remote_target_fails_cleanly_with_exit_15(env: dict[str, str],
+                                                                   root: Path) -> None:
+    result = run(["admin@lanai-nowhere.invalid"], env)
+    assert result.returncode == 15, result.stderr
+    assert "cannot reach admin@lanai-nowhere.invalid over SSH" in result.stderr
+    assert "Could not resolve hostname" in result.stderr
     assert not root.exists()
+
+
+def test_a_remote_target_that_is_not_a_host_name_is_a_usage_error(env: dict[str, str]) -> None:
+    result = run(["admin@gpu box;rm"], env)
+    assert result.returncode == 2
+    assert "is not a server name" in result.stderr
 
 
 @pytest.mark.parametrize("args, words", [
