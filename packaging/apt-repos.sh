@@ -157,8 +157,8 @@ docker_conflicting_packages() {
 # that are installed (docker_conflicts_installed) are removed just before the install, so a
 # failure while fetching the key or the lists leaves the old packages in place.
 docker_repo_install_plan() {
-  local os=${1:-} codename=${2:-} arch=${3:-} source=() conflicts
-  _ar_lines source docker_repo_source "$os" "$codename" "$arch" || return 1
+  local os=${1:-} codename=${2:-} arch=${3:-} src=() conflicts
+  _ar_lines src docker_repo_source "$os" "$codename" "$arch" || return 1
   shift 3
   conflicts=" $(docker_conflicting_packages "$os") "
   local pkg
@@ -175,7 +175,7 @@ docker_repo_install_plan() {
     "install -m 0755 -d $APT_KEYRINGS_DIR" \
     "curl -fsSL https://download.docker.com/linux/$os/gpg -o $DOCKER_APT_KEY" \
     "chmod a+r $DOCKER_APT_KEY"
-  _ar_write_line "$DOCKER_APT_SOURCE" "${source[@]}"
+  _ar_write_line "$DOCKER_APT_SOURCE" "${src[@]}"
   echo "apt-get update"
   if (($#)); then
     echo "apt-get remove -y $*"
@@ -186,8 +186,10 @@ docker_repo_install_plan() {
 # docker_conflicts_installed OS_ID: which of docker_conflicting_packages are installed here
 # (one line, space-separated; empty when none). Reads dpkg's database.
 docker_conflicts_installed() {
-  local pkg found=()
-  for pkg in $(docker_conflicting_packages "${1:-}") ; do
+  local pkg list found=()
+  list=$(docker_conflicting_packages "${1:-}") || return 1
+  for pkg in $list; do
+    # shellcheck disable=SC2016  # ${Status} is dpkg-query's field, not the shell's
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
       found+=("$pkg")
     fi
@@ -213,7 +215,7 @@ nvidia_toolkit_source() {
 # hand) a SIGHUP to dockerd, which reloads daemon.json's runtimes.
 # gpg gets --batch --yes so that a second run overwrites the keyring instead of asking.
 nvidia_toolkit_install_plan() {
-  local reload=${1:-systemd} source=()
+  local reload=${1:-systemd} src=()
   case $reload in
     systemd | sighup) ;;
     *)
@@ -221,7 +223,7 @@ nvidia_toolkit_install_plan() {
       return 1
       ;;
   esac
-  _ar_lines source nvidia_toolkit_source || return 1
+  _ar_lines src nvidia_toolkit_source || return 1
   printf '%s\n' \
     "# The NVIDIA Container Toolkit from NVIDIA's apt repository" \
     "# (docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html)" \
@@ -229,7 +231,7 @@ nvidia_toolkit_install_plan() {
     "apt-get install -y --no-install-recommends ca-certificates curl gnupg" \
     "curl -fsSL $NVIDIA_CTK_KEY_URL | gpg --batch --yes --dearmor -o $NVIDIA_CTK_KEYRING" \
     "chmod a+r $NVIDIA_CTK_KEYRING"
-  _ar_write_line "$NVIDIA_CTK_LIST" "${source[@]}"
+  _ar_write_line "$NVIDIA_CTK_LIST" "${src[@]}"
   printf '%s\n' \
     "apt-get update" \
     "apt-get install -y nvidia-container-toolkit" \
@@ -245,7 +247,7 @@ nvidia_toolkit_install_plan() {
 # "Failed to initialize NVML: Unknown Error" (needs nvidia-ctk, so after the toolkit).
 nvml_prevention_plan() {
   local rule=(
-    "# Created by lanai's bootstrap.sh: /dev/char symlinks for the NVIDIA device nodes, so"
+    "# Written by bootstrap.sh (lanai): /dev/char symlinks for the NVIDIA device nodes, so"
     "# that containers keep their GPU after \`systemctl daemon-reload\` (NVIDIA/nvidia-docker#1730)."
     'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"'
   )
@@ -315,7 +317,7 @@ gpu_driver_advice() {
       text="Install the NVIDIA driver with your distribution's packages or NVIDIA's (docs.nvidia.com/datacenter/tesla/driver-installation-guide/)."
       ;;
   esac
-  printf '%s\n' "$text Then reboot: the kernel module is loaded at boot (with Secure Boot on, enroll the module's key when the installer asks, or the module will not load). Check with \`nvidia-smi\`, then run bootstrap.sh again: it installs the NVIDIA Container Toolkit and checks the GPU from inside a container."
+  printf '%s\n' "$text Then reboot: the kernel module is loaded at boot (with Secure Boot on, the module must be signed by a key enrolled in the firmware, MOK: enroll it when the installer asks, or the module will not load). Check with \`nvidia-smi\`, then run bootstrap.sh again: it installs the NVIDIA Container Toolkit and checks the GPU from inside a container."
 }
 
 # gpu_driver_install_plan OS_ID VERSION_ID ARCH: the commands that install the driver
@@ -451,6 +453,7 @@ daemon_json_set() {
   local result
   DAEMON_JSON_CHANGED=0
   result=$(_ar_daemon_json set "${1:-}" "${2:-}" "${3:-}") || return 1
+  # shellcheck disable=SC2034  # read by the caller
   [[ $result == changed ]] && DAEMON_JSON_CHANGED=1
   return 0
 }
@@ -473,6 +476,7 @@ apply_plan() {
     rc=0
     DEBIAN_FRONTEND=noninteractive bash -c "set -Eeuo pipefail; $line" </dev/null >>"$log" 2>&1 || rc=$?
     if ((rc != 0)); then
+      # shellcheck disable=SC2034  # read by the caller
       APPLY_FAILED_LINE=$line
       printf '(exit %s)\n' "$rc" >>"$log"
       return "$rc"
