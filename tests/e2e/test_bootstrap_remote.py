@@ -1,0 +1,198 @@
+"""`./bootstrap.sh admin@server` over real SSH to a fresh Debian 13 server (a systemd
+container with sshd and a sudo user, no Docker): failures that change nothing, then
+a full install, a push that deploys, and a second run that is a no-op.
+
+Docker Hub is unreachable here, so the stack is the small test stack and its images
+travel with `--images` (a `docker save` archive), as they would to an offline server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+
+from .harness import MINI_STATE, REPO_ROOT, git, wait_for
+from .servers import TestServer, boot
+
+BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
+MINI_IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
+
+
+def bootstrap(server: TestServer, *args: str, target: str | None = None,
+              timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(BOOTSTRAP), target or server.alias, "--ssh-config",
+         str(server.ssh_config_path), "--yes", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result.seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    return result
+
+
+def untouched(server: TestServer) -> None:
+    """Nothing of lanai on the server, not even the upload directory."""
+    listing = server.exec("sh", "-c", "ls -d /etc/lanai /opt/lanai /srv/lanai "
+                          "/tmp/lanai-bootstrap.* 2>/dev/null; command -v docker || true")
+    assert listing.stdout.strip() == "", listing.stdout
+
+
+@pytest.fixture(scope="module")
+def server(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[TestServer]:
+    with boot("lanai-test/server:trixie", docker_client,
+              tmp_path_factory.mktemp("server")) as booted:
+        yield booted
+
+
+@pytest.fixture(scope="module")
+def seed_and_images(docker_client: docker.DockerClient,
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("seed")
+    seed = root / "state"
+    shutil.copytree(MINI_STATE, seed)
+    for name, old, new in (("lanai.yaml", "PROJECT", "lanai"),
+                           ("compose.yaml", '"127.0.0.1:18000:8000"', '"3000:8000"')):
+        path = seed / name
+        path.write_text(path.read_text().replace(old, new))
+    images = root / "images.tar"
+    with images.open("wb") as out:
+        for chunk in docker_client.api.get_image(list(MINI_IMAGES)):
+            out.write(chunk)
+    return seed, images
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint_and_nothing_changes(
+        server: TestServer):
+    server.forget()
+    result = bootstrap(server)
+    assert result.returncode == 13, result.stderr
+    assert "host key of" in result.stderr and "is not known yet" in result.stderr
+    assert server.host_key_fingerprint() in result.stderr
+    assert "--accept-new-host-key" in result.stderr
+    untouched(server)
+    server.trust()
+
+
+def test_wrong_key_is_refused_and_nothing_changes(server: TestServer):
+    result = subprocess.run(
+        ["bash", str(BOOTSTRAP), server.alias, "--ssh-config", str(server.wrong_key_config),
+         "--yes"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 14, result.stderr
+    assert "refused our SSH key" in result.stderr and "ssh-copy-id" in result.stderr
+    untouched(server)
+
+
+def test_user_without_sudo_is_refused_and_nothing_changes(server: TestServer):
+    result = bootstrap(server, target=f"plain@{server.alias}")
+    assert result.returncode == 3, result.stderr
+    assert "plain may not use sudo" in result.stderr
+    assert "usermod -aG sudo plain" in result.stderr
+    untouched(server)
+
+
+def test_port_taken_is_refused_and_nothing_changes(server: TestServer):
+    squatter = server.exec("sh", "-c", "nohup python3 -m http.server 3000 >/dev/null 2>&1 & "
+                           "echo $!")
+    pid = squatter.stdout.strip()
+    try:
+        wait_for(lambda: server.exec("sh", "-c", "ss -Hltn 'sport = :3000'").stdout.strip(),
+                 20, "the squatter on port 3000")
+        result = bootstrap(server)
+        assert result.returncode == 6, result.stderr
+        assert "port 3000 is in use by python3" in result.stderr
+        assert "/tmp/lanai-bootstrap." not in server.exec("sh", "-c", "ls -d /tmp/*").stdout
+        assert server.exec("sh", "-c", "ls -d /etc/lanai /opt/lanai /srv/lanai 2>/dev/null"
+                           ).stdout.strip() == ""
+    finally:
+        server.exec("kill", pid)
+
+
+def test_bootstrap_installs_docker_the_reconciler_and_the_state_repo(
+        server: TestServer, seed_and_images: tuple[Path, Path]):
+    seed, images = seed_and_images
+    result = bootstrap(server, "--docker-from", "distro", "--seed", str(seed),
+                       "--images", str(images))
+    print(f"first bootstrap: {result.seconds:.0f}s")  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("✓ ssh: connected to", "✓ docker:", "✓ reconciler:", "✓ state repo:",
+                 "✓ reconcile: the server matches the state repo", "✓ daemon:"):
+        assert line in result.stdout, result.stdout
+    assert f"git clone {server.alias}:/srv/lanai/state.git" in result.stdout
+    assert server.exec("systemctl", "is-active", "lanai", "docker").stdout.split() == [
+        "active", "active"]
+    assert server.exec("stat", "-c", "%a %U", "/etc/lanai/secrets.env").stdout.strip() == \
+        "600 root"
+    assert "WEBUI_SECRET_KEY" not in result.stdout + result.stderr.split("=")[0]
+    assert server.ssh("docker", "compose", "version", sudo=True).returncode == 0
+    assert httpx.get(f"http://127.0.0.1:{server.web_port}/", timeout=10).status_code == 200
+    leftovers = server.exec("sh", "-c", "ls -d /tmp/lanai-bootstrap.* 2>/dev/null || true")
+    assert leftovers.stdout.strip() == ""
+
+
+def test_lanai_host_reads_the_server_from_here(server: TestServer):
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "--host", server.alias, "--ssh-config",
+         str(server.ssh_config_path), "status", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["sync"] == "Synced" and status["health"] == "Healthy"
+    assert status["daemon"]["pid"]
+
+
+def test_a_push_from_a_laptop_clone_deploys(server: TestServer, tmp_path: Path):
+    env = {**os.environ, "GIT_SSH_COMMAND": f"ssh -F {server.ssh_config_path}"}
+    clone = tmp_path / "state"
+    subprocess.run(["git", "clone", "--quiet", f"{server.alias}:/srv/lanai/state.git",
+                    str(clone)], env=env, check=True, timeout=60)
+    compose = clone / "compose.yaml"
+    compose.write_text(compose.read_text().replace('GREETING: "hello"', 'GREETING: "from git"'))
+    git(clone, "commit", "--quiet", "-am", "Greet from git")
+    head = git(clone, "rev-parse", "HEAD")
+    pushed = subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=clone,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert pushed.returncode == 0, pushed.stderr
+    assert "lanai: deploying" in pushed.stderr  # the hook reached the daemon's socket
+
+    def applied() -> bool:
+        out = server.ssh("lanai", "status", "--json", sudo=True).stdout
+        return json.loads(out)["applied_commit"] == head
+
+    wait_for(applied, 90, "the pushed commit on the server")
+    env_line = server.ssh("docker", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}",
+                          "lanai-web-1", sudo=True).stdout
+    assert "GREETING=from git" in env_line
+
+
+def test_second_bootstrap_is_a_no_op(server: TestServer, seed_and_images: tuple[Path, Path]):
+    seed, _ = seed_and_images
+    before = server.ssh("docker", "ps", "-q", "--no-trunc", sudo=True).stdout.split()
+    result = bootstrap(server, "--seed", str(seed))
+    print(f"second bootstrap: {result.seconds:.0f}s")  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith("✓ ")]
+    changed = [line for line in steps if "already" not in line and not line.startswith(
+        ("✓ ssh:", "✓ sudo:", "✓ preflight:", "✓ gpu:", "✓ reconcile:"))]
+    assert changed == [], steps
+    assert "in sync at" in result.stdout
+    assert server.ssh("docker", "ps", "-q", "--no-trunc", sudo=True).stdout.split() == before
+
+
+def test_unsupported_os_is_refused_and_nothing_changes(docker_client: docker.DockerClient,
+                                                       tmp_path: Path):
+    with boot("lanai-test/server:bullseye", docker_client, tmp_path) as old:
+        old.trust()
+        result = bootstrap(old)
+        assert result.returncode == 4, result.stderr
+        assert "Debian GNU/Linux 11 (bullseye) is not supported" in result.stderr
+        untouched(old)
