@@ -483,3 +483,68 @@ def test_unit_template_renders_without_placeholders_or_secrets(env: dict[str, st
     assert not any("SECRET" in line.upper() and line.startswith("Environment")
                    for line in directives)
     assert "ExecStart=@LANAI@ run" in UNIT.read_text()
+
+
+# ---------------------------------------------------------------- GPU and Docker's repository
+# No GPU here: nvidia-smi and docker are stand-ins on PATH that print what the real ones
+# print (tests/fixtures and packaging/apt-repos.sh cover the parsing and the plans).
+
+H100_QUERY = "NVIDIA H100 80GB HBM3, 81559 MiB\n"
+
+
+def fake_bin(tmp_path: Path, runtimes: str) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nprintf '{H100_QUERY}'\n")
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = info ]; then echo \'{runtimes}\'; exit 0; fi\n'
+        'if [ "$1" = image ]; then exit 1; fi\n'
+        "exit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return bin_dir
+
+
+def gpu_dry_run(env: dict[str, str], bin_dir: Path, extra: str = "") -> str:
+    env = {**env, "PATH": f"{bin_dir}:{env['PATH']}"}
+    result = sourced(f"DRY_RUN=1\nOS_ID=ubuntu\nOS_VERSION=24.04\n{extra}\nstep_gpu", env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def test_gpu_without_the_nvidia_runtime_gets_the_toolkit_dry_run(env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    out = gpu_dry_run(env, fake_bin(tmp_path, '{"runc":{}}'))
+    assert "would install the NVIDIA Container Toolkit" in out
+    assert "nvidia-ctk runtime configure --runtime=docker" in out
+    assert "signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg" in out
+    assert "apt-key" not in out
+    assert "✓ gpu: NVIDIA H100 80GB HBM3, 81559 MiB" in out
+
+
+def test_gpu_with_the_nvidia_runtime_is_already_set_up(env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    out = gpu_dry_run(env, fake_bin(tmp_path, '{"nvidia":{},"runc":{}}'))
+    assert "NVIDIA Container Toolkit" not in out
+    assert "✓ gpu: NVIDIA H100 80GB HBM3, 81559 MiB" in out
+
+
+def test_gpu_without_a_driver_is_advised_or_installed(env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    bin_dir = tmp_path / "empty-bin"
+    bin_dir.mkdir()
+    pci = "nvidia_pci_present() { true; }"  # a GPU on the bus, as /sys would say
+    advice = gpu_dry_run(env, bin_dir, pci)
+    assert "driver is not working" in advice and "ubuntu-drivers" in advice
+    assert "--install-driver" in advice
+    plan = gpu_dry_run(env, bin_dir, f"{pci}\nINSTALL_DRIVER=1")
+    assert "would install the NVIDIA driver" in plan
+    assert "reboot the server, then run bootstrap.sh again" in plan
+
+
+def test_docker_comes_from_dockers_repository_on_ubuntu_and_from_debian_on_debian(
+        env: dict[str, str]) -> None:
+    result = sourced("for os in ubuntu debian; do OS_ID=$os; docker_origin; done\n"
+                     "DOCKER_FROM=distro; OS_ID=ubuntu; docker_origin", env)
+    assert result.stdout.split() == ["docker", "distro", "distro"]
