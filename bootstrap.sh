@@ -696,6 +696,11 @@ step_docker() {
     else
       apt_install docker.io ||
         fail_with_log "$E_DOCKER" "apt-get could not install docker.io; check apt sources and network (\`apt-get update\`), then run again."
+      # Debian 13 ships the docker command in its own package (docker.io only recommends it).
+      if ! have docker && [[ -n $(apt_candidate docker-cli) ]]; then
+        apt_install docker-cli ||
+          fail_with_log "$E_DOCKER" "apt-get could not install docker-cli; check apt sources and network, then run again."
+      fi
       did+=("installed docker.io")
     fi
   fi
@@ -1166,6 +1171,11 @@ grant_git_user() {
     quiet usermod -aG lanai "$GIT_USER"
     granted=1
   fi
+  # git refuses a repo owned by another user ("dubious ownership"): vouch for this one.
+  if ! git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$repo"; then
+    quiet git config --system --add safe.directory "$repo"
+    granted=1
+  fi
   if [[ "$(git -C "$repo" config core.sharedRepository || true)" != group ]] ||
     [[ "$(stat -c %G "$repo")" != lanai ]]; then
     quiet git -C "$repo" config core.sharedRepository group
@@ -1601,6 +1611,9 @@ remote_connect() {
   if grep -q 'Permission denied' "$err"; then
     die "$E_SSH_AUTH" "$TARGET refused our SSH key ($(grep -m1 'Permission denied' "$err" | sed 's/^.*: //')); add your public key to the server (\`ssh-copy-id $TARGET\`), or name the right one with IdentityFile in ~/.ssh/config, and load it into your agent."
   fi
+  if grep -q 'kex_exchange_identification\|Connection closed by remote host' "$err"; then
+    die "$E_UNREACHABLE" "$TARGET closed the SSH connection before login: its sshd is refusing this address for now (after failed logins it penalizes the source: PerSourcePenalties, MaxStartups) or a firewall cuts it; wait a minute and run again."
+  fi
   die "$E_UNREACHABLE" "cannot reach $TARGET over SSH ($(grep -v '^[[:space:]]*$' "$err" | tail -n 1 | sed 's/^ssh: //')); check the name, that the server is on and sshd runs, and your network."
 }
 
@@ -1614,6 +1627,11 @@ remote_sudo() {
     root | nopasswd) SUDO_MODE=$probe ;;
     nosudo) die "$E_ROOT" "sudo is not installed on $TARGET and you are not root there; install sudo (as root: \`apt-get install sudo && usermod -aG sudo $(remote_user)\`) or connect as root." ;;
     *"password is required"*)
+      # sudo asks for the password before it checks the policy; a user outside the
+      # usual admin groups most likely may not use it at all.
+      if ! "${SSH[@]}" "$TARGET" 'id -nG' 2>/dev/null | tr ' ' '\n' | grep -qxE 'sudo|admin|wheel'; then
+        die "$E_ROOT" "$(remote_user) may not use sudo on $TARGET (not in the sudo group); add the user there (as root: \`usermod -aG sudo $(remote_user)\`) or connect as root."
+      fi
       [[ -t 0 ]] || die "$E_ROOT" "sudo on $TARGET wants a password and there is no terminal to ask it on; run bootstrap.sh from a terminal, or allow passwordless sudo for $(remote_user)."
       read -r -s -p "sudo password for $(remote_user) on $TARGET: " SUDO_PASSWORD </dev/tty
       printf '\n'
