@@ -33,6 +33,9 @@ PROJECT_LABEL=com.docker.compose.project
 MIN_DISK_GB=5
 WARN_DISK_GB=20
 MIN_ENGINE=20.10
+# Generated once into the secrets file; desired-state/lanai.yaml names them.
+GENERATED_SECRETS=(WEBUI_SECRET_KEY WEBUI_ADMIN_PASSWORD)
+ADMIN_EMAIL=admin@lanai.home.arpa   # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
 
 # -- exit codes (listed in --help; keep the two in step) -------------------------------
 E_UNEXPECTED=1
@@ -1037,9 +1040,9 @@ step_secrets() {
   local names changed=() name err
   if ((DRY_RUN)); then
     if [[ -e $LANAI_SECRETS_FILE ]]; then
-      ok "secrets: $LANAI_SECRETS_FILE exists (values are kept; a missing WEBUI_SECRET_KEY would be generated)"
+      ok "secrets: $LANAI_SECRETS_FILE exists (values are kept; a missing $(join "${GENERATED_SECRETS[@]}") would be generated)"
     else
-      would "secrets: would create $LANAI_SECRETS_FILE (mode 0600) with a generated WEBUI_SECRET_KEY"
+      would "secrets: would create $LANAI_SECRETS_FILE (mode 0600) with generated $(join "${GENERATED_SECRETS[@]}")"
     fi
     [[ -n $SECRETS_IN ]] && would "secrets: would add the secrets in $SECRETS_IN that differ (names only are shown)"
     return 0
@@ -1048,11 +1051,12 @@ step_secrets() {
   err="$WORK_TMP/secrets.err"
   names=$("$LANAI" secrets list 2>"$err") ||
     die "$E_SETUP" "cannot read $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-  if ! grep -qx WEBUI_SECRET_KEY <<<"$names"; then
-    new_secret_value | "$LANAI" secrets set WEBUI_SECRET_KEY 2>"$err" >/dev/null ||
-      die "$E_SETUP" "could not write WEBUI_SECRET_KEY to $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-    changed+=("generated WEBUI_SECRET_KEY")
-  fi
+  for name in "${GENERATED_SECRETS[@]}"; do
+    grep -qx "$name" <<<"$names" && continue
+    new_secret_value | "$LANAI" secrets set "$name" 2>"$err" >/dev/null ||
+      die "$E_SETUP" "could not write $name to $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
+    changed+=("generated $name")
+  done
   if [[ -n $SECRETS_IN ]]; then
     if [[ $(stat -c '%a' "$SECRETS_IN") != [0-7]00 ]]; then
       warn "$SECRETS_IN can be read by other users; its values are now on this server in $LANAI_SECRETS_FILE, so delete $SECRETS_IN (or chmod 600 it)."
@@ -1402,7 +1406,8 @@ summary() {
   ip=$(lan_ip)
   say ""
   say "Open WebUI: http://$ip:$WEBUI_PORT"
-  say "  The first account created there becomes the admin; later sign-ups wait for approval."
+  say "  Admin login: $ADMIN_EMAIL, password: \`sudo grep ^WEBUI_ADMIN_PASSWORD= $LANAI_SECRETS_FILE\` on the server"
+  say "  (sign-ups are closed until the admin opens them in Admin Settings)."
   if [[ -n $STATE_REPO_URL ]]; then
     say "State repo: $STATE_REPO_URL (push to its ${BRANCH:-main} branch to deploy)"
   else

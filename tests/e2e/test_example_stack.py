@@ -18,6 +18,8 @@ import pytest
 from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project
 
 SECRET = "e2e-webui-secret-9f8a7b"
+ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
+ADMIN_PASSWORD = "e2e-admin-password-3c1d"
 
 
 class Example:
@@ -34,13 +36,19 @@ def example(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPat
     project, port = new_project(), free_port()
     repo = StateRepo(root, EXAMPLE_STATE, {"project: lanai": f"project: {project}",
                                            '"3000:8080"': f'"{port}:8080"'})
-    server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET})
+    server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
+                                                         "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     yield Example(server, repo, port)
     server.teardown()
 
 
 def webui_healthy(url: str) -> bool:
     return httpx.get(f"{url}/health", timeout=5).json().get("status") is True
+
+
+def signin(url: str, email: str, password: str) -> httpx.Response:
+    return httpx.post(f"{url}/api/v1/auths/signin", timeout=30,
+                      json={"email": email, "password": password})
 
 
 def test_example_state_deploys_and_open_webui_answers_health_and_signup(example: Example):
@@ -50,11 +58,24 @@ def test_example_state_deploys_and_open_webui_answers_health_and_signup(example:
     assert sorted((a["kind"], a["service"], a["result"]) for a in outcome["actions"]) == [
         ("create", "ollama", "ok"), ("create", "open-webui", "ok")]
     assert webui_healthy(example.url)
-    signup = httpx.post(f"{example.url}/api/v1/auths/signup", timeout=30, json={
-        "name": "Admin", "email": "admin@example.invalid", "password": "correct horse 1"})
+    # The admin exists from the first start, with the password from the secrets file;
+    # nobody on the LAN can sign up first and become admin.
+    family = {"name": "Kid", "email": "kid@example.invalid", "password": "correct horse 1"}
+    closed = httpx.post(f"{example.url}/api/v1/auths/signup", timeout=30, json=family)
+    assert closed.status_code == 403, closed.text
+    login = signin(example.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert login.status_code == 200, login.text
+    assert login.json()["role"] == "admin"
+    headers = {"Authorization": f"Bearer {login.json()['token']}"}
+    # The admin opens sign-ups through the API; a family member signs up and waits.
+    config = httpx.get(f"{example.url}/api/v1/auths/admin/config", headers=headers,
+                       timeout=30).json()
+    opened = httpx.post(f"{example.url}/api/v1/auths/admin/config", headers=headers,
+                        timeout=30, json={**config, "ENABLE_SIGNUP": True})
+    assert opened.status_code == 200, opened.text
+    signup = httpx.post(f"{example.url}/api/v1/auths/signup", timeout=30, json=family)
     assert signup.status_code == 200, signup.text
-    body = signup.json()
-    assert body["token"] and body["role"] == "admin"  # the first account is the admin
+    assert signup.json()["role"] == "pending"  # DEFAULT_USER_ROLE in compose.yaml
 
     status = example.server.status()
     assert status["sync"] == "Synced" and status["health"] == "Healthy"
@@ -71,7 +92,8 @@ def test_secret_reaches_the_container_and_nowhere_else(example: Example):
     assert example.server.env_of("open-webui")["WEBUI_SECRET_KEY"] == SECRET
     for path in example.server.home.rglob("*"):
         if path.is_file() and ".lanai-secrets" not in path.parts:
-            assert SECRET not in path.read_text(errors="replace"), path
+            text = path.read_text(errors="replace")
+            assert SECRET not in text and ADMIN_PASSWORD not in text, path
     env_files = list(example.server.home.rglob(".lanai-secrets/*.env"))
     assert env_files and all(f.stat().st_mode & 0o077 == 0 for f in env_files)
 
@@ -174,9 +196,8 @@ def test_git_revert_rolls_back(example: Example):
     assert example.server.env_of("ollama")["OLLAMA_KEEP_ALIVE"] == "30m"
     status = example.server.status()
     assert status["sync"] == "Synced" and status["health"] == "Healthy"
-    # The admin account made at the start survived every redeploy (named volume).
-    login = httpx.post(f"{example.url}/api/v1/auths/signin", timeout=30, json={
-        "email": "admin@example.invalid", "password": "correct horse 1"})
+    # The family member's account made at the start survived every redeploy (volume).
+    login = signin(example.url, "kid@example.invalid", "correct horse 1")
     assert login.status_code == 200, login.text
 
 

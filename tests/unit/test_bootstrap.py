@@ -333,10 +333,11 @@ def test_secrets_are_generated_once_kept_and_merged_from_a_file(
     secrets_file = root / "etc" / "lanai" / "secrets.env"
     first = sourced("step_secrets", env)
     assert first.returncode == 0, first.stderr
-    assert "generated WEBUI_SECRET_KEY" in first.stdout
+    assert "generated WEBUI_SECRET_KEY, generated WEBUI_ADMIN_PASSWORD" in first.stdout
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
     key = read_secrets(secrets_file)["WEBUI_SECRET_KEY"]
-    assert len(key) >= 40
+    admin = read_secrets(secrets_file)["WEBUI_ADMIN_PASSWORD"]
+    assert len(key) >= 40 and len(admin) >= 40 and key != admin
 
     again = sourced("step_secrets", env)
     assert "already set up" in again.stdout
@@ -350,9 +351,10 @@ def test_secrets_are_generated_once_kept_and_merged_from_a_file(
     assert merged.returncode == 0, merged.stderr
     assert "set ANTHROPIC_API_KEY, set OPENAI_API_KEY" in merged.stdout
     values = read_secrets(secrets_file)
-    assert values == {"WEBUI_SECRET_KEY": key, "OPENAI_API_KEY": "sk-not-a-real-key-4242",
+    assert values == {"WEBUI_SECRET_KEY": key, "WEBUI_ADMIN_PASSWORD": admin,
+                      "OPENAI_API_KEY": "sk-not-a-real-key-4242",
                       "ANTHROPIC_API_KEY": "an-thropic 99"}
-    for secret in (key, "sk-not-a-real-key-4242", "an-thropic 99"):
+    for secret in (key, admin, "sk-not-a-real-key-4242", "an-thropic 99"):
         assert secret not in merged.stdout + merged.stderr
         assert secret not in first.stdout + first.stderr
     unchanged = sourced(f'SECRETS_IN="{given}"; step_secrets', env)

@@ -49,8 +49,8 @@ def test_example_state_loads(state_dir: Path) -> None:
     assert config.sync.heal_limit.restarts == 3
     assert config.sync.heal_limit.window == 600.0
     assert config.sync.retry.max == 300.0
-    assert config.secrets == {"open-webui": ["WEBUI_SECRET_KEY"]}
-    assert config.secret_names() == {"WEBUI_SECRET_KEY"}
+    assert config.secrets == {"open-webui": ["WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD"]}
+    assert config.secret_names() == {"WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD"}
     assert config.security.allow_ollama_on_lan is False
 
 

@@ -31,7 +31,8 @@ from reconciler.render import (
 EXAMPLE_STATE = Path(__file__).resolve().parents[2] / "desired-state"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "unit-test-secret-4f1c9a"
-SECRETS = {"WEBUI_SECRET_KEY": SECRET}
+ADMIN_PASSWORD = "unit-test-admin-7d2e"
+SECRETS = {"WEBUI_SECRET_KEY": SECRET, "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD}
 
 
 def _compose_available() -> bool:
@@ -173,7 +174,8 @@ def test_secret_env_file_is_private(cpu: Rendered) -> None:
     d1 = cpu.directory
     env_file = d1 / SECRETS_DIR / "open-webui.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert env_file.read_text() == f"WEBUI_SECRET_KEY={SECRET}\n"
+    assert env_file.read_text() == (f"WEBUI_ADMIN_PASSWORD={ADMIN_PASSWORD}\n"
+                                    f"WEBUI_SECRET_KEY={SECRET}\n")
     assert stat.S_IMODE(d1.stat().st_mode) == 0o700
     assert not (d1 / SECRETS_DIR / "ollama.env").exists()
 
@@ -194,7 +196,7 @@ def test_compose_hands_the_secret_to_the_service(cpu: Rendered) -> None:
 
 def test_secret_with_dollar_and_hash_reaches_the_service_unchanged(d1: Path) -> None:
     value = "pa$word #1"
-    rendered = do_render(d1, secrets={"WEBUI_SECRET_KEY": value})
+    rendered = do_render(d1, secrets={**SECRETS, "WEBUI_SECRET_KEY": value})
     result = compose.run(rendered.project_handle.config_cmd(), cwd=d1, timeout=60)
     env = json.loads(result.stdout)["services"]["open-webui"]["environment"]
     # `compose config` prints '$' escaped as '$$' (its own syntax for a literal dollar).
@@ -210,7 +212,7 @@ def test_desired_json_round_trips(cpu: Rendered) -> None:
     assert loaded is not None
     assert loaded == rendered
     assert loaded.to_json() == rendered.to_json()
-    assert loaded.config.secrets == {"open-webui": ["WEBUI_SECRET_KEY"]}
+    assert loaded.config.secrets == {"open-webui": ["WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD"]}
     assert loaded.project_handle == compose.Project("lanai", d1, "compose.yaml")
 
 
@@ -265,7 +267,8 @@ def test_hash_changes_with_an_environment_variable(tmp_path: Path, cpu: Rendered
 
 def test_hash_changes_with_a_secret_value(tmp_path: Path, cpu: Rendered) -> None:
     before = cpu
-    after = do_render(copy_state(tmp_path, "after"), secrets={"WEBUI_SECRET_KEY": "rotated"})
+    after = do_render(copy_state(tmp_path, "after"),
+                      secrets={**SECRETS, "WEBUI_SECRET_KEY": "rotated"})
     assert after.services["open-webui"].hash != before.services["open-webui"].hash
     assert after.services["ollama"].hash == before.services["ollama"].hash
     assert after.key != before.key
