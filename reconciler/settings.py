@@ -24,6 +24,7 @@ class ServerSettings:
     branch: str | None  # overrides lanai.yaml's source.branch when set
     secrets_file: Path
     config_file: Path
+    deploy_key: Path  # used for SSH remotes when the file exists (bootstrap makes it)
 
     @property
     def state_file(self) -> Path:
@@ -77,10 +78,10 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
                            "bootstrap.sh.") from None
         if not isinstance(loaded, dict):
             raise NotSetUp(f"{config_file} must be a mapping; fix or re-run bootstrap.sh.")
-        unknown = set(loaded) - {"home", "repo", "branch", "secrets_file"}
+        unknown = set(loaded) - {"home", "repo", "branch", "secrets_file", "deploy_key"}
         if unknown:
             raise NotSetUp(f"{config_file} has unknown key(s) {', '.join(sorted(unknown))}; "
-                           "known keys are home, repo, branch, secrets_file.")
+                           "known keys are home, repo, branch, secrets_file, deploy_key.")
         data = loaded
 
     def pick(key: str, default: str | None) -> str | None:
@@ -93,4 +94,5 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         branch=pick("branch", None),
         secrets_file=Path(pick("secrets_file", "/etc/lanai/secrets.env") or ""),
         config_file=config_file,
+        deploy_key=Path(pick("deploy_key", str(config_file.with_name("deploy_key"))) or ""),
     )

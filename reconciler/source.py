@@ -7,6 +7,7 @@ poked by its post-receive hook) or any URL git can fetch.
 from __future__ import annotations
 
 import io
+import shlex
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,18 @@ from .errors import SourceError
 
 FETCH_TIMEOUT_S = 60
 # No prompts: a daemon must fail with a message, not wait for a password forever.
-GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": "ssh -o BatchMode=yes"}
+SSH_NO_PROMPT = "ssh -o BatchMode=yes"
+
+
+def ssh_command(deploy_key: Path | None) -> str:
+    """How git reaches an SSH remote: with the server's read-only deploy key when it has
+    one (the git host's key is trusted on first use into a known_hosts beside it)."""
+    if deploy_key is None or not deploy_key.is_file():
+        return SSH_NO_PROMPT
+    known_hosts = deploy_key.with_name("known_hosts")
+    return (f"{SSH_NO_PROMPT} -i {shlex.quote(str(deploy_key))} -o IdentitiesOnly=yes "
+            f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} "
+            "-o StrictHostKeyChecking=accept-new")
 
 
 @dataclass(frozen=True)
@@ -33,9 +45,10 @@ class CommitInfo:
 
 
 class GitSource:
-    def __init__(self, url: str, clone_dir: Path) -> None:
+    def __init__(self, url: str, clone_dir: Path, deploy_key: Path | None = None) -> None:
         self.url = url
         self.clone_dir = clone_dir
+        self.env = {"GIT_TERMINAL_PROMPT": "0", "GIT_SSH_COMMAND": ssh_command(deploy_key)}
         self._repo: git.Repo | None = None
 
     @property
@@ -55,7 +68,7 @@ class GitSource:
 
     def fetch(self) -> None:
         try:
-            with self.repo.git.custom_environment(**GIT_ENV):
+            with self.repo.git.custom_environment(**self.env):
                 self.repo.git.fetch("origin", "+refs/heads/*:refs/remotes/origin/*",
                                     "--prune", "--quiet", kill_after_timeout=FETCH_TIMEOUT_S)
         except git.GitCommandError as exc:

@@ -550,3 +550,25 @@ def test_docker_comes_from_dockers_repository_on_ubuntu_and_from_debian_on_debia
     result = sourced("for os in ubuntu debian; do OS_ID=$os; docker_origin; done\n"
                      "DOCKER_FROM=distro; OS_ID=ubuntu; docker_origin", env)
     assert result.stdout.split() == ["docker", "distro", "distro"]
+
+
+def test_an_ssh_state_repo_gets_a_read_only_deploy_key_once(env: dict[str, str],
+                                                            root: Path) -> None:
+    env = {**env, "LANAI_DEPLOY_KEY": f"{root}/etc/lanai/deploy_key"}
+    url = "git@git.lanai-nowhere.invalid:me/state.git"
+    (root / "var" / "log").mkdir(parents=True)  # install_main makes it before the steps
+    first = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
+    assert first.returncode == 0, first.stderr
+    key = root / "etc" / "lanai" / "deploy_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    public = key.with_suffix(".pub").read_text().strip()
+    assert public.startswith("ssh-ed25519 ") and "(read-only)" in public
+    assert "READ-ONLY deploy key" in first.stdout and public in first.stdout
+    assert "cannot read" in first.stderr and "add the deploy key above" in first.stderr
+    again = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
+    assert "created" not in again.stdout
+    assert key.with_suffix(".pub").read_text().strip() == public  # the same key, kept
+    command = sourced("git_ssh_command", env).stdout.strip()
+    assert command == (f"ssh -o BatchMode=yes -i {key} -o IdentitiesOnly=yes "
+                       f"-o UserKnownHostsFile={key.parent}/known_hosts "
+                       "-o StrictHostKeyChecking=accept-new")

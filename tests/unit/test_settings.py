@@ -72,7 +72,7 @@ def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(NotSetUp) as info:
         load_settings({"LANAI_CONFIG": str(config)})
     assert str(info.value) == (f"{config} has unknown key(s) branches, repository; known keys "
-                               "are home, repo, branch, secrets_file.")
+                               "are home, repo, branch, secrets_file, deploy_key.")
     assert info.value.exit_code == ExitCode.NOT_SET_UP
 
 
@@ -102,3 +102,10 @@ def test_reads_os_environ_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LANAI_CONFIG", str(tmp_path / "none.yaml"))
     monkeypatch.setenv("LANAI_REPO", "/from/env.git")
     assert load_settings().repo == "/from/env.git"
+
+
+def test_deploy_key_lives_beside_the_config_unless_named(tmp_path: Path) -> None:
+    config = tmp_path / "server.yaml"
+    assert load_settings({"LANAI_CONFIG": str(config)}).deploy_key == tmp_path / "deploy_key"
+    named = load_settings({"LANAI_CONFIG": str(config), "LANAI_DEPLOY_KEY": "/k/key"})
+    assert named.deploy_key == Path("/k/key")

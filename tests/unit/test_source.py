@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -72,3 +73,15 @@ def test_git_reason_takes_the_fatal_line_not_the_advice() -> None:
     assert git_reason(stderr) == "'x' does not appear to be a git repository"
     assert git_reason("  stderr: 'error: RPC failed'\n") == "RPC failed"
     assert git_reason("just text\n") == "just text"
+
+
+def test_ssh_command_uses_the_deploy_key_only_when_it_exists(tmp_path: Path) -> None:
+    from reconciler.source import ssh_command
+
+    key = tmp_path / "deploy key"
+    assert ssh_command(key) == "ssh -o BatchMode=yes"
+    key.write_text("not really a key")
+    assert ssh_command(key) == (
+        f"ssh -o BatchMode=yes -i '{key}' -o IdentitiesOnly=yes "
+        f"-o UserKnownHostsFile={shlex.quote(str(tmp_path / 'known_hosts'))} "
+        "-o StrictHostKeyChecking=accept-new")
