@@ -675,7 +675,7 @@ run_plan() {
     grep -v '^[[:space:]]*#' <<<"$plan" | grep -v '^[[:space:]]*$' | sed 's/^/    /'
     return 0
   fi
-  apply_plan <<<"$plan"
+  apply_plan /dev/stdin <<<"$plan"
 }
 
 install_docker_ce() {

@@ -186,15 +186,15 @@ docker_repo_install_plan() {
 # docker_conflicts_installed OS_ID: which of docker_conflicting_packages are installed here
 # (one line, space-separated; empty when none). Reads dpkg's database.
 docker_conflicts_installed() {
-  local pkg list found=()
+  local pkg list installed=()
   list=$(docker_conflicting_packages "${1:-}") || return 1
   for pkg in $list; do
     # shellcheck disable=SC2016  # ${Status} is dpkg-query's field, not the shell's
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-      found+=("$pkg")
+      installed+=("$pkg")
     fi
   done
-  echo "${found[*]}"
+  echo "${installed[*]}"
 }
 
 # -- the NVIDIA Container Toolkit -----------------------------------------------------------------
