@@ -1643,10 +1643,12 @@ host_key_fingerprints() {
 }
 
 # Connect once (this opens the shared connection) and turn SSH's failures into sentences.
+# Every ssh that needs no input gets </dev/null: ssh reads its stdin, and would eat what
+# the user types at the sudo password prompt.
 remote_connect() {
   local err rc=0
   err="$WORK_TMP/ssh.err"
-  "${SSH[@]}" "$TARGET" true 2>"$err" || rc=$?
+  "${SSH[@]}" "$TARGET" true </dev/null 2>"$err" || rc=$?
   ((rc == 0)) && return 0
   if grep -q 'REMOTE HOST IDENTIFICATION HAS CHANGED' "$err"; then
     die "$E_HOST_KEY" "the host key of $TARGET has CHANGED since you last connected: the server was reinstalled, or someone is in between; if you know it was reinstalled, remove the old key with \`ssh-keygen -R <host>\` and run again."
@@ -1668,14 +1670,14 @@ remote_connect() {
 remote_sudo() {
   local probe
   # shellcheck disable=SC2016  # expanded by the remote shell
-  probe=$("${SSH[@]}" "$TARGET" 'if [ "$(id -u)" = 0 ]; then echo root; elif ! command -v sudo >/dev/null 2>&1; then echo nosudo; elif sudo -n true 2>/dev/null; then echo nopasswd; else sudo -n true 2>&1 | head -n 1; fi' 2>/dev/null) || true
+  probe=$("${SSH[@]}" "$TARGET" 'if [ "$(id -u)" = 0 ]; then echo root; elif ! command -v sudo >/dev/null 2>&1; then echo nosudo; elif sudo -n true 2>/dev/null; then echo nopasswd; else sudo -n true 2>&1 | head -n 1; fi' </dev/null 2>/dev/null) || true
   case $probe in
     root | nopasswd) SUDO_MODE=$probe ;;
     nosudo) die "$E_ROOT" "sudo is not installed on $TARGET and you are not root there; install sudo (as root: \`apt-get install sudo && usermod -aG sudo $(remote_user)\`) or connect as root." ;;
     *"password is required"*)
       # sudo asks for the password before it checks the policy; a user outside the
       # usual admin groups most likely may not use it at all.
-      if ! "${SSH[@]}" "$TARGET" 'id -nG' 2>/dev/null | tr ' ' '\n' | grep -qxE 'sudo|admin|wheel'; then
+      if ! "${SSH[@]}" "$TARGET" 'id -nG' </dev/null 2>/dev/null | tr ' ' '\n' | grep -qxE 'sudo|admin|wheel'; then
         die "$E_ROOT" "$(remote_user) may not use sudo on $TARGET (not in the sudo group); add the user there (as root: \`usermod -aG sudo $(remote_user)\`) or connect as root."
       fi
       [[ -t 0 ]] || die "$E_ROOT" "sudo on $TARGET wants a password and there is no terminal to ask it on; run bootstrap.sh from a terminal, or allow passwordless sudo for $(remote_user)."
@@ -1697,7 +1699,7 @@ remote_user() {
 
 # This checkout's files that the server needs, and the files named by options.
 remote_upload() {
-  REMOTE_TMP=$("${SSH[@]}" "$TARGET" 'umask 077 && mktemp -d /tmp/lanai-bootstrap.XXXXXX') ||
+  REMOTE_TMP=$("${SSH[@]}" "$TARGET" 'umask 077 && mktemp -d /tmp/lanai-bootstrap.XXXXXX' </dev/null) ||
     die "$E_UNREACHABLE" "could not create a temporary directory on $TARGET; check that /tmp there is writable."
   say "→ copying lanai to $TARGET:$REMOTE_TMP"
   tar -C "$SCRIPT_DIR" --exclude=__pycache__ --exclude='*.pyc' -czf - \
@@ -1720,11 +1722,11 @@ remote_upload() {
 
 remote_cleanup() {
   if [[ -n $REMOTE_TMP ]]; then
-    "${SSH[@]}" "$TARGET" "rm -rf $REMOTE_TMP" >/dev/null 2>&1 || true
+    "${SSH[@]}" "$TARGET" "rm -rf $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
     REMOTE_TMP=""
   fi
   if ((${#SSH[@]})); then
-    "${SSH[@]}" -O exit "$TARGET" >/dev/null 2>&1 || true
+    "${SSH[@]}" -O exit "$TARGET" </dev/null >/dev/null 2>&1 || true
   fi
   [[ -n $SSH_CONTROL_DIR ]] && rm -rf -- "$SSH_CONTROL_DIR"
   cleanup

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from .harness import MINI_STATE, REPO_ROOT, git, wait_for
-from .servers import TestServer, boot
+from .servers import SUDO_PASSWORD, TestServer, boot
 
 BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
 MINI_IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
@@ -180,6 +181,46 @@ def test_second_bootstrap_is_a_no_op(server: TestServer, seed_and_images: tuple[
     assert server.ssh("sudo", "-n", "docker", "ps", "-q", "--no-trunc").stdout.split() == before
 
 
+def bootstrap_on_a_terminal(server: TestServer, typed: str, *args: str) -> tuple[int, str]:
+    """bootstrap.sh as pwadmin on a terminal (script(1)); `typed` is typed at the sudo
+    password prompt once it shows, as a person would (typed earlier, a terminal echoes)."""
+    command = shlex.join(["bash", str(BOOTSTRAP), server.target("pwadmin"), "--ssh-config",
+                          str(server.ssh_config_path), *args])
+    proc = subprocess.Popen(["script", "-qec", command, "/dev/null"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    seen, typed_yet = b"", False
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            break
+        seen += chunk
+        if not typed_yet and b"sudo password for" in seen:
+            proc.stdin.write(typed.encode() + b"\n")
+            proc.stdin.flush()
+            typed_yet = True
+    proc.stdin.close()
+    code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    return code, seen.decode(errors="replace")
+
+
+def test_sudo_with_a_password_is_asked_once_and_never_shown(server: TestServer):
+    code, out = bootstrap_on_a_terminal(server, SUDO_PASSWORD, "--dry-run")
+    assert code == 0, out
+    assert out.count("sudo password for pwadmin on") == 1
+    assert "✓ sudo: pwadmin may use sudo" in out
+    assert "dry run: nothing was changed" in out
+    assert SUDO_PASSWORD not in out
+    assert SUDO_PASSWORD not in server.exec("journalctl", "--no-pager", "-q").stdout
+
+
+def test_a_wrong_sudo_password_is_refused_cleanly(server: TestServer):
+    code, out = bootstrap_on_a_terminal(server, "not-the-password", "--dry-run")
+    assert code == 3, out
+    assert "did not accept that password" in out
+
+
 def test_wrong_key_is_refused_cleanly(server: TestServer):
     # Last on this server: after a failed login, OpenSSH 10 penalizes the source address
     # for a while (PerSourcePenalties), as a real server would.
@@ -198,3 +239,4 @@ def test_unsupported_os_is_refused_and_nothing_changes(docker_client: docker.Doc
         assert result.returncode == 4, result.stderr
         assert "Debian GNU/Linux 11 (bullseye) is not supported" in result.stderr
         untouched(old)
+
