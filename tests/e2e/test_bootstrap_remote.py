@@ -221,6 +221,24 @@ def test_a_wrong_sudo_password_is_refused_cleanly(server: TestServer):
     assert "did not accept that password" in out
 
 
+def test_uninstall_over_ssh_keeps_the_data_and_purge_removes_it(server: TestServer):
+    kept = bootstrap(server, "--uninstall")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    gone = server.exec("sh", "-c", "ls -d /opt/lanai /etc/systemd/system/lanai.service "
+                       "2>/dev/null; systemctl is-active lanai || true")
+    assert gone.stdout.split() == ["inactive"], gone.stdout
+    assert server.exec("test", "-f", "/srv/lanai/state.git/HEAD").returncode == 0
+    assert server.exec("test", "-f", "/etc/lanai/secrets.env").returncode == 0
+    assert server.exec("docker", "ps", "-q").stdout.split()  # the stack keeps serving
+    purged = bootstrap(server, "--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert server.exec("sh", "-c", "ls -d /etc/lanai /srv/lanai/state.git /var/lib/lanai "
+                       "2>/dev/null || true").stdout.strip() == ""
+    assert server.exec("docker", "ps", "-aq").stdout.split() == []
+    assert server.exec("sh", "-c", "docker volume ls -q --filter "
+                       "label=com.docker.compose.project=lanai").stdout.strip() == ""
+
+
 def test_wrong_key_is_refused_cleanly(server: TestServer):
     # Last on this server: after a failed login, OpenSSH 10 penalizes the source address
     # for a while (PerSourcePenalties), as a real server would.
