@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,10 +21,8 @@ from pathlib import Path
 
 import docker
 
-from tests.e2e.harness import MINI_STATE, REPO_ROOT
-from tests.e2e.servers import boot
-
-IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
+from tests.e2e.harness import REPO_ROOT
+from tests.e2e.servers import boot, mini_seed_and_images
 
 
 def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
@@ -43,13 +40,7 @@ def main() -> int:
     numbers: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="lanai-bench-bootstrap-") as tmp:
         root = Path(tmp)
-        seed = root / "seed"
-        shutil.copytree(MINI_STATE, seed)
-        for name, old, new in (("lanai.yaml", "PROJECT", "lanai"),
-                               ("compose.yaml", '"127.0.0.1:18000:8000"', '"3000:8000"')):
-            (seed / name).write_text((seed / name).read_text().replace(old, new))
-        images = root / "images.tar"
-        subprocess.run(["docker", "save", "-o", str(images), *IMAGES], check=True)
+        seed, images = mini_seed_and_images(root)
         (root / "a").mkdir()
         (root / "b").mkdir()
         with boot("lanai-test/server:trixie", client, root / "a") as server:

@@ -284,7 +284,7 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
                   notes: list[str]) -> dict[str, Any]:
-    facts = facts_mod.observe(engine.client, rendered.project, _images(rendered))
+    facts = facts_mod.observe(engine.client, rendered.project, rendered.images)
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
     return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
             "actions": [a.to_json() for a in result.actions],
@@ -330,10 +330,6 @@ def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str
     return []
 
 
-def _images(rendered: Rendered) -> list[str]:
-    return sorted({s.image for s in rendered.services.values() if s.image})
-
-
 # -- read commands -------------------------------------------------------------------
 
 @main.command()
@@ -347,7 +343,7 @@ def status(as_json: bool) -> None:
     applied = engine.applied(state)
     facts = None
     if applied is not None:
-        facts = facts_mod.observe(engine.client, applied.project, _images(applied))
+        facts = facts_mod.observe(engine.client, applied.project, applied.images)
         live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                          held=held_services(state, applied.config))
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
@@ -379,7 +375,7 @@ def drift(as_json: bool) -> None:
     if applied is None:
         raise LanaiError("nothing has been deployed yet; run `lanai reconcile` first.",
                          exit_code=ExitCode.NOT_SET_UP)
-    facts = facts_mod.observe(engine.client, applied.project, _images(applied))
+    facts = facts_mod.observe(engine.client, applied.project, applied.images)
     result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                        held=held_services(state, applied.config))
     data = {"applied_commit": applied.commit, "drift": [d.to_json() for d in result.drift],

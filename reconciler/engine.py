@@ -336,7 +336,7 @@ class Engine:
     def _deploy(self, state: State, desired: Rendered, applied: Rendered | None, timer: Timer,
                 mark: float, trigger: str) -> Outcome:
         config = desired.config
-        facts = facts_mod.observe(self.client, desired.project, self._images(desired))
+        facts = facts_mod.observe(self.client, desired.project, desired.images)
         the_plan = plan(desired, facts, applied=applied, prune=config.sync.prune)
         mark = timer.lap("observe_plan", mark)
         outcome = Outcome("applied", applied_commit=state.applied_commit,
@@ -384,7 +384,7 @@ class Engine:
         if touched_pull_only:
             return  # nothing was changed on the stack
         self.progress(f"rolling back to {applied.commit[:12]}")
-        facts = facts_mod.observe(self.client, applied.project, self._images(applied))
+        facts = facts_mod.observe(self.client, applied.project, applied.images)
         back = plan(applied, facts, applied=None, prune=True)
         report = ApplyReport()
         try:
@@ -423,7 +423,7 @@ class Engine:
         if applied is None:
             return Outcome("no-op", applied_commit=state.applied_commit)
         config = applied.config
-        facts = facts_mod.observe(self.client, applied.project, self._images(applied))
+        facts = facts_mod.observe(self.client, applied.project, applied.images)
         held = self._held(state, config, retry)
         the_plan = plan(applied, facts, applied=applied, prune=config.sync.prune, held=held)
         mark = timer.lap("observe_plan", mark)
@@ -465,9 +465,6 @@ class Engine:
         cutoff = time.time() - config.sync.heal_limit.window
         state.heals = {s: [t for t in times if t >= cutoff] for s, times in state.heals.items()}
         return held_services(state, config)
-
-    def _images(self, rendered: Rendered) -> list[str]:
-        return sorted({s.image for s in rendered.services.values() if s.image})
 
 
     def _prune_deployments(self, state: State) -> None:

@@ -59,6 +59,11 @@ class Rendered:
         return LanaiConfig.model_validate(self.settings)
 
     @property
+    def images(self) -> list[str]:
+        """The image references the services run, each once."""
+        return sorted({s.image for s in self.services.values() if s.image})
+
+    @property
     def project_handle(self) -> compose.Project:
         return compose.Project(self.project, self.directory, self.compose_file)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import shlex
+import shutil
 import subprocess
 import tarfile
 import time
@@ -28,7 +29,7 @@ from typing import IO, Any
 
 import docker
 
-from .harness import wait_for
+from .harness import MINI_STATE, wait_for
 
 SERVER_TRIXIE = "lanai-test/server:trixie"
 SERVER_BULLSEYE = "lanai-test/server:bullseye"
@@ -282,3 +283,22 @@ def boot(image: str, client: docker.DockerClient, tmp_path: Path, *, trust: bool
     finally:
         server.teardown()
 
+
+
+MINI_IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
+
+
+def mini_seed_and_images(root: Path) -> tuple[Path, Path]:
+    """The small test stack as a seed for a server (project lanai, web on port 3000,
+    which the server publishes as `web_port`) and a `docker save` archive of its images
+    for --images (Docker Hub cannot be reached from here)."""
+    seed = root / "state"
+    shutil.copytree(MINI_STATE, seed)
+    for name, old, new in (("lanai.yaml", "PROJECT", "lanai"),
+                           ("compose.yaml", '"127.0.0.1:18000:8000"', f'"{WEB_PORT_INSIDE}:8000"')):
+        path = seed / name
+        path.write_text(path.read_text().replace(old, new))
+    images = root / "images.tar"
+    subprocess.run(["docker", "save", "-o", str(images), *MINI_IMAGES], check=True,
+                   timeout=300)
+    return seed, images

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -22,11 +21,10 @@ import docker
 import httpx
 import pytest
 
-from .harness import MINI_STATE, REPO_ROOT, git, wait_for
-from .servers import SUDO_PASSWORD, TestServer, boot
+from .harness import REPO_ROOT, git, wait_for
+from .servers import SUDO_PASSWORD, TestServer, boot, mini_seed_and_images
 
 BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
-MINI_IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
 
 
 def bootstrap(server: TestServer, *args: str, target: str | None = None,
@@ -56,19 +54,8 @@ def server(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPath
 
 
 @pytest.fixture(scope="module")
-def seed_and_images(docker_client: docker.DockerClient,
-                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("seed")
-    seed = root / "state"
-    shutil.copytree(MINI_STATE, seed)
-    for name, old, new in (("lanai.yaml", "PROJECT", "lanai"),
-                           ("compose.yaml", '"127.0.0.1:18000:8000"', '"3000:8000"')):
-        path = seed / name
-        path.write_text(path.read_text().replace(old, new))
-    images = root / "images.tar"
-    subprocess.run(["docker", "save", "-o", str(images), *MINI_IMAGES], check=True,
-                   timeout=300)
-    return seed, images
+def seed_and_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return mini_seed_and_images(tmp_path_factory.mktemp("seed"))
 
 
 def test_unknown_host_key_is_refused_with_its_fingerprint_and_nothing_changes(

@@ -171,15 +171,7 @@ build_server() {
   ensure_server_rootfs "$suite"
   local import_started
   import_started=$(date +%s)
-  tar -C "$CACHE/rootfs-server-$suite" \
-    --exclude='./var/lib/apt/lists/*' \
-    --exclude='./var/cache/apt/*' \
-    --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
-    --exclude='./tmp/*' --exclude='./run/*' \
-    --numeric-owner -cf - . \
-    | docker import \
-        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        - "$SERVER_ROOTFS_IMAGE:$suite" >/dev/null
+  import_rootfs "$CACHE/rootfs-server-$suite" "$SERVER_ROOTFS_IMAGE:$suite"
   report "$SERVER_ROOTFS_IMAGE:$suite" imported "$import_started"
   docker_build --build-arg "BASE=$SERVER_ROOTFS_IMAGE:$suite" \
     --label "io.lanai.test-image=server-$suite-debootstrap" --label "$LABEL_ARG" \
@@ -190,13 +182,13 @@ build_server() {
 build_server_trixie() { build_server trixie; }
 build_server_bullseye() { build_server bullseye; }
 
-build_debian() {
-  local started
-  started=$(date +%s)
-  ensure_rootfs
-  # Tar from the cache without touching it; leave out apt lists, downloaded
-  # .debs and the kernel file systems to keep the image small.
-  tar -C "$CACHE/rootfs-bookworm" \
+# import_rootfs DIR TAG [docker import options]: a debootstrap tree as an image. Tar
+# from the cache without touching it; leave out apt lists, downloaded .debs and
+# the kernel file systems to keep the image small.
+import_rootfs() {
+  local dir=$1 tag=$2
+  shift 2
+  tar -C "$dir" \
     --exclude='./var/lib/apt/lists/*' \
     --exclude='./var/cache/apt/*' \
     --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
@@ -204,11 +196,18 @@ build_debian() {
     --numeric-owner -cf - . \
     | docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-        --change 'ENV LANG=C.UTF-8' \
-        --change 'LABEL io.lanai.test-image=debian-bookworm-debootstrap' \
-        --change "LABEL $INPUTS_LABEL=$(inputs_of debian)" \
-        --change 'CMD ["/bin/bash"]' \
-        - "$DEBIAN_TAG" >/dev/null
+        "$@" - "$tag" >/dev/null
+}
+
+build_debian() {
+  local started
+  started=$(date +%s)
+  ensure_rootfs
+  import_rootfs "$CACHE/rootfs-bookworm" "$DEBIAN_TAG" \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'LABEL io.lanai.test-image=debian-bookworm-debootstrap' \
+    --change "LABEL $INPUTS_LABEL=$(inputs_of debian)" \
+    --change 'CMD ["/bin/bash"]'
   report "$DEBIAN_TAG" built "$started"
 }
 
