@@ -805,6 +805,30 @@ step_gpu() {
   fi
 }
 
+# The models template (desired-state/templates/models-*.yaml) for a GPU with this many
+# MiB of memory; no GPU (0) or one too small for an 8B model gets the CPU set.
+models_template_for() {
+  local mib=${1:-0}
+  if ((mib < 7000)); then echo cpu
+  elif ((mib < 11000)); then echo 8gb
+  elif ((mib < 15000)); then echo 12gb
+  elif ((mib < 22000)); then echo 16gb
+  else echo 24gb
+  fi
+}
+
+# The first GPU's memory in MiB when Docker can hand it to containers; 0 otherwise.
+usable_gpu_mib() {
+  local mib
+  if ! have nvidia-smi || ! has_nvidia_runtime; then
+    echo 0
+    return
+  fi
+  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null |
+    head -n 1 | tr -dc '0-9')
+  echo "${mib:-0}"
+}
+
 # -- step 4: the reconciler ---------------------------------------------------------------
 
 # The first python3 >= 3.11 on PATH (lanai needs 3.11).
@@ -1100,11 +1124,28 @@ seed_state_repo() {
   fi
 }
 
+# lanai's example state carries models for an 8 GB card; seed the set that fits this
+# server's GPU instead (a --seed directory is the user's own and is left as it is).
+pick_models_template() {
+  local clone=$1 mib template
+  [[ -z $SEED_DIR && -d $clone/templates ]] || return 0
+  mib=$(usable_gpu_mib)
+  template=$(models_template_for "$mib")
+  [[ -f $clone/templates/models-$template.yaml ]] || return 0
+  cp "$clone/templates/models-$template.yaml" "$clone/models.yaml" || return 1
+  if ((mib > 0)); then
+    ok "models: the $template template (desired-state/templates/models-$template.yaml) for the ${mib} MiB GPU"
+  else
+    ok "models: the cpu template (desired-state/templates/models-cpu.yaml): no GPU Docker can use"
+  fi
+}
+
 seed_commands() {
   local branch=$1 clone=$2
   quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" || return 1
   quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" || return 1
   cp -a "$(seed_dir)/." "$clone/" || return 1
+  pick_models_template "$clone" || return 1
   quiet git -C "$clone" add -A || return 1
   quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
     commit --quiet -m "Initial state from lanai's example" || return 1

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, compose, views
+from . import __version__, compose, models_lock, models_state, models_views, views
 from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
@@ -32,6 +32,7 @@ from .daemon import Daemon
 from .engine import Engine, Outcome, held_services
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
 from .hooks import install_hook
+from .models_fit import fit_directory
 from .plan import plan as make_plan
 from .record import read_history
 from .render import Rendered, render, render_key
@@ -222,17 +223,24 @@ def _emit_outcome(outcome: Outcome, as_json: bool) -> None:
 def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
     """Show what a reconcile would change on this server, and why. Changes nothing.
 
-    Exit status like `diff`: 0 nothing would change, 1 changes, 2 an error.
+    Exit status like `diff`: 0 nothing would change, 1 changes, 2 an error (or,
+    with --dir, a model that does not fit the VRAM budget: see `lanai models fit`).
     """
     try:
         actions = _plan(ref, directory)
     except LanaiError as exc:
         _fail(exc, as_json, code=ExitCode.INVALID)
         return
+    fit = actions.get("models")
     if as_json:
         click.echo(json.dumps(actions, indent=1))
     else:
         views.plan(actions)
+        if fit is not None:
+            models_views.fit_table(fit)
+            views.problems(fit["problems"])
+    if fit is not None and fit["problems"]:
+        sys.exit(ExitCode.INVALID)  # a pull request whose models do not fit fails its check
     sys.exit(ExitCode.CHANGES if actions["actions"] else ExitCode.OK)
 
 
@@ -245,7 +253,11 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     if directory is not None:
         with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
             rendered = _render_dir(engine, directory, Path(tmp), notes)
-            return _plan_against(engine, rendered, applied, notes)
+            result = _plan_against(engine, rendered, applied, notes)
+        models = desired_mod.load_state(directory).models
+        if models is not None:
+            result["models"] = fit_directory(directory, models).to_json()
+        return result
     settings.require_repo()
     engine.source.fetch()
     branch = engine.branch()
@@ -253,7 +265,17 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
         ref = branch + ref.removeprefix("HEAD")
     commit = engine.source.resolve(ref) if ref else engine.source.branch_head(branch)
     rendered = engine.prepare(commit)
-    return _plan_against(engine, rendered, applied, notes)
+    result = _plan_against(engine, rendered, applied, notes)
+    if rendered.models is not None:
+        # On the server: the facts it recorded, and its own GPU.
+        server_lock = models_lock.read(settings.models_lock_file)
+        repo_lock = models_lock.read(rendered.directory / models_lock.LOCK_FILE)
+        lock = (repo_lock.merged(server_lock) if repo_lock and server_lock
+                else server_lock or repo_lock)
+        gpu = engine.gpu_info()
+        result["models"] = fit_directory(rendered.directory, rendered.models, lock=lock,
+                                         vram=gpu[1] if gpu else None).to_json()
+    return result
 
 
 def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]) -> Rendered:
@@ -296,21 +318,33 @@ def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
                 type=click.Path(file_okay=False, path_type=Path))
 @json_option
 def validate(directory: Path, as_json: bool) -> None:
-    """Check a state directory without a server: lanai.yaml, compose.yaml and lanai's rules.
+    """Check a state directory without a server: lanai.yaml, compose.yaml, models.yaml.
+
+    Also checks that the models fit the VRAM budget, with sizes from models.lock
+    (see `lanai models fit`).
 
     Runs `docker compose config` on it too when the docker CLI is installed (no
     Docker engine needed). Exits 0 when valid, 2 with every problem listed.
     """
     problems: list[str] = []
+    fit: dict[str, Any] | None = None
     try:
         state = desired_mod.load_state(directory)
     except desired_mod.InvalidState as exc:
         problems = [str(p) for p in exc.problems]
     else:
         problems += _compose_check(directory, state)
+        if state.models is not None:
+            report = fit_directory(directory, state.models)
+            problems += report.problems
+            fit = report.to_json()
     if as_json:
-        click.echo(json.dumps({"valid": not problems, "problems": problems}, indent=1))
-    elif problems:
+        click.echo(json.dumps({"valid": not problems, "problems": problems, "models": fit},
+                              indent=1))
+        sys.exit(ExitCode.INVALID if problems else ExitCode.OK)
+    if fit is not None:
+        models_views.fit_table(fit)
+    if problems:
         views.problems(problems)
     else:
         views.note(f"{directory}: valid")
@@ -354,10 +388,17 @@ def status(as_json: bool) -> None:
     if gpus.gpus or gpus.error:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
                       "summary": gpu_mod.summarize(gpus.gpus) if gpus.gpus else None}
+    models = None
+    if applied is not None and applied.models is not None:
+        models = cli_models.server_models(applied.models,
+                                          models_state.load(settings.models_file))
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=1))
+        click.echo(json.dumps({**report.to_json(), "models": models}, indent=1))
     else:
         views.status(report)
+        if models is not None:
+            views.out.print()
+            models_views.models_table(models)
 
 
 @main.command()
@@ -516,3 +557,7 @@ def secrets_list(as_json: bool) -> None:
         for name in names:
             click.echo(name)
 
+
+
+# The model commands live in their own module; importing it registers them on `main`.
+from . import cli_models  # noqa: E402

@@ -114,6 +114,11 @@ class Daemon:
             due = parse_iso(failure.next_retry)
             delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
             self.queue("retry", delay=delay)
+        models_retry = outcome.models.get("next_retry") if outcome.models else None
+        if models_retry:
+            # A model that failed to pull is tried again on its own backoff, not the poll's.
+            delay = max(0.0, (parse_iso(models_retry) - datetime.now(UTC)).total_seconds())
+            self.queue("models-retry", delay=delay)
         self._follow_project()
         applied = self.engine.applied(state)
         if applied is not None:

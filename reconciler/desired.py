@@ -14,8 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from . import yamlpos
+from . import modelfile, yamlpos
 from .errors import StateError
+from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
 
 SETTINGS_FILE = "lanai.yaml"
@@ -57,6 +58,7 @@ class DesiredState:
     compose: dict[str, Any]
     compose_lines: yamlpos.Located = field(repr=False)
     commit: str | None = None
+    models: ModelsConfig | None = None  # None: no models.yaml, Ollama's models are left alone
 
     @property
     def services(self) -> dict[str, dict[str, Any]]:
@@ -69,13 +71,16 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     config, settings_lines = _load_settings(root, problems)
     compose_file = config.compose_file if config else "compose.yaml"
     compose, located = _load_compose(root, compose_file, problems)
+    models, models_lines = _load_models(root, problems)
     if config is not None and compose is not None and located is not None:
         problems += check_compose(compose, located, config, compose_file, settings_lines)
+        if models is not None:
+            problems += check_models(root, models, models_lines, compose, compose_file)
     if problems:
         raise InvalidState(problems)
     assert config is not None and compose is not None and located is not None
     return DesiredState(root=root, config=config, compose=compose, compose_lines=located,
-                        commit=commit)
+                        commit=commit, models=models)
 
 
 def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str | None:
@@ -119,6 +124,26 @@ def _load_settings(root: Path, problems: list[Problem]
         return None, located
 
 
+def _load_models(root: Path, problems: list[Problem]
+                 ) -> tuple[ModelsConfig | None, yamlpos.Located]:
+    empty = yamlpos.Located(None)
+    text = _read(root, MODELS_FILE, problems, required=False)
+    if text is None:
+        return None, empty
+    located = _parse(MODELS_FILE, text, problems)
+    if located is None:
+        return None, empty
+    data = located.data if located.data is not None else {}
+    if not isinstance(data, dict):
+        problems.append(Problem(MODELS_FILE, (), 1, "expected a mapping of settings"))
+        return None, located
+    try:
+        return ModelsConfig.model_validate(data), located
+    except ValidationError as exc:
+        problems += pydantic_problems(MODELS_FILE, exc, located, ModelsConfig)
+        return None, located
+
+
 def pydantic_problems(file: str, exc: ValidationError, located: yamlpos.Located,
                       model: type[BaseModel]) -> list[Problem]:
     out = []
@@ -140,16 +165,30 @@ def _suggest(model: type[BaseModel], path: tuple[str | int, ...]) -> str:
     """", did you mean 'x'?" for a misspelt key, found by walking the model to its parent."""
     current: Any = model
     for part in path[:-1]:
+        if isinstance(part, int):
+            continue  # an item of a list: its model is already in `current`
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return ""
-        current = fields[part].annotation
+        current = _model_in(fields[part].annotation)
     fields = getattr(current, "model_fields", None)
     if not fields:
         return ""
     close = difflib.get_close_matches(str(path[-1]), list(fields), n=1)
     known = ", ".join(fields)
     return f"; did you mean {close[0]!r}?" if close else f"; known keys: {known}"
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside list[X], X | None, Annotated[X, ...] (or the annotation)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    origin = getattr(annotation, "__origin__", None)  # Annotated[X, ...]
+    return _model_in(origin) if origin is not None and origin is not annotation else annotation
 
 
 def _load_compose(root: Path, name: str, problems: list[Problem]
@@ -249,3 +288,83 @@ def published_host_ip(port: object) -> str | None:
         return text[1:text.index("]")]
     parts = text.split(":")
     return parts[0] if len(parts) == 3 else None
+
+
+def ollama_service(compose: dict[str, Any], models: ModelsConfig) -> str | None:
+    """The service that runs Ollama: named in models.yaml, else the one with its image."""
+    if models.ollama.service:
+        return models.ollama.service
+    found = [name for name, spec in (compose.get("services") or {}).items()
+             if isinstance(spec, dict) and is_ollama(spec.get("image"))]
+    return found[0] if len(found) == 1 else None
+
+
+def check_models(root: Path, models: ModelsConfig, located: yamlpos.Located,
+                 compose: dict[str, Any], compose_file: str) -> list[Problem]:
+    """models.yaml against compose.yaml and the repo's files."""
+    problems: list[Problem] = []
+    services = compose.get("services") or {}
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem(MODELS_FILE, path, located.line_of(path), message))
+
+    service = ollama_service(compose, models)
+    if models.ollama.service and models.ollama.service not in services:
+        problem(("ollama", "service"), f"names service {models.ollama.service!r}, which is not "
+                f"in {compose_file}")
+        return problems
+    if service is None:
+        problem((), f"no service in {compose_file} runs Ollama (image ollama/ollama); name it "
+                "with ollama.service")
+        return problems
+    env = services[service].get("environment") or {}
+    keys = set(env) if isinstance(env, dict) else {str(e).split("=", 1)[0] for e in env}
+    for name in sorted(keys & set(models.ollama.environment(models.budget.max_loaded))):
+        problems.append(Problem(
+            compose_file, ("services", service, "environment", name), None,
+            f"{name} is set by {MODELS_FILE} (ollama and budget settings); remove it here so "
+            "there is one place to change it"))
+    names = {m.name for m in models.local}
+    for index, entry in enumerate(models.local):
+        if entry.modelfile is None:
+            continue
+        problems += _check_modelfile(root, entry.modelfile, names - {entry.name},
+                                     ("local", index, "modelfile"), problem)
+    return problems
+
+
+def _check_modelfile(root: Path, relative: str, declared: set[str],
+                     path: tuple[str | int, ...], problem: Any) -> list[Problem]:
+    out: list[Problem] = []
+    file = (root / relative)
+    if not _inside_repo(file, root) or not file.is_file():
+        problem(path, f"{relative} is not a file in the state repo")
+        return out
+    try:
+        parsed = modelfile.parse(file.read_text(encoding="utf-8"))
+    except modelfile.ModelfileError as exc:
+        out.append(Problem(relative, (), exc.line, exc.message))
+        return out
+    except UnicodeDecodeError:
+        out.append(Problem(relative, (), None, "not UTF-8 text"))
+        return out
+    for name in modelfile.local_files(parsed):
+        target = file.parent / name
+        if not _inside_repo(target, root) or not target.is_file():
+            out.append(Problem(relative, (), None,
+                               f"{name} is not a file in the state repo (paths are relative "
+                               "to the Modelfile)"))
+    base = parsed.from_
+    if base not in modelfile.local_files(parsed) and base not in declared:
+        out.append(Problem(relative, (), None,
+                           f"FROM {base} is not one of the models under local in "
+                           f"{MODELS_FILE}; declare it there so the server pulls it"))
+    return out
+
+
+def _inside_repo(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True

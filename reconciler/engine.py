@@ -23,9 +23,11 @@ import docker
 
 from . import desired as desired_mod
 from . import facts as facts_mod
+from . import models_state
 from .apply import Applier, ApplyReport
 from .errors import DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
+from .models_sync import ModelSync, first_gpu
 from .plan import Plan, plan
 from .record import (
     Failure,
@@ -62,6 +64,7 @@ class Outcome:
     rolled_back_to: str | None = None
     durations: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    models: dict[str, Any] = field(default_factory=dict)  # what models.yaml's converge did
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -91,6 +94,7 @@ class Engine:
         self._client: docker.DockerClient | None = None
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
+        self._gpu_info: tuple[str, int] | tuple[()] | None = None
         self._branch_for: tuple[str | None, str] = (None, "main")
 
     # -- plumbing -----------------------------------------------------------------
@@ -292,6 +296,9 @@ class Engine:
                     "commit " + head[:12] + " failed before and is not retried until a new "
                     "commit or `lanai reconcile --retry`" if state.failure.deterministic
                     else f"commit {head[:12]} failed with a transient error; retrying")
+        previous_models = self._models_summary()
+        if outcome.status != "failed":
+            self._converge_models(state, outcome, retry, timer)
         if source_error is not None:
             if outcome.status in ("no-op", "waiting"):
                 outcome.status = "source-error"
@@ -310,12 +317,43 @@ class Engine:
                                              "drift") \
             or (outcome.status == "drift" and outcome.drift != previous_drift) \
             or (outcome.status == "source-error" and previous_source_error is None) \
-            or (previous_source_error is not None and source_error is None)
+            or (previous_source_error is not None and source_error is None) \
+            or bool(outcome.models.get("actions")) \
+            or self._models_summary() != previous_models
         if interesting:
             append_history(self.settings.history_file,
                            {"at": now_iso(), "trigger": trigger, **outcome.to_json(),
                             "subject": self._subject(head)})
         return outcome
+
+    def _converge_models(self, state: State, outcome: Outcome, retry: bool,
+                         timer: Timer) -> None:
+        """Models follow the stack: after a deploy or a drift check, never blocking it."""
+        current = self.applied(state)
+        if current is None or current.models is None:
+            return
+        mark = time.monotonic()
+        result = ModelSync(self.settings, self.client, progress=self.progress,
+                           gpu=self.gpu_info).converge(current, retry=retry)
+        timer.lap("models", mark)
+        outcome.models = result.to_json()
+        if result.errors and outcome.exit_code == ExitCode.OK:
+            outcome.exit_code = ExitCode.APPLY_FAILED
+            outcome.error = result.errors[0] + (
+                f" (and {len(result.errors) - 1} more model problem(s))"
+                if len(result.errors) > 1 else "")
+
+    def _models_summary(self) -> tuple[tuple[str, str | None, str | None], ...]:
+        """Per model: error and drift, so the history records when either changes."""
+        models = models_state.load(self.settings.models_file).models
+        return tuple((name, rec.error, rec.drift) for name, rec in sorted(models.items()))
+
+    def gpu_info(self) -> tuple[str, int] | None:
+        """The first NVIDIA GPU: name and memory in bytes (asked once per process: nvidia-smi
+        takes a while)."""
+        if self._gpu_info is None:
+            self._gpu_info = first_gpu() or ()
+        return self._gpu_info or None
 
     def _secrets_changed(self, applied: Rendered) -> bool:
         config = applied.config

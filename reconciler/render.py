@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from . import compose
-from .desired import DesiredState
+from .desired import DesiredState, ollama_service
 from .errors import StateError
+from .models_schema import ModelsConfig
 from .schema import LanaiConfig
 from .secrets import write_env_file
 
@@ -53,10 +54,18 @@ class Rendered:
     services: dict[str, ServiceSpec]
     settings: dict[str, Any] = field(default_factory=dict)  # lanai.yaml of this commit
     cpu_only: list[str] = field(default_factory=list)  # services whose GPU request was dropped
+    models_settings: dict[str, Any] | None = None  # models.yaml of this commit, if any
+    ollama_service: str | None = None
 
     @property
     def config(self) -> LanaiConfig:
         return LanaiConfig.model_validate(self.settings)
+
+    @property
+    def models(self) -> ModelsConfig | None:
+        if self.models_settings is None:
+            return None
+        return ModelsConfig.model_validate(self.models_settings)
 
     @property
     def images(self) -> list[str]:
@@ -70,7 +79,8 @@ class Rendered:
     def to_json(self) -> dict[str, Any]:
         return {"commit": self.commit, "key": self.key, "project": self.project,
                 "compose_file": self.compose_file, "settings": self.settings,
-                "cpu_only": self.cpu_only,
+                "cpu_only": self.cpu_only, "models": self.models_settings,
+                "ollama_service": self.ollama_service,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
@@ -78,6 +88,8 @@ class Rendered:
         return cls(directory=directory, commit=data["commit"], key=data["key"],
                    project=data["project"], compose_file=data["compose_file"],
                    settings=data.get("settings", {}), cpu_only=data.get("cpu_only", []),
+                   models_settings=data.get("models"),
+                   ollama_service=data.get("ollama_service"),
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
@@ -155,9 +167,12 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     _write_override(directory, commit, state, env_files,
                     hashes={name: spec.hash for name, spec in services.items()},
                     cpu_only=cpu_only)
+    models = state.models
     rendered = Rendered(directory=directory, commit=commit, key=key, project=config.project,
                         compose_file=config.compose_file, services=services,
-                        settings=config.model_dump(mode="json"), cpu_only=cpu_only)
+                        settings=config.model_dump(mode="json"), cpu_only=cpu_only,
+                        models_settings=models.model_dump(mode="json") if models else None,
+                        ollama_service=ollama_service(state.compose, models) if models else None)
     # Written last: a directory without it is an interrupted render and is redone.
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")
@@ -241,8 +256,14 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
                     env_files: dict[str, Path], hashes: dict[str, str],
                     cpu_only: list[str]) -> None:
     services: dict[str, Any] = {}
+    models = state.models
+    ollama = ollama_service(state.compose, models) if models else None
     for name in state.services:
         entry: dict[str, Any] = {"labels": {LABEL_MANAGED: "true"}}
+        if models is not None and name == ollama:
+            # Ollama's memory settings, from models.yaml (check_models keeps them out of
+            # compose.yaml, so there is one place to change them).
+            entry["environment"] = models.ollama.environment(models.budget.max_loaded)
         if name in cpu_only:
             # No NVIDIA runtime on this server: run on the CPU instead of failing to start.
             entry["deploy"] = {"resources": {"reservations": {"devices": _Reset()}}}

@@ -25,6 +25,7 @@ class ServerSettings:
     secrets_file: Path
     config_file: Path
     deploy_key: Path  # used for SSH remotes when the file exists (bootstrap makes it)
+    ollama_url: str | None = None  # default: Ollama's container address on its network
 
     @property
     def state_file(self) -> Path:
@@ -55,6 +56,18 @@ class ServerSettings:
         return self.home / "suspended.json"
 
     @property
+    def models_file(self) -> Path:
+        return self.home / "models.json"
+
+    @property
+    def models_lock_file(self) -> Path:
+        return self.home / "models.lock"
+
+    @property
+    def bench_file(self) -> Path:
+        return self.home / "bench.jsonl"
+
+    @property
     def socket_path(self) -> Path:
         return self.home / "daemon.sock"
 
@@ -78,10 +91,11 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
                            "bootstrap.sh.") from None
         if not isinstance(loaded, dict):
             raise NotSetUp(f"{config_file} must be a mapping; fix or re-run bootstrap.sh.")
-        unknown = set(loaded) - {"home", "repo", "branch", "secrets_file", "deploy_key"}
+        known = ("home", "repo", "branch", "secrets_file", "deploy_key", "ollama_url")
+        unknown = set(loaded) - set(known)
         if unknown:
             raise NotSetUp(f"{config_file} has unknown key(s) {', '.join(sorted(unknown))}; "
-                           "known keys are home, repo, branch, secrets_file, deploy_key.")
+                           f"known keys are {', '.join(known)}.")
         data = loaded
 
     def pick(key: str, default: str | None) -> str | None:
@@ -95,4 +109,5 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         secrets_file=Path(pick("secrets_file", "/etc/lanai/secrets.env") or ""),
         config_file=config_file,
         deploy_key=Path(pick("deploy_key", str(config_file.with_name("deploy_key"))) or ""),
+        ollama_url=pick("ollama_url", None),
     )

@@ -76,6 +76,13 @@ def outcome(result: Outcome) -> None:
     for item in result.drift:
         out.print(Text(f"  drift: {item['service']} {item['kind']}: {item['detail']}",
                        style="yellow"))
+    for action in (result.models or {}).get("actions") or []:
+        mark = "✓" if action.get("result") == "ok" else "✗"
+        why = action.get("reason") or action.get("error") or ""
+        out.print(f"  {mark} {action['kind']} model {action['model']}" + (f": {why}" if why
+                                                                          else ""))
+    for line in (result.models or {}).get("drift") or []:
+        out.print(Text(f"  drift: {line}", style="yellow"))
     for line in result.notes:
         out.print(Text(f"  {line}", style="dim"))
     if result.error:
@@ -171,9 +178,10 @@ def history(records: list[dict[str, Any]]) -> None:
     for column in ("WHEN", "TRIGGER", "COMMIT", "RESULT", "ACTIONS", "MESSAGE"):
         table.add_column(column, overflow="fold")
     for record in records:
-        actions = ", ".join(f"{a['kind']} {a['service']}" + ("" if a.get("result") == "ok"
-                                                               else " ✗")
-                            for a in record.get("actions") or []) or "-"
+        done = [*(record.get("actions") or []),
+                *((record.get("models") or {}).get("actions") or [])]
+        actions = ", ".join(f"{a['kind']} {a.get('service') or a.get('model')}"
+                            + ("" if a.get("result") == "ok" else " ✗") for a in done) or "-"
         message = record.get("error") or record.get("subject") or ""
         result = record.get("status", "?")
         table.add_row(ago(record.get("at")), record.get("trigger", ""),

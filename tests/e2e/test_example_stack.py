@@ -114,7 +114,7 @@ def test_push_without_stack_change_makes_zero_docker_writes(example: Example):
 
 def test_push_that_changes_the_stack_converges_only_what_changed(example: Example):
     before = example.server.container_ids()
-    example.repo.replace("compose.yaml", 'OLLAMA_KEEP_ALIVE: "30m"', 'OLLAMA_KEEP_ALIVE: "1h"')
+    example.repo.replace("models.yaml", "keep_alive: 30m", "keep_alive: 1h")
     example.commits["keep-alive"] = example.repo.commit_push("Keep models loaded for an hour")
     code, outcome = example.server.reconcile()
     assert code == 0, outcome

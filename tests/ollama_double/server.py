@@ -8,22 +8,39 @@ use with the same JSON shapes as real Ollama (docs/api.md of ollama/ollama):
 
     GET  /  /api/version  /api/tags  /api/ps  /v1/models
     POST /api/pull  /api/show  /api/generate  /api/chat  /api/embed
-         /api/embeddings  /api/copy
+         /api/embeddings  /api/copy  /api/create
+    HEAD/POST /api/blobs/sha256:<hex>
     DELETE /api/delete
 
 "Models" come from a built-in catalog with real architecture numbers and
-sizes; a pull streams realistic progress (no bytes move) and writes a small
-manifest under $OLLAMA_MODELS, so pulled models survive a restart of the
-container. Loading a model (generate/chat/embed) puts it in /api/ps with a
-size computed from its weights plus a KV cache that follows Ollama's memory
-knobs (OLLAMA_CONTEXT_LENGTH, OLLAMA_NUM_PARALLEL, OLLAMA_FLASH_ATTENTION,
-OLLAMA_KV_CACHE_TYPE, OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE).
+sizes; a pull streams realistic progress (no weights move) and writes a
+manifest and the small blobs (template, license, params) under
+$OLLAMA_MODELS, so pulled models survive a restart of the container.
+/api/create derives a model from a pulled (or created) one, with its own
+system prompt, template, parameters, messages and LoRA adapter (a blob
+uploaded first), stored the same way. Loading a model (generate/chat/embed)
+puts it in /api/ps with a size computed from its weights plus a KV cache
+that follows Ollama's memory knobs (OLLAMA_CONTEXT_LENGTH,
+OLLAMA_NUM_PARALLEL, OLLAMA_FLASH_ATTENTION, OLLAMA_KV_CACHE_TYPE,
+OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE) and the model's num_ctx.
 
 Test-only knobs:
     OLLAMA_DOUBLE_PULL_BYTES_PER_SEC  simulated download speed (default 1e11:
                                       a 5 GB pull takes about 50 ms)
     OLLAMA_DOUBLE_VRAM_BYTES          simulated GPU memory (default 0: no GPU,
                                       every model has size_vram 0)
+    <models>/.double-fail-pull        a file in the models directory
+                                      ($OLLAMA_MODELS, else ~/.ollama/models;
+                                      /root/.ollama/models in the image), read
+                                      at every pull so a test can toggle it
+                                      with `docker exec`: pulls of the model
+                                      names listed in it, one per line (`*`
+                                      for all, `#` comments; other tags of the
+                                      same model match too), fail after
+                                      "pulling manifest" with the error Ollama
+                                      gives when the registry cannot be
+                                      resolved. Pulls that /api/create makes
+                                      for a missing base fail the same way.
 
 Product code never knows about this double: it talks to "Ollama".
 """
@@ -56,8 +73,14 @@ MEDIA_MODEL = "application/vnd.ollama.image.model"
 MEDIA_TEMPLATE = "application/vnd.ollama.image.template"
 MEDIA_LICENSE = "application/vnd.ollama.image.license"
 MEDIA_PARAMS = "application/vnd.ollama.image.params"
+MEDIA_SYSTEM = "application/vnd.ollama.image.system"
+MEDIA_MESSAGES = "application/vnd.ollama.image.messages"
+MEDIA_ADAPTER = "application/vnd.ollama.image.adapter"
+TEXT_MEDIA = (MEDIA_TEMPLATE, MEDIA_LICENSE, MEDIA_PARAMS, MEDIA_SYSTEM, MEDIA_MESSAGES)
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+FAIL_PULL_FILE = ".double-fail-pull"
+BLOB_DIGEST = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
 
 
 # --------------------------------------------------------------------------
@@ -223,6 +246,49 @@ CATALOG: dict[str, dict[str, Any]] = {
     },
 }
 
+# The larger models the 12/16/24 GB templates of desired-state/templates name. Sizes
+# are the GGUF files' on ollama.com/library; architectures from the models' configs.
+def _variant(base: str, size: int, quant: str, file_type: int, **arch: Any) -> dict[str, Any]:
+    entry = dict(CATALOG[base])
+    entry["size"], entry["quantization_level"] = size, quant
+    info = dict(entry["model_info"])
+    info["general.file_type"] = file_type
+    name = info["general.architecture"]
+    for key, value in arch.items():
+        info[f"{name}.{key}"] = value
+    entry["model_info"] = info
+    return entry
+
+
+def _qwen2(size: int, *, blocks: int, ff: int, params: int, ctx: int, parameter_size: str,
+           template_from: str) -> dict[str, Any]:
+    entry = dict(CATALOG[template_from])
+    entry.update(size=size, parameter_size=parameter_size, quantization_level="Q4_K_M")
+    entry["model_info"] = _arch("qwen2", blocks=blocks, heads=40, kv_heads=8, head_dim=128,
+                                ctx=ctx, embedding=5120, ff=ff, vocab=152064, params=params,
+                                file_type=15)
+    return entry
+
+
+CATALOG["llama3.1:8b-instruct-q8_0"] = _variant(
+    "llama3.1:8b-instruct-q4_K_M", 8_540_775_840, "Q8_0", 7)
+CATALOG["deepseek-r1:14b-qwen-distill-q4_K_M"] = _qwen2(
+    8_988_110_976, blocks=48, ff=13824, params=14_770_033_664, ctx=131072,
+    parameter_size="14.8B", template_from="deepseek-r1:7b-qwen-distill-q4_K_M")
+CATALOG["deepseek-r1:32b-qwen-distill-q4_K_M"] = _qwen2(
+    19_851_336_256, blocks=64, ff=27648, params=32_763_876_352, ctx=131072,
+    parameter_size="32.8B", template_from="deepseek-r1:7b-qwen-distill-q4_K_M")
+CATALOG["qwen2.5:14b-instruct-q4_K_M"] = _qwen2(
+    8_988_110_976, blocks=48, ff=13824, params=14_770_033_664, ctx=32768,
+    parameter_size="14.8B", template_from="deepseek-r1:7b-qwen-distill-q4_K_M")
+CATALOG["qwen2.5:32b-instruct-q4_K_M"] = _qwen2(
+    19_851_336_256, blocks=64, ff=27648, params=32_763_876_352, ctx=32768,
+    parameter_size="32.8B", template_from="deepseek-r1:7b-qwen-distill-q4_K_M")
+for _name in ("qwen2.5:14b-instruct-q4_K_M", "qwen2.5:32b-instruct-q4_K_M"):
+    CATALOG[_name] = {**CATALOG[_name], "capabilities": ["completion", "tools"],
+                      "license": "Apache License Version 2.0"}
+
+
 # Other tags that name the same model, as on ollama.com/library.
 ALIASES: dict[str, str] = {
     "llama3.1:latest": "llama3.1:8b-instruct-q4_K_M",
@@ -258,15 +324,63 @@ def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def go_json(value: Any) -> str:
+    """JSON as Go's json.Encoder writes it: sorted keys, HTML-escaped, newline."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        text = text.replace(char, escape)
+    return text + "\n"
+
+
+def catalog_params(entry: dict[str, Any]) -> dict[str, Any]:
+    """A catalog entry's parameters text ("key  value" lines) as the params JSON."""
+    out: dict[str, Any] = {}
+    for line in entry["parameters"].splitlines():
+        key, _, raw = line.strip().partition(" ")
+        raw = raw.strip()
+        value: Any = json.loads(raw) if raw.startswith('"') else float(raw)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if key == "stop":
+            out.setdefault(key, []).append(value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_param(value: Any) -> str:
+    """A parameter value as Ollama's /api/show prints it (Go's %#v)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    lines = []
+    for key in sorted(params):
+        values = params[key] if isinstance(params[key], list) else [params[key]]
+        lines += [f"{key:<30} {format_param(v)}" for v in values]
+    return "\n".join(lines)
+
+
 def layers_for(name: str) -> list[dict[str, Any]]:
     """The blobs of a catalog model: the GGUF weights and three small files."""
+    return [{k: v for k, v in layer.items() if k != "body"} for layer in catalog_layers(name)]
+
+
+def catalog_layers(name: str) -> list[dict[str, Any]]:
+    """layers_for, with the "body" of the small layers (written as blobs by a pull)."""
     entry = catalog_entry(name)
     assert entry is not None
     canonical = ALIASES.get(normalize(name), normalize(name))
     small = [
         (MEDIA_TEMPLATE, entry["template"]),
         (MEDIA_LICENSE, entry["license"]),
-        (MEDIA_PARAMS, json.dumps({"stop": []})),
+        (MEDIA_PARAMS, go_json(catalog_params(entry))),
     ]
     weights = entry["size"] - sum(len(body.encode()) for _, body in small)
     out = [
@@ -277,10 +391,36 @@ def layers_for(name: str) -> list[dict[str, Any]]:
         }
     ]
     out += [
-        {"mediaType": media, "digest": "sha256:" + sha(body), "size": len(body.encode())}
+        {
+            "mediaType": media,
+            "digest": "sha256:" + sha(body),
+            "size": len(body.encode()),
+            "body": body,
+        }
         for media, body in small
     ]
     return out
+
+
+_WEIGHTS: dict[str, str] = {}
+
+
+def weights_owner(digest: str) -> str | None:
+    """The catalog model whose weights blob has this digest (created models share it)."""
+    if not _WEIGHTS:
+        _WEIGHTS.update({layers_for(name)[0]["digest"]: name for name in CATALOG})
+    return _WEIGHTS.get(digest)
+
+
+def registry_url(name: str) -> str:
+    """Where Ollama fetches a model's manifest from, for realistic errors."""
+    repo, tag = normalize(name).rsplit(":", 1)
+    parts = repo.split("/")
+    if len(parts) == 1:
+        return f"https://{REGISTRY}/v2/{NAMESPACE}/{repo}/manifests/{tag}"
+    if len(parts) == 2:
+        return f"https://{REGISTRY}/v2/{repo}/manifests/{tag}"
+    return f"https://{parts[0]}/v2/{'/'.join(parts[1:])}/manifests/{tag}"
 
 
 # --------------------------------------------------------------------------
@@ -330,7 +470,7 @@ def kv_bytes_per_element() -> float:
     flash = os.environ.get("OLLAMA_FLASH_ATTENTION", "").lower() in ("1", "true")
     kind = os.environ.get("OLLAMA_KV_CACHE_TYPE", "f16").lower()
     if flash and kind == "q8_0":
-        return 1.0
+        return 34 / 32  # blocks of 32 int8 plus an f16 scale
     if flash and kind == "q4_0":
         return 0.5625  # 4.5 bits per element with the block scales
     return 2.0
@@ -402,8 +542,18 @@ class Store:
         }
 
     def write(self, name: str) -> None:
+        """Store a pulled catalog model: its manifest and its small blobs."""
         entry = catalog_entry(name)
         assert entry is not None
+        layers = catalog_layers(name)
+        for layer in layers:
+            if "body" in layer:
+                self.write_blob(layer.pop("body").encode())
+        self.write_manifest(name, entry, layers)
+
+    def write_manifest(
+        self, name: str, entry: dict[str, Any], layers: list[dict[str, Any]]
+    ) -> None:
         config = json.dumps(
             {
                 "model_format": "gguf",
@@ -413,24 +563,107 @@ class Store:
                 "file_type": entry["quantization_level"],
                 "architecture": "amd64",
                 "os": "linux",
-                "rootfs": {"type": "layers", "diff_ids": []},
+                "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
             }
         )
+        config_digest, _ = self.write_blob(config.encode())
         manifest = {
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
             "config": {
                 "mediaType": MEDIA_CONFIG,
-                "digest": "sha256:" + sha(config),
+                "digest": config_digest,
                 "size": len(config),
             },
-            "layers": layers_for(name),
+            "layers": layers,
         }
         path = self.manifest_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
         tmp.write_text(json.dumps(manifest))
         tmp.replace(path)
+
+    # -- blobs ------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path | None:
+        """blobs/sha256-<hex>, as Ollama names them; None for a malformed digest."""
+        match = BLOB_DIGEST.match(digest or "")
+        if match is None:
+            return None
+        return self.root / "blobs" / f"sha256-{match.group(1).lower()}"
+
+    def write_blob(self, data: bytes) -> tuple[str, bool]:
+        """Store bytes as a blob; returns its digest and whether it was already there."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = self.blob_path(digest)
+        assert path is not None
+        if path.is_file():
+            return digest, True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return digest, False
+
+    def blob_text(self, digest: str) -> str | None:
+        path = self.blob_path(digest)
+        try:
+            if path is None or path.stat().st_size > 4 * 1024 * 1024:
+                return None
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    # -- what a manifest amounts to ----------------------------------------
+    def entry(self, name: str) -> dict[str, Any] | None:
+        """The model behind a local name: its catalog entry with its own layers applied."""
+        found = self.read(name)
+        return None if found is None else self.entry_for(found["manifest"])
+
+    def entry_for(self, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        layers = manifest.get("layers") or []
+        weights = next((layer for layer in layers if layer.get("mediaType") == MEDIA_MODEL), None)
+        base = weights_owner(weights["digest"]) if weights else None
+        if base is None:
+            return None
+        catalog = CATALOG[base]
+        entry = dict(catalog)
+        entry.update(
+            base=base,
+            parent=weights.get("from", "") if weights else "",
+            params=catalog_params(catalog),
+            system="",
+            messages=[],
+            adapters=[],
+            size=sum(layer["size"] for layer in layers),
+        )
+        licenses = []
+        for layer in layers:
+            media, digest = layer.get("mediaType"), layer.get("digest", "")
+            if media == MEDIA_ADAPTER:
+                entry["adapters"].append(digest)
+            if media not in TEXT_MEDIA:
+                continue
+            text = self.blob_text(digest)
+            if text is None:  # a manifest written before blobs were kept
+                if media == MEDIA_LICENSE:
+                    licenses.append(catalog["license"])
+                continue
+            try:
+                if media == MEDIA_TEMPLATE:
+                    entry["template"] = text
+                elif media == MEDIA_SYSTEM:
+                    entry["system"] = text
+                elif media == MEDIA_LICENSE:
+                    licenses.append(text)
+                elif media == MEDIA_PARAMS:
+                    entry["params"] = dict(json.loads(text))
+                elif media == MEDIA_MESSAGES:
+                    entry["messages"] = list(json.loads(text))
+            except (ValueError, TypeError):
+                continue
+        entry["license"] = "\n".join(licenses)
+        entry["parameters"] = format_params(entry["params"])
+        return entry
 
     def delete(self, name: str) -> bool:
         path = self.manifest_path(name)
@@ -467,7 +700,7 @@ class Store:
     def load(self, name: str, keep_alive: Any, options: dict[str, Any]) -> dict[str, Any]:
         """Put a model in memory (as /api/ps reports it); keep_alive 0 unloads."""
         name = normalize(name)
-        entry = catalog_entry(name)
+        entry = self.entry(name)
         assert entry is not None
         default_keep = parse_duration(os.environ.get("OLLAMA_KEEP_ALIVE"), 300)
         seconds = parse_duration(keep_alive, default_keep)
@@ -478,7 +711,14 @@ class Store:
                 return {}
             info = entry["model_info"]
             arch = info["general.architecture"]
-            ctx = int(options.get("num_ctx") or env_int("OLLAMA_CONTEXT_LENGTH", 4096))
+            # Request options beat the model's own parameters, which beat the
+            # server default, as in Ollama (api.DefaultOptions, then the params
+            # layer, then the request).
+            ctx = int(
+                options.get("num_ctx")
+                or entry["params"].get("num_ctx")
+                or env_int("OLLAMA_CONTEXT_LENGTH", 4096)
+            )
             ctx = min(ctx, info[f"{arch}.context_length"])
             parallel = max(1, env_int("OLLAMA_NUM_PARALLEL", 1))
             kv = (
@@ -490,8 +730,14 @@ class Store:
                 * parallel
                 * kv_bytes_per_element()
             )
-            # compute graph: a few hundred MiB on real hardware
-            graph = min(512 * 1024**2, info[f"{arch}.embedding_length"] * ctx * 4)
+            # Compute graph: Ollama's full-offload formula for llama-like models
+            # (fs/ggml GraphSize): f32 activations and attention scores for a batch.
+            tokens = ctx * parallel
+            batch = min(512, tokens)
+            embedding = info[f"{arch}.embedding_length"]
+            heads = info[f"{arch}.attention.head_count"]
+            graph = max(4 * batch * (1 + 4 * embedding + tokens * (1 + heads)),
+                        4 * batch * (embedding + info[f"{arch}.vocab_size"]))
             size = int(entry["size"] + kv + graph)
             max_loaded = env_int("OLLAMA_MAX_LOADED_MODELS", 3)
             self.loaded.pop(name, None)
@@ -525,9 +771,9 @@ class ApiError(Exception):
         self.message = message
 
 
-def details(entry: dict[str, Any]) -> dict[str, Any]:
+def details(entry: dict[str, Any], parent: str = "") -> dict[str, Any]:
     return {
-        "parent_model": "",
+        "parent_model": parent,
         "format": "gguf",
         "family": entry["family"],
         "families": [entry["family"]],
@@ -583,7 +829,75 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         self.wfile.write(b"0\r\n\r\n")
 
+    def progress(self, events: Iterator[dict[str, Any]], streaming: bool) -> None:
+        """Answer with progress events as Ollama's streamResponse/waitForStream do.
+
+        An error before anything was streamed is an HTTP error with a JSON
+        body (status from the event's "_status", else 500); a later one is an
+        {"error": ...} line that ends a 200 stream. Without streaming, the
+        last event (or the error) is the whole answer.
+        """
+        events = iter(events)
+        first = next(events, None)
+        if first is not None and "error" in first:
+            self.send_json(first.get("_status", 500), {"error": first["error"]})
+            return
+        if not streaming:
+            last = first or {}
+            for event in events:
+                if "error" in event:
+                    self.send_json(event.get("_status", 500), {"error": event["error"]})
+                    return
+                last = event
+            self.send_json(200, last)
+            return
+
+        def until_error() -> Iterator[dict[str, Any]]:
+            if first is None:
+                return
+            yield first
+            for event in events:
+                if "error" in event:
+                    yield {"error": event["error"]}
+                    return
+                yield event
+
+        self.stream(until_error())
+
+    def iter_body(self) -> Iterator[bytes]:
+        """The raw request body, by Content-Length or chunked transfer encoding."""
+        self.body_consumed = True
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            while True:
+                size_line = self.rfile.readline(1024)
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return
+                left = size
+                while left:
+                    data = self.rfile.read(min(left, 1 << 20))
+                    if not data:
+                        raise ConnectionResetError
+                    left -= len(data)
+                    yield data
+                self.rfile.readline(1024)  # CRLF after the chunk
+        left = int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            data = self.rfile.read(min(left, 1 << 20))
+            if not data:
+                raise ConnectionResetError
+            left -= len(data)
+            yield data
+
+    def send_empty(self, status: int) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
     def body(self) -> dict[str, Any]:
+        self.body_consumed = True
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw.strip():
@@ -607,6 +921,9 @@ class Handler(BaseHTTPRequestHandler):
     def dispatch(self) -> None:
         path = self.path.split("?", 1)[0].rstrip("/") or "/"
         route = ROUTES.get((self.command if self.command != "HEAD" else "GET", path))
+        if path.startswith("/api/blobs/") and path.count("/") == 3:
+            route = BLOB_ROUTES.get(self.command) or Handler.wrong_method
+        self.body_consumed = False
         try:
             if route is None:
                 if any(p == path for _, p in ROUTES):
@@ -619,9 +936,21 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self.send_json(exc.status, {"error": exc.message})
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            self.close_connection = True
+            return
+        if not self.body_consumed:
+            # A body left unread would be taken for the next request on this
+            # keep-alive connection.
+            try:
+                for _ in self.iter_body():
+                    pass
+            except (OSError, ValueError):
+                self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_HEAD = dispatch
+
+    def wrong_method(self) -> None:
+        raise ApiError(405, "405 method not allowed")
 
     # -- endpoints ----------------------------------------------------------
     def root(self) -> None:
@@ -634,7 +963,7 @@ class Handler(BaseHTTPRequestHandler):
         models = []
         for name in self.store.names():
             found = self.store.read(name)
-            entry = catalog_entry(name)
+            entry = None if found is None else self.store.entry_for(found["manifest"])
             if found is None or entry is None:
                 continue
             models.append(
@@ -652,7 +981,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def require_local(self, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
         found = self.store.read(name)
-        entry = catalog_entry(name)
+        entry = None if found is None else self.store.entry_for(found["manifest"])
         if found is None or entry is None:
             raise ApiError(404, f"model '{name}' not found")
         return found, entry
@@ -662,26 +991,43 @@ class Handler(BaseHTTPRequestHandler):
         name = self.model_name(body)
         found, entry = self.require_local(name)
         blob = found["manifest"]["layers"][0]["digest"].replace(":", "-")
-        self.send_json(
-            200,
+        modelfile = (
+            f'# Modelfile generated by "ollama show"\n'
+            f"# To build a new Modelfile based on this one, replace the FROM line with:\n"
+            f"# FROM {name}\n\n"
+            f"FROM {self.store.root / 'blobs' / blob}\n"
+        )
+        for digest in entry["adapters"]:
+            modelfile += f"ADAPTER {self.store.root / 'blobs' / digest.replace(':', '-')}\n"
+        modelfile += f'TEMPLATE """{entry["template"]}"""\n'
+        if entry["system"]:
+            modelfile += f'SYSTEM """{entry["system"]}"""\n'
+        for line in entry["parameters"].splitlines():
+            modelfile += f"PARAMETER {line}\n"
+        for message in entry["messages"]:
+            modelfile += f'MESSAGE {message.get("role")} """{message.get("content")}"""\n'
+        if entry["license"]:
+            modelfile += f'LICENSE """{entry["license"]}"""\n'
+        shown: dict[str, Any] = {
+            "license": entry["license"],
+            "modelfile": modelfile,
+            "parameters": entry["parameters"],
+            "template": entry["template"],
+        }
+        if entry["system"]:
+            shown["system"] = entry["system"]
+        shown.update(
             {
-                "license": entry["license"],
-                "modelfile": (
-                    f'# Modelfile generated by "ollama show"\n'
-                    f"# To build a new Modelfile based on this one, replace the FROM line with:\n"
-                    f"# FROM {name}\n\n"
-                    f"FROM {self.store.root / 'blobs' / blob}\n"
-                    f'TEMPLATE """{entry["template"]}"""\n'
-                ),
-                "parameters": entry["parameters"],
-                "template": entry["template"],
-                "details": details(entry),
+                "details": details(entry, entry["parent"]),
                 "model_info": dict(entry["model_info"]),
                 "tensors": [],
                 "capabilities": list(entry["capabilities"]),
                 "modified_at": found["modified_at"],
-            },
+            }
         )
+        if entry["messages"]:
+            shown["messages"] = entry["messages"]
+        self.send_json(200, shown)
 
     def ps(self) -> None:
         self.store.expire()
@@ -690,7 +1036,7 @@ class Handler(BaseHTTPRequestHandler):
             loaded = sorted(self.store.loaded.values(), key=lambda m: -m["since"])
         for rec in loaded:
             found = self.store.read(rec["name"])
-            entry = catalog_entry(rec["name"])
+            entry = None if found is None else self.store.entry_for(found["manifest"])
             if found is None or entry is None:
                 continue
             expires = (
@@ -727,8 +1073,35 @@ class Handler(BaseHTTPRequestHandler):
             last = event
         self.send_json(200, last)
 
+    def pull_should_fail(self, name: str) -> bool:
+        """Whether $OLLAMA_MODELS/.double-fail-pull lists this model (or `*`)."""
+        try:
+            text = (self.store.root / FAIL_PULL_FILE).read_text()
+        except OSError:
+            return False
+        listed = {
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        }
+        if "*" in listed:
+            return True
+        wanted = normalize(name)
+        for item in listed:
+            item = normalize(item)
+            if item == wanted or ALIASES.get(item, item) == ALIASES.get(wanted, wanted):
+                return True
+        return False
+
     def pull_events(self, name: str) -> Iterator[dict[str, Any]]:
         yield {"status": "pulling manifest"}
+        if self.pull_should_fail(name):
+            host = registry_url(name).split("/")[2]
+            yield {
+                "error": f'pull model manifest: Get "{registry_url(name)}": '
+                f"dial tcp: lookup {host}: no such host"
+            }
+            return
         if catalog_entry(name) is None:
             yield {"error": "pull model manifest: file does not exist"}
             return
@@ -783,10 +1156,206 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
+    # -- create ---------------------------------------------------------------
+    def create(self) -> None:
+        body = self.body()
+        name = self.model_name(body)
+        for key in ("files", "adapters"):
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            ):
+                raise ApiError(
+                    400,
+                    f"json: cannot unmarshal {key} into Go struct field "
+                    f"CreateRequest.{key} of type map[string]string",
+                )
+            for file_name, digest in value.items():
+                if not digest:
+                    raise ApiError(400, "invalid digest format")
+                if file_name.startswith("/") or ".." in file_name.split("/"):
+                    raise ApiError(400, "file path must be relative")
+        self.progress(self.create_events(name, body), body.get("stream", True) is not False)
+
+    def blob_kind(self, files: dict[str, str]) -> str:
+        """Ollama's detectModelTypeFromFiles: by extension, else by GGUF magic."""
+        for file_name, digest in files.items():
+            if file_name.endswith(".safetensors"):
+                return "safetensors"
+            if file_name.endswith(".gguf"):
+                return "gguf"
+            path = self.store.blob_path(digest)
+            try:
+                with open(path or "", "rb") as fh:
+                    if fh.read(4) == b"GGUF":
+                        return "gguf"
+            except OSError:
+                return ""
+        return ""
+
+    def gguf_blob(self, digest: str) -> dict[str, Any] | None:
+        """An error event unless the blob is on disk and starts like a GGUF file."""
+        path = self.store.blob_path(digest)
+        if path is None:
+            return {"error": "invalid digest format", "_status": 400}
+        try:
+            with path.open("rb") as fh:
+                magic = fh.read(4)
+        except OSError:
+            return {"error": f"open {path}: no such file or directory", "_status": 400}
+        if magic != b"GGUF":
+            return {"error": "supplied file was not in GGUF format", "_status": 400}
+        return None
+
+    def create_events(self, name: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Ollama's CreateHandler for a model derived from a local (or pullable) one."""
+        store = self.store
+        source = str(body.get("from") or "")
+        files = body.get("files") or {}
+        adapters = body.get("adapters") or {}
+        if source:
+            source = normalize(source)
+            if store.read(source) is None:
+                # Ollama pulls a missing base first (parseFromModel -> PullModel).
+                for event in self.pull_events(source):
+                    yield event
+                    if "error" in event:
+                        return
+            found = store.read(source)
+            base = None if found is None else store.entry_for(found["manifest"])
+            if found is None or base is None:
+                yield {"error": f"model '{source}' not found", "_status": 404}
+                return
+            layers = [dict(layer, **{"from": source}) for layer in found["manifest"]["layers"]]
+        elif files:
+            yield {"status": "parsing GGUF"}
+            for digest in files.values():
+                problem = self.gguf_blob(digest)
+                if problem:
+                    yield problem
+                    return
+            yield {
+                "error": "the Ollama API double cannot import GGUF weights; "
+                "create from a catalog model instead",
+                "_status": 400,
+            }
+            return
+        else:
+            yield {"error": "neither 'from' or 'files' was specified", "_status": 400}
+            return
+
+        if adapters:
+            kind = self.blob_kind(adapters)
+            if kind != "gguf":
+                error = "supplied file was not in GGUF format" if kind else "unknown type"
+                yield {"error": error, "_status": 400}
+                return
+            if len(adapters) > 1:
+                yield {"error": "only one adapter is currently supported", "_status": 400}
+                return
+            for file_name, digest in adapters.items():
+                yield {"status": "parsing GGUF"}
+                problem = self.gguf_blob(digest)
+                if problem:
+                    yield problem
+                    return
+                path = store.blob_path(digest)
+                assert path is not None
+                layers.append(
+                    {
+                        "mediaType": MEDIA_ADAPTER,
+                        "digest": "sha256:" + path.name[7:],
+                        "size": path.stat().st_size,
+                        "from": file_name,
+                    }
+                )
+        if body.get("quantize") or body.get("quantization"):
+            yield {
+                "error": "create-time quantization is only supported for safetensors imports; "
+                "quantize GGUF models with llama.cpp tools before importing"
+            }
+            return
+
+        statuses: dict[str, str] = {}
+
+        def put(media: str, data: str, replace: bool = True) -> None:
+            nonlocal layers
+            if replace:
+                layers = [layer for layer in layers if layer["mediaType"] != media]
+            digest, existed = store.write_blob(data.encode())
+            verb = "using existing" if existed else "creating new"
+            statuses[digest] = f"{verb} layer {digest}"
+            layers.append({"mediaType": media, "digest": digest, "size": len(data.encode())})
+
+        if body.get("template"):
+            put(MEDIA_TEMPLATE, str(body["template"]))
+        if body.get("system"):
+            put(MEDIA_SYSTEM, str(body["system"]))
+        licenses = body.get("license")
+        for text in [licenses] if isinstance(licenses, str) else licenses or []:
+            if text:
+                put(MEDIA_LICENSE, str(text), replace=False)
+        params = dict(body.get("parameters") or {})
+        for key, value in base["params"].items():
+            params.setdefault(key, value)  # the request's keys win, as in setParameters
+        if params:
+            put(MEDIA_PARAMS, go_json(params))
+        messages = body.get("messages") or []
+        if messages:
+            put(
+                MEDIA_MESSAGES,
+                go_json([{"role": m.get("role"), "content": m.get("content")} for m in messages]),
+            )
+        for layer in layers:
+            digest = layer["digest"]
+            yield {"status": statuses.get(digest, f"using existing layer {digest}")}
+        yield {"status": "writing manifest"}
+        store.write_manifest(name, base, layers)
+        yield {"status": "success"}
+
+    # -- blobs ----------------------------------------------------------------
+    def blob_digest(self) -> tuple[str, Path]:
+        raw = self.path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
+        path = self.store.blob_path(raw)
+        if path is None:
+            raise ApiError(400, "invalid digest format")
+        return raw, path
+
+    def head_blob(self) -> None:
+        raw, path = self.blob_digest()
+        if not path.is_file():
+            raise ApiError(404, f'blob "{raw}" not found')
+        self.send_empty(200)
+
+    def create_blob(self) -> None:
+        raw, path = self.blob_digest()
+        if path.is_file():
+            for _ in self.iter_body():
+                pass  # keep the connection usable
+            self.send_empty(200)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        digest = hashlib.sha256()
+        try:
+            with tmp.open("wb") as fh:
+                for chunk in self.iter_body():
+                    digest.update(chunk)
+                    fh.write(chunk)
+            got = "sha256:" + digest.hexdigest()
+            if got != "sha256:" + path.name[7:]:
+                raise ApiError(400, f'digest mismatch, expected "{raw}", got "{got}"')
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.send_empty(201)
+
     def runnable(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         name = self.model_name(body)
-        entry = catalog_entry(name)
-        if self.store.read(name) is None or entry is None:
+        entry = self.store.entry(name)
+        if entry is None:
             raise ApiError(404, f'model "{name}" not found, try pulling it first')
         return name, entry
 
@@ -913,12 +1482,14 @@ ROUTES: dict[tuple[str, str], Any] = {
     ("POST", "/api/pull"): Handler.pull,
     ("DELETE", "/api/delete"): Handler.delete,
     ("POST", "/api/copy"): Handler.copy,
+    ("POST", "/api/create"): Handler.create,
     ("POST", "/api/generate"): Handler.generate,
     ("POST", "/api/chat"): Handler.chat,
     ("POST", "/api/embed"): Handler.embed,
     ("POST", "/api/embeddings"): Handler.embeddings,
     ("GET", "/v1/models"): Handler.openai_models,
 }
+BLOB_ROUTES: dict[str, Any] = {"HEAD": Handler.head_blob, "POST": Handler.create_blob}
 
 
 def parse_host(value: str | None) -> tuple[str, int]:

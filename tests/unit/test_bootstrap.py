@@ -572,3 +572,35 @@ def test_an_ssh_state_repo_gets_a_read_only_deploy_key_once(env: dict[str, str],
     assert command == (f"ssh -o BatchMode=yes -i {key} -o IdentitiesOnly=yes "
                        f"-o UserKnownHostsFile={key.parent}/known_hosts "
                        "-o StrictHostKeyChecking=accept-new")
+
+
+@pytest.mark.parametrize(("mib", "template"), [
+    (0, "cpu"), (4096, "cpu"), (8192, "8gb"), (12288, "12gb"), (16376, "16gb"),
+    (24576, "24gb"), (81559, "24gb")])
+def test_the_models_template_matches_the_gpu_memory(mib: int, template: str,
+                                                    env: dict[str, str]) -> None:
+    result = sourced(f"models_template_for {mib}", env)
+    assert result.stdout.strip() == template
+    assert (REPO_ROOT / "desired-state" / "templates" / f"models-{template}.yaml").is_file()
+
+
+def test_seeding_without_a_gpu_picks_the_cpu_models_and_says_so(tmp_path: Path,
+                                                               env: dict[str, str]) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "desired-state", clone)
+    # PATH without nvidia-smi: this machine's truth, and the CPU template's case.
+    result = sourced(f'pick_models_template "{clone}"', {**env, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "cpu template" in result.stdout
+    assert (clone / "models.yaml").read_text() == \
+        (REPO_ROOT / "desired-state" / "templates" / "models-cpu.yaml").read_text()
+
+
+def test_a_seed_directory_of_the_users_keeps_its_own_models(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "desired-state", clone)
+    result = sourced(f'SEED_DIR=/elsewhere; pick_models_template "{clone}"', env)
+    assert result.returncode == 0
+    assert (clone / "models.yaml").read_text() == \
+        (REPO_ROOT / "desired-state" / "models.yaml").read_text()

@@ -78,6 +78,7 @@ def test_compose_file_setting_is_followed(state_dir: Path, edit) -> None:
     (state_dir / "compose.yaml").rename(state_dir / "stack.yaml")
     assert sorted(load_state(state_dir).services) == ["ollama", "open-webui"]
     (state_dir / "stack.yaml").write_text("services:\n  app:\n    image: nginx\n")
+    (state_dir / "models.yaml").unlink()  # no Ollama in this stack
     problems = problems_of(state_dir)
     settings = (state_dir / "lanai.yaml").read_text().splitlines()
     secrets_line = settings.index("secrets:") + 2  # the service key right under it
@@ -274,6 +275,8 @@ def test_unpinned_images_allowed_when_not_required(state_dir: Path, edit) -> Non
 def test_built_service_needs_no_tag(state_dir: Path, edit) -> None:
     edit("compose.yaml", "    image: ollama/ollama:0.24.0\n",
          "    image: local/ollama\n    build: .\n")
+    # Not the ollama/ollama image, so models.yaml must say which service runs Ollama.
+    (state_dir / "models.yaml").write_text("ollama:\n  service: ollama\n")
     assert load_state(state_dir).services["ollama"]["build"] == "."
 
 

@@ -6,6 +6,7 @@ its JSON shapes honest (docs/api.md of ollama/ollama) and fast to run.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -303,3 +304,248 @@ def test_cli_list_version_and_no_server(ollama):
     failed = subprocess.run([*cli, "list"], env=down, capture_output=True, text=True)
     assert failed.returncode == 1
     assert failed.stderr.startswith("Error: could not connect to ollama server")
+
+
+# -- KV cache, blobs, create, failure injection ---------------------------------
+
+
+def test_q8_0_kv_cache_costs_34_bytes_per_32_elements(ollama, monkeypatch):
+    assert double.kv_bytes_per_element() == 2.0
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
+    assert double.kv_bytes_per_element() == 34 / 32  # 32 int8 + an f16 scale per block
+    monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q4_0")
+    assert double.kv_bytes_per_element() == 18 / 32  # 32 4-bit values + an f16 scale
+    monkeypatch.delenv("OLLAMA_FLASH_ATTENTION")
+    assert double.kv_bytes_per_element() == 2.0  # quantized KV needs flash attention
+
+    monkeypatch.setenv("OLLAMA_FLASH_ATTENTION", "1")
+    monkeypatch.setenv("OLLAMA_KV_CACHE_TYPE", "q8_0")
+    pull(ollama, LLAMA)
+    ollama.post("/api/generate", json={"model": LLAMA})
+    [model] = ollama.get("/api/ps").json()["models"]
+    elements = 2 * 32 * 8 * 128 * 4096  # K and V, layers, KV heads, head size, context
+    # Ollama's full-offload graph for llama: a batch of 512, embedding 4096, 32 heads.
+    graph = 4 * 512 * (1 + 4 * 4096 + 4096 * (1 + 32))
+    assert model["size"] == 4_920_753_328 + elements * 34 // 32 + graph
+
+
+def test_pull_keeps_the_small_blobs_like_ollama(ollama):
+    pull(ollama, LLAMA)
+    manifest = json.loads(double.Store(ollama.models_dir).manifest_path(LLAMA).read_text())
+    blobs = ollama.models_dir / "blobs"
+    for layer in [*manifest["layers"][1:], manifest["config"]]:
+        path = blobs / layer["digest"].replace(":", "-")
+        assert path.is_file() and path.stat().st_size == layer["size"]
+    params = blobs / manifest["layers"][3]["digest"].replace(":", "-")
+    assert json.loads(params.read_text()) == {
+        "stop": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    }
+    shown = ollama.post("/api/show", json={"model": LLAMA}).json()
+    assert shown["parameters"] == double.CATALOG[LLAMA]["parameters"]
+    assert shown["license"] == double.CATALOG[LLAMA]["license"]
+
+
+def blob(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_blobs_head_and_post(ollama):
+    data = b"GGUF" + b"\x01" * 5000
+    digest = blob(data)
+    assert ollama.head(f"/api/blobs/{digest}").status_code == 404
+    wrong = ollama.post(f"/api/blobs/{digest}", content=b"something else")
+    assert wrong.status_code == 400
+    assert wrong.json() == {
+        "error": f'digest mismatch, expected "{digest}", got "{blob(b"something else")}"'
+    }
+    assert ollama.head(f"/api/blobs/{digest}").status_code == 404
+    assert ollama.post(f"/api/blobs/{digest}", content=data).status_code == 201
+    assert ollama.head(f"/api/blobs/{digest}").status_code == 200
+    assert (ollama.models_dir / "blobs" / digest.replace(":", "-")).read_bytes() == data
+    assert ollama.post(f"/api/blobs/{digest}", content=data).status_code == 200  # already there
+
+    chunked = b"chunked upload " * 10_000
+    sent = ollama.post(f"/api/blobs/{blob(chunked)}", content=iter([chunked[:7], chunked[7:]]))
+    assert sent.status_code == 201
+    assert ollama.head(f"/api/blobs/{blob(chunked)}").status_code == 200
+
+    bad = ollama.post("/api/blobs/sha256:abc", content=b"x")
+    assert bad.status_code == 400 and bad.json() == {"error": "invalid digest format"}
+    assert ollama.head("/api/blobs/md5-abc").status_code == 400
+    assert ollama.get(f"/api/blobs/{digest}").status_code == 405
+    assert ollama.get("/api/version").status_code == 200  # the connection is still sound
+
+
+def create(client: httpx.Client, body: dict) -> list[dict]:
+    with client.stream("POST", "/api/create", json=body) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"] == "application/x-ndjson"
+        return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_create_derives_a_model_and_keeps_it(ollama, monkeypatch):
+    pull(ollama, LLAMA)
+    adapter = b"GGUF" + b"\x02" * 2048
+    assert ollama.post(f"/api/blobs/{blob(adapter)}", content=adapter).status_code == 201
+    events = create(
+        ollama,
+        {
+            "model": "mario",
+            "from": LLAMA,
+            "system": "You are Mario.",
+            "parameters": {"num_ctx": 8192, "temperature": 0.2, "stop": ["<|eot_id|>"]},
+            "messages": [{"role": "user", "content": "Who are you?"}],
+            "adapters": {"mario.gguf": blob(adapter)},
+            "license": ["MIT", "Apache-2.0"],
+        },
+    )
+    statuses = [e["status"] for e in events]
+    assert statuses[0] == "parsing GGUF"
+    assert statuses[-2:] == ["writing manifest", "success"]
+    base = double.layers_for(LLAMA)
+    assert f"using existing layer {base[0]['digest']}" in statuses
+    assert f"using existing layer {blob(adapter)}" in statuses
+    assert f"creating new layer {blob(b'You are Mario.')}" in statuses
+
+    tags = {m["name"]: m for m in ollama.get("/api/tags").json()["models"]}
+    assert set(tags) == {LLAMA, "mario:latest"}
+    assert tags["mario:latest"]["details"]["family"] == "llama"
+    assert tags["mario:latest"]["size"] > tags[LLAMA]["size"]  # the adapter
+
+    shown = ollama.post("/api/show", json={"model": "mario"}).json()
+    assert shown["system"] == "You are Mario."
+    assert shown["parameters"].splitlines() == [
+        "num_ctx                        8192",
+        'stop                           "<|eot_id|>"',
+        "temperature                    0.2",
+    ]
+    assert shown["messages"] == [{"role": "user", "content": "Who are you?"}]
+    assert shown["license"] == "\n".join([double.CATALOG[LLAMA]["license"], "MIT", "Apache-2.0"])
+    assert shown["template"] == double.CATALOG[LLAMA]["template"]
+    assert shown["model_info"] == double.CATALOG[LLAMA]["model_info"]
+    assert shown["details"]["parent_model"] == LLAMA
+
+    # Context: request option > the model's num_ctx > OLLAMA_CONTEXT_LENGTH.
+    monkeypatch.setenv("OLLAMA_CONTEXT_LENGTH", "2048")
+    ollama.post("/api/generate", json={"model": "mario"})
+    ollama.post("/api/generate", json={"model": LLAMA})
+    ctx = {m["name"]: m["context_length"] for m in ollama.get("/api/ps").json()["models"]}
+    assert ctx == {"mario:latest": 8192, LLAMA: 2048}
+    ollama.post("/api/generate", json={"model": "mario", "options": {"num_ctx": 16384}})
+    ctx = {m["name"]: m["context_length"] for m in ollama.get("/api/ps").json()["models"]}
+    assert ctx["mario:latest"] == 16384
+    chat = ollama.post(
+        "/api/chat",
+        json={"model": "mario", "stream": False, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert chat.json()["message"]["content"]
+
+    # On disk: a restarted server knows it; a copy and a model derived from it too.
+    restarted = double.Store(ollama.models_dir)
+    assert restarted.entry("mario")["system"] == "You are Mario."
+    assert (
+        ollama.post("/api/copy", json={"source": "mario", "destination": "m2"}).status_code == 200
+    )
+    create(ollama, {"model": "luigi", "from": "mario", "parameters": {"temperature": 0.9}})
+    luigi = ollama.post("/api/show", json={"model": "luigi"}).json()
+    assert luigi["system"] == "You are Mario."
+    assert "temperature                    0.9" in luigi["parameters"].splitlines()
+    assert "num_ctx                        8192" in luigi["parameters"].splitlines()
+    assert luigi["details"]["parent_model"] == "mario:latest"
+    ids = {m["id"] for m in ollama.get("/v1/models").json()["data"]}
+    assert ids == {LLAMA, "mario:latest", "m2:latest", "luigi:latest"}
+
+    # Same request: same digest; different content: a new digest.
+    before = tags["mario:latest"]["digest"]
+    create(ollama, {"model": "mario", "from": "m2"})  # m2 has mario's layers
+    after = {m["name"]: m["digest"] for m in ollama.get("/api/tags").json()["models"]}
+    assert after["mario:latest"] != before  # the layers now say they come from m2
+    create(ollama, {"model": "x", "from": LLAMA, "system": "one"})
+    first = {m["name"]: m["digest"] for m in ollama.get("/api/tags").json()["models"]}["x:latest"]
+    create(ollama, {"model": "x", "from": LLAMA, "system": "one"})
+    again = {m["name"]: m["digest"] for m in ollama.get("/api/tags").json()["models"]}["x:latest"]
+    create(ollama, {"model": "x", "from": LLAMA, "system": "two"})
+    other = {m["name"]: m["digest"] for m in ollama.get("/api/tags").json()["models"]}["x:latest"]
+    assert first == again != other
+
+
+def test_create_pulls_a_missing_base_and_reports_errors_like_ollama(ollama):
+    events = create(ollama, {"model": "t", "from": "lanai-test", "system": "hi"})
+    statuses = [e["status"] for e in events]
+    assert statuses[0] == "pulling manifest"
+    assert statuses.count("success") == 2  # the pull's, then the create's
+    assert {m["name"] for m in ollama.get("/api/tags").json()["models"]} == {
+        "lanai-test:latest",
+        "t:latest",
+    }
+
+    # Unknown base: Ollama tries to pull it, so the error comes inside the stream.
+    assert create(ollama, {"model": "t2", "from": "no-such-model:1b"}) == [
+        {"status": "pulling manifest"},
+        {"error": "pull model manifest: file does not exist"},
+    ]
+    whole = ollama.post("/api/create", json={"model": "t2", "from": "nope", "stream": False})
+    assert whole.status_code == 500
+    assert whole.json() == {"error": "pull model manifest: file does not exist"}
+    done = ollama.post("/api/create", json={"model": "t3", "from": "t", "stream": False})
+    assert done.status_code == 200 and done.json() == {"status": "success"}
+
+    # Errors before anything was streamed are HTTP errors.
+    neither = ollama.post("/api/create", json={"model": "t4"})
+    assert neither.status_code == 400
+    assert neither.json() == {"error": "neither 'from' or 'files' was specified"}
+    assert ollama.post("/api/create", json={"from": "t"}).status_code == 400
+    empty = ollama.post("/api/create", json={"model": "t4", "from": "t", "adapters": {"a": ""}})
+    assert empty.status_code == 400 and empty.json() == {"error": "invalid digest format"}
+    two = {"a.gguf": "sha256:" + "a" * 64, "b.gguf": "sha256:" + "b" * 64}
+    many = ollama.post("/api/create", json={"model": "t4", "from": "t", "adapters": two})
+    assert many.status_code == 400
+    assert many.json() == {"error": "only one adapter is currently supported"}
+    quantize = ollama.post("/api/create", json={"model": "t4", "from": "t", "quantize": "q4_K_M"})
+    assert quantize.status_code == 500 and "quantization" in quantize.json()["error"]
+
+    # An adapter blob that was never uploaded, or is not GGUF.
+    missing = "sha256:" + "c" * 64
+    events = create(ollama, {"model": "t4", "from": "t", "adapters": {"l.gguf": missing}})
+    assert events[0] == {"status": "parsing GGUF"}
+    assert (
+        events[1]["error"].startswith("open ") and "no such file or directory" in events[1]["error"]
+    )
+    text = b"not a gguf"
+    ollama.post(f"/api/blobs/{blob(text)}", content=text)
+    events = create(ollama, {"model": "t4", "from": "t", "adapters": {"l.gguf": blob(text)}})
+    assert events[-1] == {"error": "supplied file was not in GGUF format"}
+    unknown = ollama.post(
+        "/api/create", json={"model": "t4", "from": "t", "adapters": {"l": missing}}
+    )
+    assert unknown.status_code == 400 and unknown.json() == {"error": "unknown type"}
+    assert "t4:latest" not in {m["name"] for m in ollama.get("/api/tags").json()["models"]}
+
+
+def test_pull_failure_injection_file(ollama):
+    knob = ollama.models_dir / ".double-fail-pull"
+    knob.parent.mkdir(parents=True, exist_ok=True)
+    knob.write_text("# broken registry for these\n\nllama3.1:8b\nmyuser/private:v2\n")
+    assert pull(ollama, "llama3.1:8b") == [
+        {"status": "pulling manifest"},
+        {
+            "error": 'pull model manifest: Get "https://registry.ollama.ai/v2/library/llama3.1'
+            '/manifests/8b": dial tcp: lookup registry.ollama.ai: no such host'
+        },
+    ]
+    # the same model by another of its tags fails too
+    assert "no such host" in pull(ollama, LLAMA)[-1]["error"]
+    assert pull(ollama, "myuser/private:v2")[-1]["error"] == (
+        'pull model manifest: Get "https://registry.ollama.ai/v2/myuser/private/manifests/v2": '
+        "dial tcp: lookup registry.ollama.ai: no such host"
+    )
+    whole = ollama.post("/api/pull", json={"model": "llama3.1:8b", "stream": False})
+    assert whole.status_code == 500 and "no such host" in whole.json()["error"]
+    assert pull(ollama, TINY)[-1] == {"status": "success"}  # not listed
+
+    knob.write_text("*\n")
+    assert "no such host" in pull(ollama, TINY)[-1]["error"]
+    knob.unlink()  # read at every pull: removing it heals the "registry"
+    assert pull(ollama, "llama3.1:8b")[-1] == {"status": "success"}
+    assert ollama.get("/api/tags").json()["models"]  # the knob is no model

@@ -105,6 +105,10 @@ def test_override_without_gpu_runtime(cpu: Rendered) -> None:
     assert override(d1) == {"services": {
         "ollama": {
             "deploy": {"resources": {"reservations": {"devices": {"!reset": []}}}},
+            # Ollama's memory settings, from models.yaml.
+            "environment": {"OLLAMA_FLASH_ATTENTION": "1", "OLLAMA_KV_CACHE_TYPE": "q8_0",
+                            "OLLAMA_NUM_PARALLEL": "1", "OLLAMA_MAX_LOADED_MODELS": "2",
+                            "OLLAMA_KEEP_ALIVE": "30m"},
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["ollama"]},
         },
         "open-webui": {
@@ -259,7 +263,7 @@ def test_hashes_are_stable_across_directories(tmp_path: Path, cpu: Rendered) -> 
 def test_hash_changes_with_an_environment_variable(tmp_path: Path, cpu: Rendered) -> None:
     before = cpu
     changed = copy_state(tmp_path, "after")
-    set_text(changed / "compose.yaml", 'OLLAMA_KEEP_ALIVE: "30m"', 'OLLAMA_KEEP_ALIVE: "1h"')
+    set_text(changed / "models.yaml", "keep_alive: 30m", "keep_alive: 1h")
     after = do_render(changed)
     assert after.services["ollama"].hash != before.services["ollama"].hash
     assert after.services["open-webui"].hash == before.services["open-webui"].hash

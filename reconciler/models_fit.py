@@ -1,0 +1,89 @@
+"""The fit table of a state directory, offline: models.yaml + models.lock (+ --vram).
+
+What `lanai validate`, `lanai plan --dir` and `lanai models fit` run in a pull
+request's CI, where the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import modelfile
+from . import models_lock as lock_mod
+from .models_plan import ModelFit, fit_models, fit_problems, resolve_budget
+from .models_schema import ModelsConfig
+
+
+@dataclass
+class FitReport:
+    rows: list[ModelFit]
+    gpu_name: str | None
+    gpu_memory: int | None
+    budget: int | None
+    facts_from: str  # where sizes and architectures came from
+    problems: list[str] = field(default_factory=list)  # fail the check
+    warnings: list[str] = field(default_factory=list)  # could not be checked
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu": {"name": self.gpu_name, "memory": self.gpu_memory},
+                "budget": self.budget, "facts_from": self.facts_from,
+                "models": [r.to_json() for r in self.rows], "problems": self.problems,
+                "warnings": self.warnings}
+
+
+def custom_sources(root: Path, config: ModelsConfig) -> tuple[dict[str, str], dict[str, int]]:
+    """Custom model -> its FROM, and the num_ctx its Modelfile fixes (if any)."""
+    bases: dict[str, str] = {}
+    fixed: dict[str, int] = {}
+    for entry in config.custom:
+        assert entry.modelfile is not None
+        parsed = modelfile.parse((root / entry.modelfile).read_text(encoding="utf-8"))
+        bases[entry.name] = parsed.from_
+        value = parsed.parameters.get("num_ctx")
+        if isinstance(value, list):
+            value = value[-1] if value else None
+        if value is not None:
+            fixed[entry.name] = int(value)
+    return bases, fixed
+
+
+def fit_directory(root: Path, config: ModelsConfig, *, vram: int | None = None,
+                  lock: lock_mod.ModelsLock | None = None) -> FitReport:
+    """Fit `config` with facts from `lock` (default: root/models.lock)."""
+    if lock is None:
+        try:
+            lock = lock_mod.read(root / lock_mod.LOCK_FILE)
+        except lock_mod.LockError as exc:
+            lock = None
+            lock_problem: str | None = f"{lock_mod.LOCK_FILE}: {exc}"
+        else:
+            lock_problem = None
+    else:
+        lock_problem = None
+    facts = dict(lock.models) if lock else {}
+    gpu_memory = vram if vram is not None else (lock.gpu_memory if lock else None)
+    gpu_name = "--vram" if vram is not None else (lock.gpu_name if lock else None)
+    bases, fixed = custom_sources(root, config)
+    rows = fit_models(config, facts, gpu_memory, bases=bases, fixed_contexts=fixed)
+    report = FitReport(rows=rows, gpu_name=gpu_name, gpu_memory=gpu_memory,
+                       budget=resolve_budget(config, gpu_memory),
+                       facts_from=lock_mod.LOCK_FILE if lock else "nowhere")
+    if lock_problem:
+        report.problems.append(lock_problem)
+    report.problems += fit_problems(rows)
+    unknown = [r.name for r in rows if not r.known]
+    if unknown:
+        report.warnings.append(
+            f"not checked: {', '.join(unknown)} (not in {lock_mod.LOCK_FILE}); after the server "
+            f"has pulled them, run `lanai models lock > {lock_mod.LOCK_FILE}` there and commit "
+            "it")
+    if config.budget.vram == "auto" and gpu_memory is None and lock is not None \
+            and lock.gpu_memory is None and vram is None:
+        report.warnings.append("the server has no NVIDIA GPU (per models.lock): models run on "
+                               "the CPU, no VRAM budget applies")
+    elif config.budget.vram == "auto" and gpu_memory is None and vram is None:
+        report.warnings.append("budget.vram is auto and there is no models.lock to read the "
+                               "GPU from: pass --vram (e.g. --vram 8GiB) to check the budget")
+    return report
