@@ -319,7 +319,7 @@ class ModelSync:
         try:
             ollama.pull(name, on_progress=on_progress, should_abort=should_abort)
         except PullAborted as exc:
-            self._failed(rendered, rec, name, exc.message, out, deterministic=True)
+            self._failed(rendered, rec, name, exc.reason, out, deterministic=True)
             return
         except OllamaError as exc:
             self._failed(rendered, rec, name, f"pulling {name} failed: {exc.message}", out)

@@ -58,6 +58,18 @@ def test_example_state_deploys_and_open_webui_answers_health_and_signup(example:
     assert sorted((a["kind"], a["service"], a["result"]) for a in outcome["actions"]) == [
         ("create", "ollama", "ok"), ("create", "open-webui", "ok")]
     assert webui_healthy(example.url)
+    # models.yaml's four models are pulled; with no GPU here they run on the CPU, each
+    # with its trained context capped at 8192.
+    pulled = sorted(a["model"] for a in outcome["models"]["actions"] if a["kind"] == "pull")
+    assert pulled == ["deepseek-r1:7b-qwen-distill-q4_K_M", "llama3.1:8b-instruct-q4_K_M",
+                      "nomic-embed-text:v1.5", "phi3:3.8b-mini-4k-instruct-q4_K_M"]
+    code, listed = example.server.lanai_json("models")
+    assert code == 0, listed
+    assert {r["model"]: (r["state"], r["context"]) for r in listed["models"]} == {
+        "llama3.1:8b-instruct-q4_K_M": ("ready", 8192),
+        "phi3:3.8b-mini-4k-instruct-q4_K_M": ("ready", 4096),
+        "deepseek-r1:7b-qwen-distill-q4_K_M": ("ready", 8192),
+        "nomic-embed-text:v1.5": ("ready", 2048)}
     # The admin exists from the first start, with the password from the secrets file;
     # nobody on the LAN can sign up first and become admin.
     family = {"name": "Kid", "email": "kid@example.invalid", "password": "correct horse 1"}
