@@ -1133,10 +1133,26 @@ pick_models_template() {
   template=$(models_template_for "$mib")
   [[ -f $clone/templates/models-$template.yaml ]] || return 0
   cp "$clone/templates/models-$template.yaml" "$clone/models.yaml" || return 1
+  seed_lock_gpu "$clone/models.lock" "$mib" || return 1
   if ((mib > 0)); then
     ok "models: the $template template (desired-state/templates/models-$template.yaml) for the ${mib} MiB GPU"
   else
     ok "models: the cpu template (desired-state/templates/models-cpu.yaml): no GPU Docker can use"
+  fi
+}
+
+# The example models.lock records an RTX 3070; record this server's GPU instead, so a
+# pull request's CI fits the models to the card they will run on (the server rewrites
+# the whole lock once it has pulled them: `lanai models lock`).
+seed_lock_gpu() {
+  local lock=$1 mib=$2 name
+  [[ -f $lock ]] || return 0
+  if ((mib > 0)); then
+    name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '\\"|')
+    sed -i -e "s|^  name: NVIDIA GeForce RTX 3070\$|  name: \"${name:-NVIDIA GPU}\"|" \
+      -e "s|^  memory: 8589934592\$|  memory: $((mib * 1024 * 1024))|" "$lock"
+  else
+    sed -i -e '/^gpu:$/,/^  memory: /d' -e 's/^version: 1$/version: 1\ngpu: null/' "$lock"
   fi
 }
 

@@ -115,7 +115,8 @@ def fit_models(config: ModelsConfig, facts: dict[str, ModelFacts], gpu_memory: i
         wanted: int | str = fixed.get(entry.name, entry.context)
         if model_facts is None:
             row.context = wanted if isinstance(wanted, int) else None
-            row.notes.append(f"{base} is not pulled yet and not in models.lock: size unknown")
+            row.notes.append(("not pulled yet" if base == entry.name else f"its base {base} is "
+                              "not pulled yet") + " and not in models.lock: size unknown")
             rows.append(row)
             continue
         if budget is None:

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from reconciler import models_lock
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "bootstrap.sh"
 UNIT = REPO_ROOT / "packaging" / "lanai.service"
@@ -594,6 +596,9 @@ def test_seeding_without_a_gpu_picks_the_cpu_models_and_says_so(tmp_path: Path,
     assert "cpu template" in result.stdout
     assert (clone / "models.yaml").read_text() == \
         (REPO_ROOT / "desired-state" / "templates" / "models-cpu.yaml").read_text()
+    # The example lock's RTX 3070 is gone: CI must not fit this server's models to it.
+    lock = models_lock.loads((clone / "models.lock").read_text())
+    assert lock.gpu_memory is None and len(lock.models) >= 4
 
 
 def test_a_seed_directory_of_the_users_keeps_its_own_models(tmp_path: Path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,23 +226,33 @@ def test_the_lock_round_trips_and_rejects_garbage() -> None:
         models_lock.loads("version: 1\nmodels:\n  phi3:mini:\n    size: 1\n")
 
 
-def test_a_pull_request_check_reads_sizes_and_gpu_from_the_lock(state_dir: Path) -> None:
+def test_without_a_lock_a_pull_request_check_says_what_it_could_not_check(
+        state_dir: Path) -> None:
+    (state_dir / "models.lock").unlink()
     cfg = desired.load_state(state_dir).models
     assert cfg is not None
     report = fit_directory(state_dir, cfg)
     assert report.facts_from == "nowhere" and report.problems == []
     assert any("not checked" in w for w in report.warnings)
-    lock = models_lock.ModelsLock("NVIDIA GeForce RTX 3070", 8192 * MiB, catalog_facts(cfg))
-    models_lock.write(state_dir / "models.lock", lock)
+    assert any("--vram" in w for w in report.warnings)
+
+
+def test_the_example_lock_fits_the_example_models_to_an_rtx_3070(state_dir: Path) -> None:
+    cfg = desired.load_state(state_dir).models
+    assert cfg is not None
     report = fit_directory(state_dir, cfg)
     assert report.facts_from == "models.lock" and report.warnings == []
     assert report.problems == []
+    assert report.gpu_name == "NVIDIA GeForce RTX 3070"
     assert report.budget == 7680 * MiB
-    # The same models on a 6 GB card: llama and deepseek no longer fit.
+    assert {r.verdict for r in report.rows} == {"fits"}
+    # The example lock carries the same facts the Ollama double serves.
+    expected = facts_of("llama3.1:8b-instruct-q4_K_M")
+    assert report.rows[0].facts == replace(expected, digest=None)
+    # The same models on a 6 GB card: the 7-8B models no longer fit.
     small = fit_directory(state_dir, cfg, vram=6 * GiB)
     assert [p.split(" ")[0] for p in small.problems] == [
-        "llama3.1:8b-instruct-q4_K_M", "deepseek-r1:7b-qwen-distill-q4_K_M"] or \
-        len(small.problems) >= 1
+        "llama3.1:8b-instruct-q4_K_M", "deepseek-r1:7b-qwen-distill-q4_K_M"]
     assert all("allow_cpu" in p for p in small.problems)
 
 
