@@ -33,6 +33,7 @@ from .engine import Engine, Outcome, held_services
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
 from .hooks import install_hook
 from .models_fit import fit_directory
+from .models_schema import ModelsConfig
 from .plan import plan as make_plan
 from .record import read_history
 from .render import Rendered, render, render_key
@@ -241,7 +242,8 @@ def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
             views.problems(fit["problems"])
     if fit is not None and fit["problems"]:
         sys.exit(ExitCode.INVALID)  # a pull request whose models do not fit fails its check
-    sys.exit(ExitCode.CHANGES if actions["actions"] else ExitCode.OK)
+    changes = actions["actions"] or actions.get("model_actions")
+    sys.exit(ExitCode.CHANGES if changes else ExitCode.OK)
 
 
 def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
@@ -257,6 +259,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
         models = desired_mod.load_state(directory).models
         if models is not None:
             result["models"] = fit_directory(directory, models).to_json()
+            _plan_models(result, models, settings)
         return result
     settings.require_repo()
     engine.source.fetch()
@@ -273,9 +276,22 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
         lock = (repo_lock.merged(server_lock) if repo_lock and server_lock
                 else server_lock or repo_lock)
         gpu = engine.gpu_info()
-        result["models"] = fit_directory(rendered.directory, rendered.models, lock=lock,
-                                         vram=gpu[1] if gpu else None).to_json()
+        lock = lock or models_lock.ModelsLock()
+        if gpu:  # this server's own GPU, not the one a lock was written on
+            lock = models_lock.ModelsLock(gpu[0], gpu[1], lock.models)
+        result["models"] = fit_directory(rendered.directory, rendered.models,
+                                         lock=lock).to_json()
+        _plan_models(result, rendered.models, settings)
     return result
+
+
+def _plan_models(result: dict[str, Any], models: ModelsConfig,
+                 settings: ServerSettings) -> None:
+    """Model actions, where this machine is a server that has converged models before."""
+    if not settings.models_file.exists():
+        return
+    state = models_state.load(settings.models_file)
+    result["model_actions"] = cli_models.planned_model_actions(models, state, result["models"])
 
 
 def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]) -> Rendered:
@@ -408,6 +424,8 @@ def status(as_json: bool) -> None:
 def drift(as_json: bool) -> None:
     """What differs between the server and the applied commit right now.
 
+    Includes models whose memory, once loaded, differs from what models.yaml planned
+    (spilled onto the CPU, or far from the estimate), as of the last reconcile.
     Exits 0 when nothing drifted, 1 when something did (like `diff`).
     """
     settings = _settings()
@@ -420,7 +438,12 @@ def drift(as_json: bool) -> None:
     facts = facts_mod.observe(engine.client, applied.project, applied.images)
     result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                        held=held_services(state, applied.config))
-    data = {"applied_commit": applied.commit, "drift": [d.to_json() for d in result.drift],
+    models = models_state.load(settings.models_file).models if applied.models else {}
+    declared = {m.name for m in applied.models.local} if applied.models else set()
+    model_drift = [{"service": f"model {name}", "kind": "memory", "detail": rec.drift}
+                   for name, rec in sorted(models.items()) if rec.drift and name in declared]
+    data = {"applied_commit": applied.commit,
+            "drift": [d.to_json() for d in result.drift] + model_drift,
             "heal": [a.to_json() for a in result.actions],
             "self_heal": applied.config.sync.self_heal}
     if as_json:

@@ -82,6 +82,8 @@ def server_models(config: ModelsConfig, state: state_mod.ModelsState) -> dict[st
             row_state = "ready"
         note = (rec.error if rec and rec.error and row_state != "ready" else None) \
             or (rec.drift if rec else None) or ("; ".join(fit.get("notes") or []) or None)
+        if note and note.startswith(entry.name + " "):
+            note = note[len(entry.name) + 1:]  # the row already names the model
         rows.append({"model": entry.name, "state": row_state,
                      "context": (rec.context or rec.num_ctx) if rec else None,
                      "estimate": fit.get("total"), "verdict": fit.get("verdict"),
@@ -248,3 +250,24 @@ def _bench(ollama: Ollama, config: ModelsConfig, names: list[str], runs: int,
         ps=lambda: [vars(loaded) for loaded in ollama.ps()], runs=runs,
         on_progress=lambda line: views.progress(line), describe=describe)
     return results, gpu
+
+
+def planned_model_actions(config: ModelsConfig, state: state_mod.ModelsState,
+                          fit: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What the next converge would do to Ollama, from what the server last recorded."""
+    contexts = {row["model"]: row.get("context") for row in (fit or {}).get("models", [])}
+    out: list[dict[str, Any]] = []
+    for entry in config.local:
+        rec = state.models.get(entry.name)
+        if rec is None or rec.digest is None:
+            kind = "create" if entry.modelfile else "pull"
+            out.append({"kind": kind, "model": entry.name, "reason": "not on the server"})
+        elif contexts.get(entry.name) and rec.num_ctx != contexts[entry.name]:
+            out.append({"kind": "tune", "model": entry.name,
+                        "reason": f"num_ctx {rec.num_ctx or 'unset'} -> {contexts[entry.name]}"})
+    if config.prune:
+        declared = {m.name for m in config.local}
+        out += [{"kind": "remove", "model": name, "reason": "no longer in models.yaml"}
+                for name, rec in sorted(state.models.items())
+                if rec.managed and rec.digest and name not in declared]
+    return out

@@ -14,6 +14,7 @@ from . import modelfile
 from . import models_lock as lock_mod
 from .models_plan import ModelFit, fit_models, fit_problems, resolve_budget
 from .models_schema import ModelsConfig
+from .sizes import human_bytes
 
 
 @dataclass
@@ -23,12 +24,14 @@ class FitReport:
     gpu_memory: int | None
     budget: int | None
     facts_from: str  # where sizes and architectures came from
+    budget_from: str | None = None  # where the GPU memory came from
     problems: list[str] = field(default_factory=list)  # fail the check
     warnings: list[str] = field(default_factory=list)  # could not be checked
 
     def to_json(self) -> dict[str, Any]:
         return {"gpu": {"name": self.gpu_name, "memory": self.gpu_memory},
-                "budget": self.budget, "facts_from": self.facts_from,
+                "budget": self.budget, "budget_from": self.budget_from,
+                "facts_from": self.facts_from,
                 "models": [r.to_json() for r in self.rows], "problems": self.problems,
                 "warnings": self.warnings}
 
@@ -64,12 +67,21 @@ def fit_directory(root: Path, config: ModelsConfig, *, vram: int | None = None,
         lock_problem = None
     facts = dict(lock.models) if lock else {}
     gpu_memory = vram if vram is not None else (lock.gpu_memory if lock else None)
-    gpu_name = "--vram" if vram is not None else (lock.gpu_name if lock else None)
+    gpu_name = lock.gpu_name if lock else None
     bases, fixed = custom_sources(root, config)
     rows = fit_models(config, facts, gpu_memory, bases=bases, fixed_contexts=fixed)
+    if config.budget.vram != "auto":
+        budget_from = f"budget.vram {human_bytes(int(config.budget.vram))}"
+    elif vram is not None:
+        budget_from = f"--vram {human_bytes(vram)}"
+    elif gpu_memory is not None:
+        budget_from = f"{gpu_name or 'the GPU'} {human_bytes(gpu_memory)}"
+    else:
+        budget_from = None
     report = FitReport(rows=rows, gpu_name=gpu_name, gpu_memory=gpu_memory,
                        budget=resolve_budget(config, gpu_memory),
-                       facts_from=lock_mod.LOCK_FILE if lock else "nowhere")
+                       facts_from=lock_mod.LOCK_FILE if lock and lock.models else "nowhere",
+                       budget_from=budget_from)
     if lock_problem:
         report.problems.append(lock_problem)
     report.problems += fit_problems(rows)

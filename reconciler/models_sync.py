@@ -486,6 +486,8 @@ class ModelSync:
                                    models=facts)
         if self.lock is not None:
             lock = self.lock.merged(lock)
+        if lock == self.lock:
+            return  # an idle poll writes nothing
         self.lock = lock
         self.settings.models_lock_file.parent.mkdir(parents=True, exist_ok=True)
         lock_mod.write(self.settings.models_lock_file, lock)

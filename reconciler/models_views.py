@@ -20,13 +20,13 @@ def _b(value: int | None) -> str:
 
 def fit_table(report: dict[str, Any]) -> None:
     """The table a pull request's reviewer reads: per model, where the memory goes."""
-    gpu = report.get("gpu") or {}
     budget = report.get("budget")
     if budget is None:
         head = "no GPU budget: models run on the CPU"
     else:
-        head = (f"VRAM budget {_b(budget)} ({gpu.get('name') or 'GPU'} {_b(gpu.get('memory'))} "
-                f"less what is kept free); sizes from {report.get('facts_from')}")
+        source = report.get("budget_from") or "the GPU"
+        head = (f"VRAM budget {_b(budget)} ({source} less what is kept free); sizes from "
+                f"{report.get('facts_from')}")
     out.print(Text(head, style="bold"))
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column, justify in (("MODEL", "left"), ("CONTEXT", "right"), ("WEIGHTS", "right"),
@@ -71,17 +71,17 @@ def models_table(data: dict[str, Any]) -> None:
         observed = row.get("observed") or {}
         table.add_row(row["model"], Text(state, style=style), str(row.get("context") or "-"),
                       _b(row.get("estimate")), _b(observed.get("size")),
-                      processor(observed.get("size"), observed.get("size_vram"),
-                                data.get("gpu") is not None) if observed else "-",
+                      processor(observed.get("size"), observed.get("size_vram"))
+                      if observed else "-",
                       row.get("note") or "")
     out.print(table)
     if data.get("updated"):
         out.print(Text(f"checked {ago(data['updated'])}", style="dim"))
 
 
-def processor(size: int | None, vram: int | None, has_gpu: bool) -> str:
+def processor(size: int | None, vram: int | None) -> str:
     """Like `ollama ps`: 100% GPU, 100% CPU, or 48%/52% CPU/GPU."""
-    if not size or not has_gpu or not vram:
+    if not size or not vram:
         return "100% CPU"
     if vram >= size:
         return "100% GPU"

@@ -97,7 +97,9 @@ def outcome(result: Outcome) -> None:
 def plan(data: dict[str, Any]) -> None:
     actions = data["actions"]
     base = f"from {short(data.get('applied_commit'))} to {short(data.get('commit'))}"
-    if not actions:
+    if not actions and data.get("model_actions"):
+        out.print(Text(f"no stack changes {base}; models:", style="bold"))
+    elif not actions:
         out.print(Text(f"no changes ({base})", style="green"))
     else:
         out.print(Text(f"{len(actions)} change(s) {base}:", style="bold"))
@@ -108,6 +110,8 @@ def plan(data: dict[str, Any]) -> None:
     for item in data.get("drift") or []:
         out.print(Text(f"  drift: {item['service']} {item['kind']}: {item['detail']}",
                        style="yellow"))
+    for action in data.get("model_actions") or []:
+        out.print(f"  {action['kind']:<8} model {action['model']}: {action['reason']}")
     for line in data.get("notes") or []:
         out.print(Text(f"  note: {line}", style="dim"))
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import docker
 import httpx
@@ -228,3 +229,40 @@ def test_a_pull_request_check_prints_the_fit_table_and_fails_a_model_that_spills
     rows = {r["model"]: r for r in json.loads(fit.stdout)["models"]}
     assert rows[PHI3]["verdict"] == "spills" and rows[PHI3]["cpu_share"] > 0
     assert rows[NOMIC]["verdict"] == "fits"
+    models.repo.replace("models.yaml", "vram: 3GiB", "vram: 8GiB")  # the PR is dropped
+
+
+def test_drift_names_the_model_that_spilled_onto_the_cpu(models: Models):
+    code, data = models.server.lanai_json("drift")
+    assert code == 1, data
+    [item] = [d for d in data["drift"] if d["service"] == f"model {PHI3}"]
+    assert "CPU/GPU" in item["detail"] and "did not fit on the GPU" in item["detail"]
+
+
+def test_plan_of_a_checkout_lists_the_model_changes(models: Models):
+    models.repo.replace("models.yaml", "local:\n", f"local:\n  - {TINY}\n")
+    result = models.server.lanai("plan", "--dir", str(models.repo.work))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"pull     model {TINY}: not on the server" in result.stdout
+    models.repo.replace("models.yaml", f"  - {TINY}\n", "")
+
+
+def test_bench_measures_each_chat_model_keeps_the_runs_and_compares(models: Models,
+                                                                   tmp_path: Path):
+    code, first = models.server.lanai_json("bench", "--runs", "1")
+    assert code == 0, first
+    [result] = first["run"]["results"]  # the embedding model is not a chat model
+    assert result["model"] == PHI3 and result["error"] is None
+    for prompt in ("short-chat", "long-prompt"):
+        measured = result["prompts"][prompt]
+        assert measured["gen_tps"]["median"] > 0 and measured["prompt_tokens"] > 0
+    assert result["size"] > result["size_vram"] > 0  # the double's 3 GiB "GPU"
+    chart = tmp_path / "speed.svg"
+    second = models.server.lanai("bench", "--runs", "1", "--compare", "--plot", str(chart))
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "gen tok/s" in second.stdout and PHI3 in second.stdout
+    svg = ElementTree.parse(chart).getroot()
+    assert svg.tag.endswith("svg") and PHI3 in ElementTree.tostring(svg, encoding="unicode")
+    lines = (models.server.home / "bench.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[0])["commit"] == models.server.status()["applied_commit"]
