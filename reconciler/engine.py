@@ -332,7 +332,8 @@ class Engine:
         current = self.applied(state)
         if current is None or current.models is None:
             return
-        self.save(state)  # the stack is deployed: `lanai status` says so while models pull
+        if outcome.status == "applied":
+            self.save(state)  # the stack is deployed: `lanai status` says so while models pull
         mark = time.monotonic()
         result = ModelSync(self.settings, self.client, progress=self.progress,
                            gpu=self.gpu_info).converge(current, retry=retry)

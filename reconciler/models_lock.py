@@ -74,7 +74,8 @@ def dumps(lock: ModelsLock) -> str:
 
 def loads(text: str) -> ModelsLock:
     try:
-        data = yaml.safe_load(text)
+        # libyaml's loader where present: the reconciler reads the lock on every poll.
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         raise LockError(f"not valid YAML ({exc})") from None
     return ModelsLock.from_json(data)

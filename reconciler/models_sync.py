@@ -139,6 +139,7 @@ class ModelSync:
         self._gpu = gpu or first_gpu
         self.clock = clock
         self.state = state_mod.load(settings.models_file)
+        self._loaded = self.state.to_json()
         self.lock = lock_mod.read(settings.models_lock_file) if \
             settings.models_lock_file.exists() else None
 
@@ -196,8 +197,9 @@ class ModelSync:
                 out.errors.append(exc.message)
             finally:
                 self.state.pull = None
-                self.state.updated = now_iso()
-                self._save()
+                if self.state.to_json() != self._loaded:  # an idle poll writes nothing
+                    self.state.updated = now_iso()
+                    self._save()
         return out
 
     def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any,
@@ -207,9 +209,11 @@ class ModelSync:
         due = self._follow_due(config)
         free_path = host_path(container.attrs.get("Mounts") or [],
                               models_dir(container.attrs.get("Config", {}).get("Env") or []))
-        for action in plan_pulls(config, live, follow_due=due, bases=bases):
+        pulls = plan_pulls(config, live, follow_due=due, bases=bases)
+        for action in pulls:
             self._pull(ollama, rendered, config, action, free_path, out, retry)
-        live = self._live(ollama)
+        if pulls:
+            live = self._live(ollama)
         facts = self._facts(ollama, config, live, bases, out)
         rows = fit_models(config, facts, self.gpu_memory(rendered), bases=bases,
                           fixed_contexts=fixed)
@@ -474,7 +478,7 @@ class ModelSync:
             if rec is None:
                 continue
             rec.observed = {"size": loaded.size, "size_vram": loaded.size_vram,
-                            "context": loaded.context_length, "at": now_iso()}
+                            "context": loaded.context_length}
             rec.drift = observed_drift(loaded.name, estimates.get(loaded.name), loaded.size,
                                        loaded.size_vram, has_gpu)
             if rec.drift:

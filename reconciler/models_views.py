@@ -76,7 +76,7 @@ def models_table(data: dict[str, Any]) -> None:
                       row.get("note") or "")
     out.print(table)
     if data.get("updated"):
-        out.print(Text(f"checked {ago(data['updated'])}", style="dim"))
+        out.print(Text(f"last change {ago(data['updated'])}", style="dim"))
 
 
 def processor(size: int | None, vram: int | None) -> str:

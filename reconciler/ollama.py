@@ -16,10 +16,12 @@ pull (e.g. the download turned out larger than the free disk).
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import math
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -141,6 +143,13 @@ class _RateMeter:
         self._since, self._pending = now, 0
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context per process: building one reads the CA bundle (~20 ms), and the
+    reconciler makes a client every poll."""
+    return ssl.create_default_context()
+
+
 class Ollama:
     """Client for one Ollama server; use as a context manager or call close()."""
 
@@ -167,6 +176,7 @@ class Ollama:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout),
             transport=transport,
+            verify=_tls_context(),
             headers={"Accept": "application/json"},
         )
 
