@@ -23,6 +23,7 @@ from .models_plan import runtime_of
 from .models_schema import ModelsConfig
 from .models_sync import OllamaNotReady, connect
 from .ollama import Ollama, OllamaError
+from .render import Rendered
 from .sizes import parse_size
 
 
@@ -35,6 +36,16 @@ def _state_dir_models(directory: Path) -> ModelsConfig:
         raise LanaiError(f"{directory} has no models.yaml, so lanai manages no models there.",
                          exit_code=ExitCode.INVALID)
     return state.models
+
+
+def _deployed_models(engine: Engine) -> Rendered:
+    """The deployment on this server, which must have a models.yaml."""
+    applied = engine.applied(engine.state())
+    if applied is None or applied.models is None:
+        raise LanaiError("no models.yaml has been deployed on this server; add one to the "
+                         "state repo (see desired-state/models.yaml) and push.",
+                         exit_code=ExitCode.NOT_SET_UP)
+    return applied
 
 
 @main.group(invoke_without_command=True)
@@ -53,12 +64,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
     if ctx.invoked_subcommand is not None:
         return
     settings = _settings()
-    engine = Engine(settings)
-    applied = engine.applied(engine.state())
-    if applied is None or applied.models is None:
-        raise LanaiError("no models.yaml has been deployed on this server; add one to the "
-                         "state repo (see desired-state/models.yaml) and push.",
-                         exit_code=ExitCode.NOT_SET_UP)
+    applied = _deployed_models(Engine(settings))
+    assert applied.models is not None
     data = server_models(applied.models, state_mod.load(settings.models_file))
     if as_json:
         click.echo(json.dumps(data, indent=1))
@@ -176,12 +183,9 @@ def bench(names: tuple[str, ...], runs: int, compare: bool, plot: Path | None,
     """
     settings = _settings()
     engine = Engine(settings)
-    applied = engine.applied(engine.state())
-    if applied is None or applied.models is None:
-        raise LanaiError("no models.yaml has been deployed on this server, so there is "
-                         "nothing to measure; add one to the state repo and push.",
-                         exit_code=ExitCode.NOT_SET_UP)
+    applied = _deployed_models(engine)
     config = applied.models
+    assert config is not None
     try:
         ollama = connect(settings, engine.client, applied)
     except OllamaNotReady as exc:

@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -104,44 +104,42 @@ def _parse(name: str, text: str, problems: list[Problem]) -> yamlpos.Located | N
         return None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 def _load_settings(root: Path, problems: list[Problem]
                    ) -> tuple[LanaiConfig | None, yamlpos.Located]:
-    empty = yamlpos.Located(None)
-    text = _read(root, SETTINGS_FILE, problems, required=False)
-    if text is None:
-        return (LanaiConfig() if not problems else None), empty
-    located = _parse(SETTINGS_FILE, text, problems)
-    if located is None:
-        return None, empty
-    data = located.data if located.data is not None else {}
-    if not isinstance(data, dict):
-        problems.append(Problem(SETTINGS_FILE, (), 1, "expected a mapping of settings"))
-        return None, located
-    try:
-        return LanaiConfig.model_validate(data), located
-    except ValidationError as exc:
-        problems += pydantic_problems(SETTINGS_FILE, exc, located, LanaiConfig)
-        return None, located
+    config, located, missing = _load_file(root, SETTINGS_FILE, LanaiConfig, problems)
+    if missing and not problems:
+        return LanaiConfig(), located  # no lanai.yaml: every default
+    return config, located
 
 
 def _load_models(root: Path, problems: list[Problem]
                  ) -> tuple[ModelsConfig | None, yamlpos.Located]:
+    config, located, _missing = _load_file(root, MODELS_FILE, ModelsConfig, problems)
+    return config, located  # None without models.yaml: Ollama's models are left alone
+
+
+def _load_file(root: Path, name: str, model: type[M], problems: list[Problem]
+               ) -> tuple[M | None, yamlpos.Located, bool]:
+    """An optional settings file validated by `model`: (value, lines, file missing)."""
     empty = yamlpos.Located(None)
-    text = _read(root, MODELS_FILE, problems, required=False)
+    text = _read(root, name, problems, required=False)
     if text is None:
-        return None, empty
-    located = _parse(MODELS_FILE, text, problems)
+        return None, empty, True
+    located = _parse(name, text, problems)
     if located is None:
-        return None, empty
+        return None, empty, False
     data = located.data if located.data is not None else {}
     if not isinstance(data, dict):
-        problems.append(Problem(MODELS_FILE, (), 1, "expected a mapping of settings"))
-        return None, located
+        problems.append(Problem(name, (), 1, "expected a mapping of settings"))
+        return None, located, False
     try:
-        return ModelsConfig.model_validate(data), located
+        return model.model_validate(data), located, False
     except ValidationError as exc:
-        problems += pydantic_problems(MODELS_FILE, exc, located, ModelsConfig)
-        return None, located
+        problems += pydantic_problems(name, exc, located, model)
+        return None, located, False
 
 
 def pydantic_problems(file: str, exc: ValidationError, located: yamlpos.Located,
@@ -337,7 +335,7 @@ def _check_modelfile(root: Path, relative: str, declared: set[str],
                      path: tuple[str | int, ...], problem: Any) -> list[Problem]:
     out: list[Problem] = []
     file = (root / relative)
-    if not _inside_repo(file, root) or not file.is_file():
+    if not inside(file, root) or not file.is_file():
         problem(path, f"{relative} is not a file in the state repo")
         return out
     try:
@@ -350,7 +348,7 @@ def _check_modelfile(root: Path, relative: str, declared: set[str],
         return out
     for name in modelfile.local_files(parsed):
         target = file.parent / name
-        if not _inside_repo(target, root) or not target.is_file():
+        if not inside(target, root) or not target.is_file():
             out.append(Problem(relative, (), None,
                                f"{name} is not a file in the state repo (paths are relative "
                                "to the Modelfile)"))
@@ -362,7 +360,8 @@ def _check_modelfile(root: Path, relative: str, declared: set[str],
     return out
 
 
-def _inside_repo(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` (links resolved) lies within `root`."""
     try:
         path.resolve().relative_to(root.resolve())
     except ValueError:

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from . import compose
-from .desired import DesiredState, ollama_service
+from .desired import DesiredState, inside, ollama_service
 from .errors import StateError
 from .models_schema import ModelsConfig
 from .schema import LanaiConfig
@@ -193,17 +193,9 @@ def service_hash(spec: dict[str, Any], directory: Path, secrets_digest: str = ""
     digest.update(json.dumps(_relative(spec, directory), sort_keys=True).encode())
     for mount in spec.get("volumes") or []:
         source = mount.get("source") if isinstance(mount, dict) else None
-        if mount.get("type") == "bind" and source and _inside(Path(source), directory):
+        if mount.get("type") == "bind" and source and inside(Path(source), directory):
             digest.update(_content_hash(Path(source)).encode())
     return digest.hexdigest()[:16]
-
-
-def _inside(path: Path, directory: Path) -> bool:
-    try:
-        path.resolve().relative_to(directory.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _content_hash(path: Path) -> str:

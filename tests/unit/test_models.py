@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,14 @@ from reconciler.models_plan import (
 )
 from reconciler.models_schema import ModelsConfig
 
+from .double import load
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO_ROOT / "desired-state" / "templates"
 GiB, MiB = 1024**3, 1024**2
 
 
-def _double() -> Any:
-    path = REPO_ROOT / "tests" / "ollama_double" / "server.py"
-    spec = importlib.util.spec_from_file_location("ollama_double_for_models", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-DOUBLE = _double()
+DOUBLE = load()
 
 
 def facts_of(name: str) -> ModelFacts:

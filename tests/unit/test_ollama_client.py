@@ -8,11 +8,9 @@ case (exact timing, dropped connections, unresolvable hosts).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,21 +28,15 @@ from reconciler.ollama import (
     PullProgress,
 )
 
+from .double import load, serving
+
 DOUBLE = Path(__file__).resolve().parents[1] / "ollama_double" / "server.py"
 TINY = "lanai-test:tiny"
 LLAMA = "llama3.1:8b-instruct-q4_K_M"
 TINY_SIZE = 26_214_400
 
 
-def _load_double():
-    spec = importlib.util.spec_from_file_location("ollama_double_server_client", DOUBLE)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-double = _load_double()
+double = load()
 
 
 class Served:
@@ -55,26 +47,9 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path, monkeypatch) -> Iterator[Served]:
-    for var in (
-        "OLLAMA_CONTEXT_LENGTH",
-        "OLLAMA_NUM_PARALLEL",
-        "OLLAMA_FLASH_ATTENTION",
-        "OLLAMA_KV_CACHE_TYPE",
-        "OLLAMA_MAX_LOADED_MODELS",
-        "OLLAMA_KEEP_ALIVE",
-        "OLLAMA_DOUBLE_VRAM_BYTES",
-        "OLLAMA_DOUBLE_PULL_BYTES_PER_SEC",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OLLAMA_DOUBLE_LOG", "0")
     models = tmp_path / "models"
-    server = double.make_server("127.0.0.1", 0, models)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    yield Served(f"http://{host}:{port}", models)
-    server.shutdown()
-    server.server_close()
+    with serving(models, monkeypatch) as url:
+        yield Served(url, models)
 
 
 @pytest.fixture

@@ -7,11 +7,9 @@ its JSON shapes honest (docs/api.md of ollama/ollama) and fast to run.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,18 +17,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .double import load, serving
+
 DOUBLE_DIR = Path(__file__).resolve().parents[1] / "ollama_double"
 
 
-def _load_server_module():
-    spec = importlib.util.spec_from_file_location("ollama_double_server", DOUBLE_DIR / "server.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-double = _load_server_module()
+double = load()
 
 LLAMA = "llama3.1:8b-instruct-q4_K_M"
 TINY = "lanai-test:tiny"
@@ -38,27 +30,10 @@ TINY = "lanai-test:tiny"
 
 @pytest.fixture
 def ollama(tmp_path, monkeypatch) -> Iterator[httpx.Client]:
-    for var in (
-        "OLLAMA_CONTEXT_LENGTH",
-        "OLLAMA_NUM_PARALLEL",
-        "OLLAMA_FLASH_ATTENTION",
-        "OLLAMA_KV_CACHE_TYPE",
-        "OLLAMA_MAX_LOADED_MODELS",
-        "OLLAMA_KEEP_ALIVE",
-        "OLLAMA_DOUBLE_VRAM_BYTES",
-        "OLLAMA_DOUBLE_PULL_BYTES_PER_SEC",
-    ):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("OLLAMA_DOUBLE_LOG", "0")
-    server = double.make_server("127.0.0.1", 0, tmp_path / "models")
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    host, port = server.server_address[:2]
-    with httpx.Client(base_url=f"http://{host}:{port}", timeout=5) as client:
+    with serving(tmp_path / "models", monkeypatch) as url, \
+            httpx.Client(base_url=url, timeout=5) as client:
         client.models_dir = tmp_path / "models"  # type: ignore[attr-defined]
         yield client
-    server.shutdown()
-    server.server_close()
 
 
 def pull(client: httpx.Client, name: str) -> list[dict]:
