@@ -27,6 +27,7 @@ from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
 from . import report as report_mod
+from .caddyfile import lan_ip
 from .control import poke
 from .daemon import Daemon
 from .engine import Engine, Outcome, held_services
@@ -315,9 +316,10 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
         salt = b""
         notes.append("cannot read this server's hash key; services with secrets may show as "
                      "changed")
+    address = lan_ip() if state.config.https is not None else None
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu), gpu_runtime=gpu,
-                  salt=salt)
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address),
+                  gpu_runtime=gpu, salt=salt, lan_ip=address)
 
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
@@ -583,5 +585,5 @@ def secrets_list(as_json: bool) -> None:
 
 
 
-# The model commands live in their own module; importing it registers them on `main`.
-from . import cli_models  # noqa: E402
+# The model and trust commands live in their own modules; importing registers them.
+from . import cli_models, cli_trust  # noqa: E402, F401

@@ -253,12 +253,28 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
                         "Ollama has no authentication and this publishes it on "
                         f"{host_ip or 'every interface'}; publish it on 127.0.0.1 (or not at all) "
                         "or set security.allow_ollama_on_lan: true in lanai.yaml"))
+    if config.https is not None:
+        problems += _check_https(config, services, name, settings_lines)
     for service in config.secrets:
         if service not in services:
             path = ("secrets", service)
             line = settings_lines.line_of(path) if settings_lines else None
             problems.append(Problem(SETTINGS_FILE, path, line,
                                     f"names service {service!r}, which is not in {name}"))
+    return problems
+
+
+def _check_https(config: LanaiConfig, services: dict[str, Any], compose_file: str,
+                 lines: yamlpos.Located | None) -> list[Problem]:
+    assert config.https is not None
+    problems = []
+    upstream = config.https.upstream.rpartition(":")[0]
+    for key, service in (("proxy", config.https.proxy), ("upstream", upstream)):
+        if service not in services:
+            path = ("https", key)
+            problems.append(Problem(SETTINGS_FILE, path, lines.line_of(path) if lines else None,
+                                    f"names service {service!r}, which is not in "
+                                    f"{compose_file}"))
     return problems
 
 

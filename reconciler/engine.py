@@ -25,6 +25,7 @@ from . import desired as desired_mod
 from . import facts as facts_mod
 from . import models_state
 from .apply import Applier, ApplyReport
+from .caddyfile import lan_ip
 from .errors import DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
 from .models_sync import ModelSync, first_gpu
@@ -215,7 +216,9 @@ class Engine:
             secrets = read_secrets(self.settings.secrets_file)
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
             gpu_runtime = self.gpu_runtime()
-            key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime)
+            address = lan_ip() if state.config.https is not None else None
+            key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
+                             lan_ip=address)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -225,7 +228,7 @@ class Engine:
             state.root = final
             try:
                 return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime,
-                              salt=self.hash_salt())
+                              salt=self.hash_salt(), lan_ip=address)
             except BaseException:
                 discard(final)
                 raise
@@ -265,7 +268,7 @@ class Engine:
         desired: Rendered | None = None
         failure_to_record: LanaiError | None = None
         if head is not None and (head != state.applied_commit or applied is None
-                                 or self._secrets_changed(applied)):
+                                 or self._inputs_changed(applied)):
             # A failed commit waits for a new commit, a change on the server (a secret
             # added), an explicit retry, or, if the failure was transient, its backoff.
             blocked = (state.failure is not None and state.failure.commit == head
@@ -357,13 +360,16 @@ class Engine:
             self._gpu_info = first_gpu() or ()
         return self._gpu_info or None
 
-    def _secrets_changed(self, applied: Rendered) -> bool:
+    def _inputs_changed(self, applied: Rendered) -> bool:
+        """Whether what the server adds to the commit (secret values, its LAN address for the
+        https certificates) changed since it was rendered."""
         config = applied.config
-        if not config.secret_names():
+        if not config.secret_names() and config.https is None:
             return False
         secrets = read_secrets(self.settings.secrets_file)
-        return render_key(applied.commit, config, secrets,
-                          gpu_runtime=self.gpu_runtime()) != applied.key
+        address = lan_ip() if config.https is not None else None
+        return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
+                          lan_ip=address) != applied.key
 
     def _subject(self, commit: str | None) -> str | None:
         if not commit:

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from . import compose
+from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from .desired import DesiredState, inside, ollama_service
 from .errors import StateError
 from .models_schema import ModelsConfig
@@ -95,9 +96,12 @@ class Rendered:
 
 
 def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
-               gpu_runtime: bool) -> str:
-    """Changes when the commit, any secret value the state uses, or the GPU runtime changes."""
+               gpu_runtime: bool, lan_ip: str | None = None) -> str:
+    """Changes when the commit, any secret value the state uses, the GPU runtime or (with
+    https) the server's LAN address changes."""
     digest = hashlib.sha256(f"{commit}\0gpu={gpu_runtime}".encode())
+    if config.https is not None and config.https.lan_ip:
+        digest.update(f"\0lan_ip={lan_ip}".encode())
     for name in sorted(config.secret_names()):
         digest.update(f"\0{name}={secrets.get(name, '')}".encode())
     return f"{commit[:12]}-{digest.hexdigest()[:8]}"
@@ -137,11 +141,15 @@ def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
 
 
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
-           key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60) -> Rendered:
+           key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60,
+           lan_ip: str | None = None) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
+    if config.https is not None:
+        (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip, commit),
+                                           encoding="utf-8")
     cpu_only = cpu_only_services(state, gpu_runtime)
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only)
     project = compose.Project(config.project, directory, config.compose_file)
@@ -252,6 +260,10 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
     ollama = ollama_service(state.compose, models) if models else None
     for name in state.services:
         entry: dict[str, Any] = {"labels": {LABEL_MANAGED: "true"}}
+        https = state.config.https
+        if https is not None and name == https.proxy:
+            # The proxy's configuration, generated from lanai.yaml (hashed with the service).
+            entry["volumes"] = [f"./{CADDYFILE}:{CADDYFILE_IN_PROXY}:ro"]
         if models is not None and name == ollama:
             # Ollama's memory settings, from models.yaml (check_models keeps them out of
             # compose.yaml, so there is one place to change them).

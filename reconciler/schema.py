@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from .durations import parse_duration
 
@@ -58,6 +65,66 @@ class Security(Strict):
         True, description="Refuse images without a version tag (or with :latest).")
 
 
+LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(\.{LABEL})*$")
+# Names no public certificate authority can issue for: the local CA serves them.
+PRIVATE_SUFFIXES = (".home.arpa", ".local", ".lan", ".internal", ".localdomain", ".home")
+
+
+class Https(Strict):
+    names: list[str] = Field(
+        default_factory=list, description="The names Open WebUI is served under on the LAN, "
+        "e.g. ai.home.arpa (point them at the server in your router's DNS). Empty: no HTTPS "
+        "proxy is configured.")
+    lan_ip: bool = Field(
+        True, description="Also serve (and certify) the server's LAN IP address, so phones "
+        "work without a DNS name.")
+    proxy: str = Field("proxy", description="The compose service that runs Caddy.")
+    upstream: str = Field("open-webui:8080", description="Where the proxy sends requests: "
+                          "service:port on a shared compose network.")
+    hold: Seconds = Field(
+        120.0, ge=1, le=600, description="While the upstream restarts (an update), the proxy "
+        "holds requests up to this long instead of answering errors.")
+    acme_email: str | None = Field(
+        None, description="Use public certificates (Let's Encrypt, by ACME) for names that are "
+        "real domains whose DNS you control; this address gets expiry notices. Unset: every "
+        "name gets a certificate from the server's own CA.")
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not HOST_NAME.match(name):
+                raise ValueError(f"{name!r} is not a host name (lowercase letters, digits, '-' "
+                                 "and dots, e.g. ai.home.arpa)")
+        if len(set(value)) != len(value):
+            raise ValueError("a name is listed twice")
+        return value
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError("write the upstream as service:port, e.g. open-webui:8080")
+        return value
+
+    @model_validator(mode="after")
+    def _acme(self) -> Https:
+        if not self.names and not self.lan_ip:
+            raise ValueError("name at least one host name under names, or keep lan_ip: true")
+        if self.acme_email:
+            private = [n for n in self.names if n.endswith(PRIVATE_SUFFIXES)]
+            if private:
+                raise ValueError(f"{', '.join(private)} cannot get a public certificate; "
+                                 "list only real domains with acme_email, or remove acme_email "
+                                 "to use the server's own CA")
+            if self.lan_ip:
+                raise ValueError("a public certificate cannot name a LAN IP address; set "
+                                 "lan_ip: false with acme_email")
+        return self
+
+
 class LanaiConfig(Strict):
     gpu: Literal["auto", "required", "off"] = Field(
         "auto", description="auto: keep compose.yaml's NVIDIA GPU reservations where the server "
@@ -72,6 +139,10 @@ class LanaiConfig(Strict):
         description="Per service, the names of the secrets it receives as environment "
         "variables. Values live only in the server's secrets file.")
     security: Security = Field(default_factory=Security)
+    https: Https | None = Field(
+        None, description="Serve Open WebUI over HTTPS on the LAN through a Caddy proxy with "
+        "certificates from a CA on the server (browsers allow the microphone, for voice, only "
+        "on https).")
 
     @field_validator("project")
     @classmethod

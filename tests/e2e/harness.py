@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STATE = REPO_ROOT / "desired-state"
 MINI_STATE = Path(__file__).parent / "stacks" / "mini"
 REQUIRED_IMAGES = ("ollama/ollama:0.24.0", "ghcr.io/open-webui/open-webui:v0.12.4",
-                   "lanai-test/debian:bookworm")
+                   "lanai-test/debian:bookworm", "caddy:2.6.2")
 T = TypeVar("T")
 
 

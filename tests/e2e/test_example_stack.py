@@ -34,8 +34,12 @@ def example(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPat
             ) -> Iterator[Example]:
     root = tmp_path_factory.mktemp("example")
     project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {"project: lanai": f"project: {project}",
-                                           '"3000:8080"': f'"{port}:8080"'})
+    repo = StateRepo(root, EXAMPLE_STATE, {
+        "project: lanai": f"project: {project}",
+        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
+        # The https proxy on free loopback ports (tests/e2e/test_https.py exercises it).
+        '"443:443"': f'"127.0.0.1:{free_port()}:443"',
+        '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     yield Example(server, repo, port)

@@ -5,13 +5,15 @@
 #
 #   tests/images/build.sh [--force] [IMAGE...]
 #
-# IMAGE is one of: debian open-webui ollama server-trixie server-bullseye
+# IMAGE is one of: debian open-webui ollama caddy server-trixie server-bullseye
 # (default: all, in that order). An image whose inputs label is current is
 # skipped unless --force is given.
 # Caches live in ${LANAI_TEST_CACHE:-/var/cache/lanai-test}:
 #   rootfs-bookworm/         debootstrap of Debian 12 (deb.debian.org)
 #   wheels/                  pip download of open-webui + CPU torch (PyPI)
 #   rootfs-server-<suite>/   debootstrap of a clean server (systemd, sshd, sudo)
+#   caddy/                   Debian's caddy package, when the caddy 2.6.2 binary is
+#                            not installed here (apt-get download)
 # Nothing else is downloaded.
 set -euo pipefail
 
@@ -27,6 +29,8 @@ OLLAMA_VERSION=0.24.0
 DEBIAN_TAG=lanai-test/debian:bookworm
 OPEN_WEBUI_TAG=ghcr.io/open-webui/open-webui:v${OPEN_WEBUI_VERSION}
 OLLAMA_TAG=ollama/ollama:${OLLAMA_VERSION}
+CADDY_VERSION=2.6.2
+CADDY_TAG=caddy:${CADDY_VERSION}
 OPEN_WEBUI_BUILD_TAG=lanai-test/open-webui-build:tmp
 # Clean servers for bootstrap.sh to manage over SSH (tests/images/server):
 # trixie is the supported one, bullseye exists only to be refused.
@@ -56,6 +60,7 @@ inputs_of() {
     debian) printf 'debian bookworm minbase python3 curl\n' ;;
     open-webui) printf '%s %s\n' "$OPEN_WEBUI_VERSION" "$TORCH_VERSION"
                 cat "$HERE/open-webui/Dockerfile" "$HERE/open-webui/start.sh" ;;
+    caddy) printf '%s\n' "$CADDY_VERSION"; cat "$HERE/caddy/Dockerfile" ;;
     ollama) cat "$HERE/ollama/Dockerfile"
             find "$REPO_TESTS/ollama_double" -type f ! -path '*/__pycache__/*' -print0 \
               | sort -z | xargs -0 cat ;;
@@ -251,17 +256,44 @@ build_ollama() {
   report "$OLLAMA_TAG" built "$started"
 }
 
+build_caddy() {
+  local started dir deb ctx
+  started=$(date +%s)
+  image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
+  ctx=$(mktemp -d)
+  # Debian's caddy package (tests/run installs it) is the same release the example pins.
+  if command -v caddy >/dev/null && [[ $(caddy version) == "$CADDY_VERSION"* ]]; then
+    cp "$(command -v caddy)" "$ctx/caddy"
+  else
+    dir="$CACHE/caddy"
+    mkdir -p "$dir"
+    deb=$(find "$dir" -maxdepth 1 -name "caddy_${CADDY_VERSION}-*.deb" | head -n 1)
+    if [ -z "$deb" ]; then
+      (cd "$dir" && apt-get download "caddy=$(apt-cache madison caddy |
+        awk -v v="$CADDY_VERSION" '$3 ~ "^"v"-" {print $3; exit}')") >&2 ||
+        die "cannot download Debian's caddy $CADDY_VERSION package (apt-get update first?)"
+      deb=$(find "$dir" -maxdepth 1 -name "caddy_${CADDY_VERSION}-*.deb" | head -n 1)
+    fi
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/caddy >"$ctx/caddy"
+  fi
+  chmod 0755 "$ctx/caddy"
+  cp "$HERE/caddy/Dockerfile" "$ctx/"
+  docker_build --build-arg "BASE=$DEBIAN_TAG" --label "$LABEL_ARG" -t "$CADDY_TAG" "$ctx"
+  rm -rf "$ctx"
+  report "$CADDY_TAG" built "$started"
+}
+
 main() {
   while [ $# -gt 0 ]; do
     case $1 in
       --force) FORCE=1 ;;
       -h|--help) usage; exit 0 ;;
-      debian|open-webui|ollama|server-trixie|server-bullseye) TARGETS+=("$1") ;;
+      debian|open-webui|ollama|caddy|server-trixie|server-bullseye) TARGETS+=("$1") ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
-  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama server-trixie server-bullseye)
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama caddy server-trixie server-bullseye)
   docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
 
   local target tag started
@@ -270,6 +302,7 @@ main() {
       debian) tag=$DEBIAN_TAG ;;
       open-webui) tag=$OPEN_WEBUI_TAG ;;
       ollama) tag=$OLLAMA_TAG ;;
+      caddy) tag=$CADDY_TAG ;;
       server-*) tag=$SERVER_IMAGE:${target#server-} ;;
     esac
     started=$(date +%s)
@@ -279,7 +312,7 @@ main() {
       continue
     fi
     # A missing base is built first, even when only a child was asked for.
-    if [[ $target == @(open-webui|ollama) ]] && ! image_exists "$DEBIAN_TAG"; then
+    if [[ $target == @(open-webui|ollama|caddy) ]] && ! image_exists "$DEBIAN_TAG"; then
       build_debian
     fi
     "build_${target//-/_}"

@@ -39,7 +39,7 @@ def test_example_state_loads(state_dir: Path) -> None:
     state = load_state(state_dir, commit="abc123")
     assert state.commit == "abc123"
     assert state.root == state_dir
-    assert sorted(state.services) == ["ollama", "open-webui"]
+    assert sorted(state.services) == ["ollama", "open-webui", "proxy"]
     assert state.services["ollama"]["image"] == "ollama/ollama:0.24.0"
     config = state.config
     assert config.project == "lanai"
@@ -76,17 +76,21 @@ def test_missing_compose_file(state_dir: Path) -> None:
 def test_compose_file_setting_is_followed(state_dir: Path, edit) -> None:
     edit("lanai.yaml", "compose_file: compose.yaml\n", "compose_file: stack.yaml\n")
     (state_dir / "compose.yaml").rename(state_dir / "stack.yaml")
-    assert sorted(load_state(state_dir).services) == ["ollama", "open-webui"]
+    assert sorted(load_state(state_dir).services) == ["ollama", "open-webui", "proxy"]
     (state_dir / "stack.yaml").write_text("services:\n  app:\n    image: nginx\n")
     (state_dir / "models.yaml").unlink()  # no Ollama in this stack
     problems = problems_of(state_dir)
     settings = (state_dir / "lanai.yaml").read_text().splitlines()
     secrets_line = settings.index("secrets:") + 2  # the service key right under it
     assert settings[secrets_line - 1] == "  open-webui:"
+    https_line = settings.index("https:") + 1  # proxy and upstream are defaults: the section
     assert [(p.file, p.path, p.line) for p in problems] == [
         ("stack.yaml", ("services", "app", "image"), 3),
+        ("lanai.yaml", ("https", "proxy"), https_line),
+        ("lanai.yaml", ("https", "upstream"), https_line),
         ("lanai.yaml", ("secrets", "open-webui"), secrets_line)]
-    assert problems[1].message == "names service 'open-webui', which is not in stack.yaml"
+    assert problems[1].message == "names service 'proxy', which is not in stack.yaml"
+    assert problems[3].message == "names service 'open-webui', which is not in stack.yaml"
 
 
 def test_compose_without_services(state_dir: Path) -> None:

@@ -115,6 +115,11 @@ def test_override_without_gpu_runtime(cpu: Rendered) -> None:
             "env_file": [{"path": str(d1 / SECRETS_DIR / "open-webui.env"), "format": "raw"}],
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["open-webui"]},
         },
+        # The Caddyfile generated from lanai.yaml's https section.
+        "proxy": {
+            "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["proxy"]},
+            "volumes": ["./lanai.Caddyfile:/etc/caddy/Caddyfile:ro"],
+        },
     }}
     text = (d1 / compose.OVERRIDE_FILE).read_text()
     assert "devices: !reset []" in text
@@ -224,7 +229,7 @@ def test_rendered_services(cpu: Rendered) -> None:
     rendered = cpu
     assert rendered.commit == COMMIT
     assert rendered.project == "lanai"
-    assert sorted(rendered.services) == ["ollama", "open-webui"]
+    assert sorted(rendered.services) == ["ollama", "open-webui", "proxy"]
     webui = rendered.services["open-webui"]
     assert webui.image == "ghcr.io/open-webui/open-webui:v0.12.4"
     assert webui.has_healthcheck is True
@@ -309,7 +314,7 @@ def test_render_key() -> None:
 
 
 def test_compose_rejection_is_a_state_error(d1: Path) -> None:
-    set_text(d1 / "compose.yaml", '      - "3000:8080"\n', '      - "abc"\n')
+    set_text(d1 / "compose.yaml", '      - "127.0.0.1:3000:8080"\n', '      - "abc"\n')
     with pytest.raises(StateError) as info:
         do_render(d1)
     message = str(info.value)
