@@ -148,7 +148,7 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
     if config.https is not None:
-        (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip, commit),
+        (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip),
                                            encoding="utf-8")
     cpu_only = cpu_only_services(state, gpu_runtime)
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only)

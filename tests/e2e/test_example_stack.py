@@ -60,7 +60,7 @@ def test_example_state_deploys_and_open_webui_answers_health_and_signup(example:
     assert code == 0, outcome
     assert outcome["status"] == "applied"
     assert sorted((a["kind"], a["service"], a["result"]) for a in outcome["actions"]) == [
-        ("create", "ollama", "ok"), ("create", "open-webui", "ok")]
+        ("create", "ollama", "ok"), ("create", "open-webui", "ok"), ("create", "proxy", "ok")]
     assert webui_healthy(example.url)
     # models.yaml's four models are pulled; with no GPU here they run on the CPU, each
     # with its trained context capped at 8192.
@@ -96,7 +96,7 @@ def test_example_state_deploys_and_open_webui_answers_health_and_signup(example:
     status = example.server.status()
     assert status["sync"] == "Synced" and status["health"] == "Healthy"
     assert {s["service"]: s["health"] for s in status["services"]} == {
-        "ollama": "Healthy", "open-webui": "Healthy"}
+        "ollama": "Healthy", "open-webui": "Healthy", "proxy": "Healthy"}
     # The GPU reservation is dropped on a server without the NVIDIA runtime, not failed on.
     ollama = example.server.containers()["ollama"]
     assert not ollama.attrs["HostConfig"].get("DeviceRequests")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from reconciler import compose
+from reconciler.caddyfile import CADDYFILE
 from reconciler.desired import load_state
 from reconciler.errors import StateError
 from reconciler.render import (
@@ -323,3 +324,17 @@ def test_compose_rejection_is_a_state_error(d1: Path) -> None:
     assert message.endswith("; fix it in the state repo and push again.")
     assert not (d1 / DESIRED_FILE).exists()
 
+
+
+def test_the_proxy_restarts_only_when_its_https_settings_change(tmp_path: Path,
+                                                                cpu: Rendered) -> None:
+    other_commit = do_render(copy_state(tmp_path, "next"), commit="b" * 40)
+    assert {n: s.hash for n, s in other_commit.services.items()} == \
+        {n: s.hash for n, s in cpu.services.items()}
+    changed = copy_state(tmp_path, "names")
+    set_text(changed / "lanai.yaml", "names: [ai.home.arpa]",
+             "names: [ai.home.arpa, chat.home.arpa]")
+    after = do_render(changed)
+    assert after.services["proxy"].hash != cpu.services["proxy"].hash
+    assert after.services["open-webui"].hash == cpu.services["open-webui"].hash
+    assert "https://ai.home.arpa, https://chat.home.arpa" in (changed / CADDYFILE).read_text()
