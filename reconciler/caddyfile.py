@@ -51,7 +51,7 @@ def render_caddyfile(https: Https, lan_ip: str | None) -> str:
 	reverse_proxy {https.upstream} {{
 		# While Open WebUI restarts (an update), hold requests instead of answering 502.
 		lb_try_duration {hold}
-		lb_try_interval 250ms
+		lb_try_interval 500ms
 		health_uri /health
 		health_interval 2s
 		health_timeout 5s
@@ -75,7 +75,8 @@ def render_caddyfile(https: Https, lan_ip: str | None) -> str:
 		file_server
 	}}
 	handle {{
-		redir https://{{host}}{{uri}} permanent
+		# 308 keeps the method and body of a POST.
+		redir https://{{host}}{{uri}} 308
 	}}
 }}
 """

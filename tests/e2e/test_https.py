@@ -1,0 +1,230 @@
+"""HTTPS on the LAN, end to end: the example state's Caddy proxy in front of the real Open
+WebUI, its certificates from the server's own CA, checked by headless Chromium that
+trusts only that CA, and an Open WebUI update under a steady stream of requests.
+
+Caddy here is Debian's caddy 2.6.2 binary in a local image tagged caddy:2.6.2 (Docker
+Hub is unreachable); the proxy publishes on free loopback ports instead of 443/80, and
+`ai.home.arpa` is mapped to 127.0.0.1 for the browser and the probes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from .browser import open_page
+from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project
+
+NAME = "ai.home.arpa"
+ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
+WEBUI = "ghcr.io/open-webui/open-webui:v0.12.4"
+PROBE_RPS = 20
+
+
+class Https:
+    def __init__(self, server: Server, repo: StateRepo, https_port: int, http_port: int,
+                 webui_port: int) -> None:
+        self.server, self.repo = server, repo
+        self.https_port, self.http_port, self.webui_port = https_port, http_port, webui_port
+        self.url = f"https://{NAME}:{https_port}/"
+
+    def trust(self) -> dict[str, Any]:
+        code, info = self.server.lanai_json("trust", "--output",
+                                            str(self.server.root / "lanai-ca.crt"))
+        assert code == 0, info
+        return info
+
+    def tls(self, ca_pem: str) -> ssl.SSLContext:
+        context = ssl.create_default_context(cadata=ca_pem)
+        return context
+
+    def get(self, path: str, ca_pem: str, **kwargs: Any) -> httpx.Response:
+        """GET https://ai.home.arpa:PORT/path, connecting to 127.0.0.1 (no DNS needed)."""
+        with httpx.Client(verify=self.tls(ca_pem), timeout=30) as client:
+            return client.get(f"https://127.0.0.1:{self.https_port}{path}",
+                              headers={"Host": NAME}, extensions={"sni_hostname": NAME},
+                              **kwargs)
+
+
+@pytest.fixture(scope="module")
+def https(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[Https]:
+    root = tmp_path_factory.mktemp("https")
+    project = new_project()
+    webui, secure, plain = free_port(), free_port(), free_port()
+    repo = StateRepo(root, EXAMPLE_STATE, {
+        "project: lanai": f"project: {project}",
+        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{webui}:8080"',
+        '"443:443"': f'"127.0.0.1:{secure}:443"',
+        '"80:80"': f'"127.0.0.1:{plain}:80"'})
+    server = Server(root, repo, project, docker_client,
+                    {"WEBUI_SECRET_KEY": "e2e-https-secret", "WEBUI_ADMIN_PASSWORD": "e2e-pw-7"})
+    code, outcome = server.reconcile()
+    assert code == 0, outcome
+    yield Https(server, repo, secure, plain, webui)
+    server.teardown()
+    for tag in docker_client.images.get(WEBUI).tags:
+        if tag.endswith("-https-e2e"):
+            docker_client.images.remove(tag)
+
+
+def test_chromium_trusting_only_the_servers_ca_gets_a_secure_context_for_voice(
+        https: Https):
+    info = https.trust()
+    assert info["urls"][0] == f"https://{NAME}:{https.https_port}/"
+    assert Path(info["file"]).read_text() == info["ca_pem"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "https-login.png"
+    shot.unlink(missing_ok=True)
+    facts = open_page(https.url, ca_pem=info["ca_pem"], resolve={NAME: "127.0.0.1"},
+                      screenshot=shot, wait_for_text="Sign in", timeout=120)
+    assert facts.certificate_error is None
+    assert facts.is_secure_context is True
+    assert facts.has_get_user_media is True  # what voice chat needs from the browser
+    assert "Open WebUI" in facts.title
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_the_ca_the_browser_refuses_the_certificate(https: Https):
+    facts = open_page(https.url, ca_pem=None, resolve={NAME: "127.0.0.1"}, timeout=60)
+    assert facts.certificate_error == "net::ERR_CERT_AUTHORITY_INVALID"
+    assert facts.is_secure_context is False or "Sign in" not in facts.text
+
+
+def test_plain_http_redirects_to_https_and_hands_out_the_ca(https: Https):
+    ca = https.trust()["ca_pem"]
+    with httpx.Client(timeout=30) as client:
+        page = client.get(f"http://127.0.0.1:{https.http_port}/auth?x=1", headers={"Host": NAME})
+        assert page.status_code == 308
+        assert page.headers["location"] == f"https://{NAME}/auth?x=1"
+        download = client.get(f"http://127.0.0.1:{https.http_port}/lanai-ca.crt",
+                              headers={"Host": NAME})
+    assert download.status_code == 200
+    assert download.text == ca
+    assert download.headers["content-type"] == "application/x-x509-ca-cert"
+
+
+def test_only_declared_names_get_a_certificate(https: Https):
+    ca = https.trust()["ca_pem"]
+    assert https.get("/health", ca).json() == {"status": True}
+    context = https.tls(ca)
+    context.check_hostname = False  # we want to see whether any certificate comes at all
+    with socket.create_connection(("127.0.0.1", https.https_port), timeout=10) as raw, \
+            pytest.raises(ssl.SSLError):
+        context.wrap_socket(raw, server_hostname="other.home.arpa").close()
+
+
+def test_websockets_pass_through_the_proxy(https: Https):
+    ca = https.trust()["ca_pem"]
+    with socket.create_connection(("127.0.0.1", https.https_port), timeout=30) as raw, \
+            https.tls(ca).wrap_socket(raw, server_hostname=NAME) as conn:
+        conn.sendall((f"GET /ws/socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+                      f"Host: {NAME}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = conn.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 101"), head
+
+
+def test_the_ca_survives_a_redeploy_of_the_proxy(https: Https):
+    before = https.trust()
+    proxy_id = https.server.containers()["proxy"].id
+    https.repo.replace("lanai.yaml", "  hold: 120s", "  hold: 110s")
+    https.repo.commit_push("Hold requests a little less long")
+    code, outcome = https.server.reconcile()
+    assert code == 0, outcome
+    assert [(a["kind"], a["service"]) for a in outcome["actions"]] == [("update", "proxy")]
+    assert https.server.containers()["proxy"].id != proxy_id
+    after = https.trust()
+    assert after["fingerprint_sha256"] == before["fingerprint_sha256"]
+    assert https.get("/health", before["ca_pem"]).status_code == 200
+
+
+def test_an_open_webui_update_pushed_through_git_fails_no_request(https: Https,
+                                                                 docker_client):
+    ca = https.trust()["ca_pem"]
+    # A new tag of the same image: compose replaces the container, as for an upgrade.
+    docker_client.images.get(WEBUI).tag(WEBUI.rsplit(":", 1)[0], "v0.12.4-https-e2e")
+    https.repo.replace("compose.yaml", f"image: {WEBUI}", f"image: {WEBUI}-https-e2e")
+    https.repo.commit_push("Open WebUI update")
+    old = https.server.containers()["open-webui"].id
+    probe = Probe(https, ca)
+    probe.start()
+    time.sleep(2)  # the probe is steady before the update starts
+    try:
+        code, outcome = https.server.reconcile()
+        time.sleep(2)
+    finally:
+        results = probe.stop()
+    assert code == 0, outcome
+    assert ("update", "open-webui") in [(a["kind"], a["service"]) for a in outcome["actions"]]
+    assert https.server.containers()["open-webui"].id != old
+    failed = [r for r in results if r[0] != 200]
+    assert failed == [], failed[:5]
+    assert len(results) >= PROBE_RPS * 10  # the update took a while: the probe covered it
+    slowest = max(r[1] for r in results)
+    print(f"\nprobe: {len(results)} requests, 0 failed, slowest {slowest:.1f}s")
+
+
+class Probe:
+    """PROBE_RPS requests a second, on schedule whatever the answers take."""
+
+    def __init__(self, https: Https, ca_pem: str) -> None:
+        self.https, self.ca = https, ca_pem
+        self.results: list[tuple[int | str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> list[tuple[int | str, float]]:
+        self._stop.set()
+        self._thread.join(timeout=300)
+        return self.results
+
+    async def _run(self) -> None:
+        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=50)
+        async with httpx.AsyncClient(verify=self.https.tls(self.ca), timeout=300,
+                                     limits=limits) as client:
+            tasks = []
+            start = time.monotonic()
+            sent = 0
+            while not self._stop.is_set():
+                tasks.append(asyncio.create_task(self._one(client)))
+                sent += 1
+                await asyncio.sleep(max(0.0, start + sent / PROBE_RPS - time.monotonic()))
+            await asyncio.gather(*tasks)
+
+    async def _one(self, client: httpx.AsyncClient) -> None:
+        began = time.monotonic()
+        try:
+            response = await client.get(f"https://127.0.0.1:{self.https.https_port}/health",
+                                        headers={"Host": NAME},
+                                        extensions={"sni_hostname": NAME})
+            outcome: int | str = response.status_code
+        except httpx.HTTPError as exc:
+            outcome = f"{type(exc).__name__}: {exc}"
+        self.results.append((outcome, time.monotonic() - began))
+
+
+def test_lanai_trust_prints_fingerprint_steps_and_qr_codes(https: Https):
+    result = https.server.lanai("trust")
+    assert result.returncode == 0, result.stderr
+    assert "SHA-256 fingerprint" in result.stdout and "Android" in result.stdout
+    assert "▀" in result.stdout or "▄" in result.stdout
+    pem = https.server.lanai("trust", "--pem")
+    assert pem.stdout.startswith("-----BEGIN CERTIFICATE-----")
+    assert subprocess.run(["openssl", "x509", "-noout"], input=pem.stdout, text=True,
+                          check=False).returncode == 0
