@@ -28,7 +28,8 @@ SCRIPT_PATH="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
 source "$SCRIPT_DIR/packaging/apt-repos.sh"
 VENV="$LANAI_OPT/venv"
 LANAI="$VENV/bin/lanai"
-WEBUI_PORT=3000            # the LAN port of Open WebUI in desired-state/compose.yaml
+WEBUI_PORT=3000            # Open WebUI's port in desired-state/compose.yaml (on 127.0.0.1)
+PROXY_PORTS=(443 80)       # the https proxy's LAN ports in desired-state/compose.yaml
 MANAGED_LABEL=io.lanai.managed
 PROJECT_LABEL=com.docker.compose.project
 MIN_DISK_GB=5
@@ -508,21 +509,21 @@ check_disk() {
 # Who listens on the port: empty when free, "lanai" when lanai's own container.
 PORT_HOLDER=""
 check_port() {
-  local listeners="" held=0 name
+  local port=${1:-$WEBUI_PORT} listeners="" held=0 name
   PORT_HOLDER=""
   if have ss; then
-    listeners=$(ss -Hltnp "sport = :$WEBUI_PORT" 2>/dev/null || true)
+    listeners=$(ss -Hltnp "sport = :$port" 2>/dev/null || true)
     [[ -n $listeners ]] && held=1
-  elif (exec 3<>"/dev/tcp/127.0.0.1/$WEBUI_PORT") 2>/dev/null; then
+  elif (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     held=1
   fi
   ((held)) || return 0
   if have docker; then
-    if [[ -n $(docker ps -q --filter "label=$MANAGED_LABEL=true" --filter "publish=$WEBUI_PORT" 2>/dev/null) ]]; then
+    if [[ -n $(docker ps -q --filter "label=$MANAGED_LABEL=true" --filter "publish=$port" 2>/dev/null) ]]; then
       PORT_HOLDER=lanai
       return 0
     fi
-    name=$(docker ps --filter "publish=$WEBUI_PORT" --format '{{.Names}}' 2>/dev/null | head -n 1)
+    name=$(docker ps --filter "publish=$port" --format '{{.Names}}' 2>/dev/null | head -n 1)
     if [[ -n $name ]]; then
       PORT_HOLDER="the container $name"
     fi
@@ -531,17 +532,32 @@ check_port() {
     name=$(sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1 (pid \2)/p' <<<"$listeners" | head -n 1)
     PORT_HOLDER=${name:-another program}
   fi
-  refuse "$E_PORT" "port $WEBUI_PORT is in use by $PORT_HOLDER, and Open WebUI needs it for the LAN; stop that program (or move it to another port) and run bootstrap again."
+  refuse "$E_PORT" "port $port is in use by $PORT_HOLDER, and lanai's stack needs it; stop that program (or move it to another port) and run bootstrap again."
+}
+
+# The ports the seed's compose file publishes that bootstrap checks: Open WebUI's, and
+# the https proxy's when the seed has one.
+seed_ports() {
+  printf '%s\n' "$WEBUI_PORT"
+  if grep -q '"443:443"' "$(seed_dir)/compose.yaml" 2>/dev/null; then
+    printf '%s\n' "${PROXY_PORTS[@]}"
+  fi
 }
 
 step_preflight() {
   check_os
   check_arch
   check_disk
-  check_port
-  local port_note="port $WEBUI_PORT free"
-  [[ $PORT_HOLDER == lanai ]] && port_note="port $WEBUI_PORT held by lanai's Open WebUI"
-  [[ -n $PORT_HOLDER && $PORT_HOLDER != lanai ]] && port_note="port $WEBUI_PORT taken"
+  local port ports=() taken=() ours=()
+  while read -r port; do
+    ports+=("$port")
+    check_port "$port"
+    [[ $PORT_HOLDER == lanai ]] && ours+=("$port")
+    [[ -n $PORT_HOLDER && $PORT_HOLDER != lanai ]] && taken+=("$port")
+  done < <(seed_ports)
+  local port_note="ports ${ports[*]} free"
+  ((${#ours[@]})) && port_note="ports ${ports[*]} free or held by lanai's stack"
+  ((${#taken[@]})) && port_note="port(s) ${taken[*]} taken"
   ok "preflight: ${OS_NAME:-unknown OS} on $ARCH, ${DISK_GB} GB free in /var/lib, $port_note"
 }
 
@@ -1503,7 +1519,12 @@ summary() {
   local ip
   ip=$(lan_ip)
   say ""
-  say "Open WebUI: http://$ip:$WEBUI_PORT"
+  if grep -q '"443:443"' "$(seed_dir)/compose.yaml" 2>/dev/null; then
+    say "Open WebUI: https://$ip/ (and https://ai.home.arpa/ once your router's DNS names this server)"
+    say "  Make phones and laptops trust it: \`lanai trust\` (certificate, steps per system, QR codes)."
+  else
+    say "Open WebUI: http://$ip:$WEBUI_PORT"
+  fi
   say "  Admin login: $ADMIN_EMAIL, password: \`sudo grep ^WEBUI_ADMIN_PASSWORD= $LANAI_SECRETS_FILE\` on the server"
   say "  (sign-ups are closed until the admin opens them in Admin Settings)."
   if [[ -n $STATE_REPO_URL ]]; then

@@ -9,11 +9,9 @@ Hub is unreachable); the proxy publishes on free loopback ports instead of 443/8
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ import pytest
 
 from .browser import open_page
 from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project
+from .probe import Probe
 
 NAME = "ai.home.arpa"
 ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
@@ -159,7 +158,7 @@ def test_an_open_webui_update_pushed_through_git_fails_no_request(https: Https,
     https.repo.replace("compose.yaml", f"image: {WEBUI}", f"image: {WEBUI}-https-e2e")
     https.repo.commit_push("Open WebUI update")
     old = https.server.containers()["open-webui"].id
-    probe = Probe(https, ca)
+    probe = Probe(https.https_port, NAME, https.tls(ca), PROBE_RPS)
     probe.start()
     time.sleep(2)  # the probe is steady before the update starts
     try:
@@ -175,48 +174,6 @@ def test_an_open_webui_update_pushed_through_git_fails_no_request(https: Https,
     assert len(results) >= PROBE_RPS * 10  # the update took a while: the probe covered it
     slowest = max(r[1] for r in results)
     print(f"\nprobe: {len(results)} requests, 0 failed, slowest {slowest:.1f}s")
-
-
-class Probe:
-    """PROBE_RPS requests a second, on schedule whatever the answers take."""
-
-    def __init__(self, https: Https, ca_pem: str) -> None:
-        self.https, self.ca = https, ca_pem
-        self.results: list[tuple[int | str, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> list[tuple[int | str, float]]:
-        self._stop.set()
-        self._thread.join(timeout=300)
-        return self.results
-
-    async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=2000, max_keepalive_connections=50)
-        async with httpx.AsyncClient(verify=self.https.tls(self.ca), timeout=300,
-                                     limits=limits) as client:
-            tasks = []
-            start = time.monotonic()
-            sent = 0
-            while not self._stop.is_set():
-                tasks.append(asyncio.create_task(self._one(client)))
-                sent += 1
-                await asyncio.sleep(max(0.0, start + sent / PROBE_RPS - time.monotonic()))
-            await asyncio.gather(*tasks)
-
-    async def _one(self, client: httpx.AsyncClient) -> None:
-        began = time.monotonic()
-        try:
-            response = await client.get(f"https://127.0.0.1:{self.https.https_port}/health",
-                                        headers={"Host": NAME},
-                                        extensions={"sni_hostname": NAME})
-            outcome: int | str = response.status_code
-        except httpx.HTTPError as exc:
-            outcome = f"{type(exc).__name__}: {exc}"
-        self.results.append((outcome, time.monotonic() - began))
 
 
 def test_lanai_trust_prints_fingerprint_steps_and_qr_codes(https: Https):
