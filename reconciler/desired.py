@@ -18,6 +18,7 @@ from . import modelfile, yamlpos
 from .errors import StateError
 from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
+from .webui_schema import WEBUI_FILE, WebUIConfig
 
 SETTINGS_FILE = "lanai.yaml"
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "[::1]"}
@@ -59,6 +60,7 @@ class DesiredState:
     compose_lines: yamlpos.Located = field(repr=False)
     commit: str | None = None
     models: ModelsConfig | None = None  # None: no models.yaml, Ollama's models are left alone
+    webui: WebUIConfig | None = None  # None: no webui.yaml, Open WebUI's settings are left alone
 
     @property
     def services(self) -> dict[str, dict[str, Any]]:
@@ -72,15 +74,21 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     compose_file = config.compose_file if config else "compose.yaml"
     compose, located = _load_compose(root, compose_file, problems)
     models, models_lines = _load_models(root, problems)
+    webui, webui_lines, _missing = _load_file(root, WEBUI_FILE, WebUIConfig, problems)
     if config is not None and compose is not None and located is not None:
         problems += check_compose(compose, located, config, compose_file, settings_lines)
         if models is not None:
             problems += check_models(root, models, models_lines, compose, compose_file)
+        if webui is not None and webui.service not in compose["services"]:
+            path = ("service",)
+            problems.append(Problem(WEBUI_FILE, path, webui_lines.line_of(path),
+                                    f"names service {webui.service!r}, which is not in "
+                                    f"{compose_file}"))
     if problems:
         raise InvalidState(problems)
     assert config is not None and compose is not None and located is not None
     return DesiredState(root=root, config=config, compose=compose, compose_lines=located,
-                        commit=commit, models=models)
+                        commit=commit, models=models, webui=webui)
 
 
 def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str | None:

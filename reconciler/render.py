@@ -25,6 +25,7 @@ from .errors import StateError
 from .models_schema import ModelsConfig
 from .schema import LanaiConfig
 from .secrets import write_env_file
+from .webui_schema import WebUIConfig
 
 DESIRED_FILE = "lanai.desired.json"
 SECRETS_DIR = ".lanai-secrets"
@@ -57,10 +58,17 @@ class Rendered:
     cpu_only: list[str] = field(default_factory=list)  # services whose GPU request was dropped
     models_settings: dict[str, Any] | None = None  # models.yaml of this commit, if any
     ollama_service: str | None = None
+    webui_settings: dict[str, Any] | None = None  # webui.yaml of this commit, if any
 
     @property
     def config(self) -> LanaiConfig:
         return LanaiConfig.model_validate(self.settings)
+
+    @property
+    def webui(self) -> WebUIConfig | None:
+        if self.webui_settings is None:
+            return None
+        return WebUIConfig.model_validate(self.webui_settings)
 
     @property
     def models(self) -> ModelsConfig | None:
@@ -81,7 +89,7 @@ class Rendered:
         return {"commit": self.commit, "key": self.key, "project": self.project,
                 "compose_file": self.compose_file, "settings": self.settings,
                 "cpu_only": self.cpu_only, "models": self.models_settings,
-                "ollama_service": self.ollama_service,
+                "ollama_service": self.ollama_service, "webui": self.webui_settings,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
@@ -91,6 +99,7 @@ class Rendered:
                    settings=data.get("settings", {}), cpu_only=data.get("cpu_only", []),
                    models_settings=data.get("models"),
                    ollama_service=data.get("ollama_service"),
+                   webui_settings=data.get("webui"),
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
@@ -180,7 +189,9 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         compose_file=config.compose_file, services=services,
                         settings=config.model_dump(mode="json"), cpu_only=cpu_only,
                         models_settings=models.model_dump(mode="json") if models else None,
-                        ollama_service=ollama_service(state.compose, models) if models else None)
+                        ollama_service=ollama_service(state.compose, models) if models else None,
+                        webui_settings=state.webui.model_dump(mode="json") if state.webui
+                        else None)
     # Written last: a directory without it is an interrupted render and is redone.
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")

@@ -1,0 +1,133 @@
+"""The schema of `webui.yaml`: what the family sees in Open WebUI, kept in git.
+
+Open WebUI stores its settings in its database after the first start, so environment
+variables cannot manage them; lanai converges these through Open WebUI's admin API.
+Secrets (API keys) are named here and read from the server's secrets file.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .schema import SECRET_NAME, Strict
+
+WEBUI_FILE = "webui.yaml"
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+AREAS = ("signup", "default_model", "connections", "voice", "rag")
+
+
+class OpenAIConnection(Strict):
+    name: str = Field(description="A label for you; lanai matches connections by URL.")
+    url: str = Field(description="The OpenAI-compatible base URL, e.g. "
+                     "https://openrouter.ai/api/v1.")
+    key: str = Field(description="The NAME of the secret holding the API key (lanai secrets "
+                     "set NAME); never the key itself.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("the URL must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not SECRET_NAME.match(value):
+            raise ValueError("name the secret that holds the key (A-Z, 0-9, _), e.g. "
+                             "OPENROUTER_API_KEY; the key itself goes in the server's secrets "
+                             "file")
+        return value
+
+
+class Connections(Strict):
+    ollama: list[str] = Field(
+        default_factory=lambda: ["http://ollama:11434"],
+        description="Ollama base URLs Open WebUI uses (the stack's own, internal one first).")
+    openai: list[OpenAIConnection] = Field(
+        default_factory=list, description="OpenAI-compatible cloud providers (OpenAI, "
+        "OpenRouter, DeepSeek, Groq, ...). Empty: the OpenAI API is turned off.")
+
+
+class SpeechToText(Strict):
+    engine: Literal["local", "openai"] = Field(
+        "local", description="local: Open WebUI's own Whisper; openai: an OpenAI-compatible "
+        "endpoint.")
+    model: str = Field("base", description="The Whisper model size (local), or the model name.")
+    url: str | None = None
+    key: str | None = Field(None, description="Secret name of the endpoint's key.")
+
+
+class TextToSpeech(Strict):
+    engine: Literal["browser", "openai"] = Field(
+        "browser", description="browser: the device's own voices; openai: an OpenAI-compatible "
+        "endpoint.")
+    model: str | None = None
+    voice: str | None = None
+    url: str | None = None
+    key: str | None = Field(None, description="Secret name of the endpoint's key.")
+
+
+class Voice(Strict):
+    stt: SpeechToText = Field(default_factory=SpeechToText)
+    tts: TextToSpeech = Field(default_factory=TextToSpeech)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> Voice:
+        for part, cfg in (("stt", self.stt), ("tts", self.tts)):
+            if cfg.engine == "openai" and not (cfg.url and cfg.key):
+                raise ValueError(f"{part}: the openai engine needs url and key (a secret name)")
+        return self
+
+
+class Rag(Strict):
+    embedding_model: str = Field(
+        "nomic-embed-text:v1.5", description="The Ollama embedding model (declare it in "
+        "models.yaml): embeddings run on the GPU and nothing is downloaded at first start.")
+
+
+class User(Strict):
+    name: str
+    email: str
+    role: Literal["user", "admin"] = "user"
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if not EMAIL.match(value):
+            raise ValueError(f"{value!r} is not an email address")
+        return value.lower()
+
+
+class WebUIConfig(Strict):
+    service: str = Field("open-webui", description="The compose service running Open WebUI.")
+    signup: Literal["closed", "pending", "open"] = Field(
+        "closed", description="closed: only the admin adds accounts; pending: anyone on the "
+        "LAN may sign up and waits for approval; open: sign-ups are users at once.")
+    default_model: str | None = Field(
+        None, description="The model a new chat starts with (local or cloud).")
+    connections: Connections = Field(default_factory=Connections)
+    voice: Voice = Field(default_factory=Voice)
+    rag: Rag = Field(default_factory=Rag)
+    users: list[User] = Field(
+        default_factory=list, description="Family accounts, created with a one-time password "
+        "that `lanai users` shows on the server.")
+    managed: list[Literal["signup", "default_model", "connections", "voice", "rag"]] = Field(
+        default_factory=lambda: list(AREAS), description="Settings lanai overwrites when they "
+        "were changed by hand in the admin UI; the others are only reported by `lanai drift`.")
+
+    @model_validator(mode="after")
+    def _unique_users(self) -> WebUIConfig:
+        emails = [u.email for u in self.users]
+        twice = sorted({e for e in emails if emails.count(e) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(twice)} listed more than once under users")
+        return self
+
+    def secret_names(self) -> set[str]:
+        names = {c.key for c in self.connections.openai}
+        names |= {k for k in (self.voice.stt.key, self.voice.tts.key) if k}
+        return names
