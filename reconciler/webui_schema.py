@@ -16,7 +16,8 @@ from .schema import SECRET_NAME, Strict
 
 WEBUI_FILE = "webui.yaml"
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-AREAS = ("signup", "default_model", "connections", "voice", "rag")
+AREAS = ("signup", "memories", "default_model", "connections", "voice", "rag")
+Area = Literal["signup", "memories", "default_model", "connections", "voice", "rag"]
 
 
 class OpenAIConnection(Strict):
@@ -115,7 +116,10 @@ class WebUIConfig(Strict):
     users: list[User] = Field(
         default_factory=list, description="Family accounts, created with a one-time password "
         "that `lanai users` shows on the server.")
-    managed: list[Literal["signup", "default_model", "connections", "voice", "rag"]] = Field(
+    memories: bool = Field(
+        True, description="Open WebUI's memories: what a user told one model is known to the "
+        "next, local or cloud.")
+    managed: list[Area] = Field(
         default_factory=lambda: list(AREAS), description="Settings lanai overwrites when they "
         "were changed by hand in the admin UI; the others are only reported by `lanai drift`.")
 
