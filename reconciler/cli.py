@@ -444,8 +444,18 @@ def drift(as_json: bool) -> None:
     declared = {m.name for m in applied.models.local} if applied.models else set()
     model_drift = [{"service": f"model {name}", "kind": "memory", "detail": rec.drift}
                    for name, rec in sorted(models.items()) if rec.drift and name in declared]
+    webui_drift = []
+    if applied.webui is not None:
+        try:
+            last = json.loads((settings.home / "webui.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            last = {}
+        webui_drift = [{"service": applied.webui.service, "kind": "setting",
+                        "detail": f"{d['area']}: {d['key']}: {d['current']!r} differs from git "
+                        f"({d['wanted']!r}); {d['area']} is not under managed, so it stays"}
+                       for d in last.get("drift") or [] if not d.get("healed")]
     data = {"applied_commit": applied.commit,
-            "drift": [d.to_json() for d in result.drift] + model_drift,
+            "drift": [d.to_json() for d in result.drift] + model_drift + webui_drift,
             "heal": [a.to_json() for a in result.actions],
             "self_heal": applied.config.sync.self_heal}
     if as_json:
@@ -586,4 +596,4 @@ def secrets_list(as_json: bool) -> None:
 
 
 # The model and trust commands live in their own modules; importing registers them.
-from . import cli_models, cli_trust  # noqa: E402, F401
+from . import cli_models, cli_trust, cli_webui  # noqa: E402, F401

@@ -46,6 +46,7 @@ from .schema import LanaiConfig
 from .secrets import read_secrets, require
 from .settings import ServerSettings
 from .source import GitSource
+from .webui_sync import WebUISync
 
 log = logging.getLogger("lanai")
 KEEP_DEPLOYMENTS = 10
@@ -66,6 +67,7 @@ class Outcome:
     durations: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)  # what models.yaml's converge did
+    webui: dict[str, Any] = field(default_factory=dict)  # what webui.yaml's converge did
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -96,6 +98,7 @@ class Engine:
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
         self._gpu_info: tuple[str, int] | tuple[()] | None = None
+        self._webui_tokens: dict[str, str] = {}  # Open WebUI session per URL: sign in once
         self._branch_for: tuple[str | None, str] = (None, "main")
 
     # -- plumbing -----------------------------------------------------------------
@@ -302,6 +305,7 @@ class Engine:
         previous_models = self._models_summary()
         if outcome.status != "failed":
             self._converge_models(state, outcome, retry, timer)
+            self._converge_webui(state, outcome, timer)
         if source_error is not None:
             if outcome.status in ("no-op", "waiting"):
                 outcome.status = "source-error"
@@ -321,7 +325,7 @@ class Engine:
             or (outcome.status == "drift" and outcome.drift != previous_drift) \
             or (outcome.status == "source-error" and previous_source_error is None) \
             or (previous_source_error is not None and source_error is None) \
-            or bool(outcome.models.get("actions")) \
+            or bool(outcome.models.get("actions")) or bool(outcome.webui.get("actions")) \
             or self._models_summary() != previous_models
         if interesting:
             append_history(self.settings.history_file,
@@ -347,6 +351,21 @@ class Engine:
             outcome.error = result.errors[0] + (
                 f" (and {len(result.errors) - 1} more model problem(s))"
                 if len(result.errors) > 1 else "")
+
+    def _converge_webui(self, state: State, outcome: Outcome, timer: Timer) -> None:
+        """Open WebUI's settings and accounts follow the stack (and its models)."""
+        current = self.applied(state)
+        if current is None or current.webui is None:
+            return
+        mark = time.monotonic()
+        result = WebUISync(self.settings, self.client, progress=self.progress,
+                           tokens=self._webui_tokens).converge(
+            current, new_commit=outcome.status == "applied")
+        timer.lap("webui", mark)
+        outcome.webui = result.to_json()
+        if result.errors and outcome.exit_code == ExitCode.OK:
+            outcome.exit_code = ExitCode.APPLY_FAILED
+            outcome.error = result.errors[0]
 
     def _models_summary(self) -> tuple[tuple[str, str | None, str | None], ...]:
         """Per model: error and drift, so the history records when either changes."""

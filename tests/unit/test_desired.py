@@ -79,6 +79,7 @@ def test_compose_file_setting_is_followed(state_dir: Path, edit) -> None:
     assert sorted(load_state(state_dir).services) == ["ollama", "open-webui", "proxy"]
     (state_dir / "stack.yaml").write_text("services:\n  app:\n    image: nginx\n")
     (state_dir / "models.yaml").unlink()  # no Ollama in this stack
+    (state_dir / "webui.yaml").unlink()  # nor Open WebUI
     problems = problems_of(state_dir)
     settings = (state_dir / "lanai.yaml").read_text().splitlines()
     secrets_line = settings.index("secrets:") + 2  # the service key right under it

@@ -1,0 +1,156 @@
+"""Open WebUI as code, end to end: webui.yaml pushed to git, converged through the real
+Open WebUI's admin API (the image built from the pinned wheel), read back through it.
+
+The "cloud" provider is the Ollama double's OpenAI-compatible /v1 endpoint on the
+stack's network, with its key in the server's secrets file, as a real provider's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project
+
+ADMIN = ("admin@lanai.home.arpa", "e2e-webui-admin-pw-5")
+CLOUD = "http://ollama:11434/v1"
+WEBUI_YAML = f"""\
+signup: pending
+default_model: phi3:3.8b-mini-4k-instruct-q4_K_M
+memories: true
+connections:
+  ollama: [http://ollama:11434]
+  openai:
+    - {{name: cloud, url: {CLOUD}, key: CLOUD_API_KEY}}
+voice:
+  stt: {{engine: local, model: base}}
+  tts: {{engine: browser}}
+rag:
+  embedding_model: nomic-embed-text:v1.5
+users:
+  - {{name: Kid, email: kid@lanai.home.arpa}}
+managed: [signup, memories, connections, voice, rag]
+"""
+
+
+class Family:
+    def __init__(self, server: Server, repo: StateRepo, port: int) -> None:
+        self.server, self.repo = server, repo
+        self.url = f"http://127.0.0.1:{port}"
+        self._token = ""
+
+    def token(self) -> str:
+        """The admin's session, signed in once (Open WebUI allows 15 sign-ins in 3 minutes)."""
+        if not self._token:
+            answer = httpx.post(f"{self.url}/api/v1/auths/signin", timeout=30,
+                                json={"email": ADMIN[0], "password": ADMIN[1]})
+            assert answer.status_code == 200, answer.text
+            self._token = answer.json()["token"]
+        return self._token
+
+    def get(self, path: str) -> Any:
+        answer = httpx.get(f"{self.url}{path}", timeout=30,
+                           headers={"Authorization": f"Bearer {self.token()}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        answer = httpx.post(f"{self.url}{path}", timeout=60, json=body,
+                            headers={"Authorization": f"Bearer {self.token()}"})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+
+@pytest.fixture(scope="module")
+def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Family]:
+    root = tmp_path_factory.mktemp("webui")
+    project, port = new_project(), free_port()
+    repo = StateRepo(root, EXAMPLE_STATE, {
+        "project: lanai": f"project: {project}",
+        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
+        '"443:443"': f'"127.0.0.1:{free_port()}:443"', '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
+    repo.write("webui.yaml", WEBUI_YAML)
+    repo.commit_push("The family's Open WebUI")
+    server = Server(root, repo, project, docker_client,
+                    {"WEBUI_SECRET_KEY": "e2e-webui-secret", "WEBUI_ADMIN_PASSWORD": ADMIN[1],
+                     "CLOUD_API_KEY": "sk-cloud-e2e-123"})
+    yield Family(server, repo, port)
+    server.teardown()
+
+
+def test_a_push_sets_what_the_family_sees_and_reads_back_through_the_api(family: Family):
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    groups = {a["group"] for a in outcome["webui"]["actions"] if a["kind"] == "settings"}
+    assert {"auth", "models", "openai"} <= groups
+    auth = family.get("/api/v1/auths/admin/config")
+    assert (auth["ENABLE_SIGNUP"], auth["DEFAULT_USER_ROLE"], auth["ENABLE_MEMORIES"]) == (
+        True, "pending", True)
+    openai = family.get("/openai/config")
+    assert openai["ENABLE_OPENAI_API"] is True
+    assert openai["OPENAI_API_BASE_URLS"] == [CLOUD]
+    assert openai["OPENAI_API_KEYS"] == ["sk-cloud-e2e-123"]
+    assert family.get("/ollama/config")["OLLAMA_BASE_URLS"] == ["http://ollama:11434"]
+    assert family.get("/api/v1/configs/models")["DEFAULT_MODELS"] == \
+        "phi3:3.8b-mini-4k-instruct-q4_K_M"
+    embedding = family.get("/api/v1/retrieval/embedding")
+    assert (embedding["RAG_EMBEDDING_ENGINE"], embedding["RAG_EMBEDDING_MODEL"]) == (
+        "ollama", "nomic-embed-text:v1.5")
+    # The secret never reaches lanai's own records.
+    assert "sk-cloud-e2e-123" not in (family.server.home / "history.jsonl").read_text()
+    assert "sk-cloud-e2e-123" not in (family.server.home / "webui.json").read_text()
+
+
+def test_a_family_member_gets_an_account_and_a_one_time_password_shown_once(family: Family):
+    code, listed = family.server.lanai_json("users")
+    assert code == 0, listed
+    [kid] = listed["users"]
+    assert kid["email"] == "kid@lanai.home.arpa" and kid["role"] == "user"
+    password = kid["one_time_password"]
+    assert password and len(password) >= 12
+    assert family.server.lanai_json("users")[1]["users"][0]["one_time_password"] is None
+    signed_in = httpx.post(f"{family.url}/api/v1/auths/signin", timeout=30,
+                           json={"email": kid["email"], "password": password})
+    assert signed_in.status_code == 200 and signed_in.json()["role"] == "user"
+
+
+def test_a_second_reconcile_writes_nothing_to_open_webui(family: Family):
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    assert outcome["webui"]["actions"] == []
+    assert outcome["webui"]["drift"] == []
+
+
+def test_a_setting_changed_by_hand_is_drift_healed_only_where_managed(family: Family):
+    auth = family.get("/api/v1/auths/admin/config")
+    family.post("/api/v1/auths/admin/config", {**auth, "ENABLE_SIGNUP": False})
+    models = family.get("/api/v1/configs/models")
+    family.post("/api/v1/configs/models", {**models, "DEFAULT_MODELS": "lanai-test:tiny"})
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    drift = {d["key"]: d for d in outcome["webui"]["drift"]}
+    assert drift["ENABLE_SIGNUP"]["healed"] is True  # signup is managed
+    assert drift["DEFAULT_MODELS"]["healed"] is False  # default_model is not
+    assert family.get("/api/v1/auths/admin/config")["ENABLE_SIGNUP"] is True
+    assert family.get("/api/v1/configs/models")["DEFAULT_MODELS"] == "lanai-test:tiny"
+    code, data = family.server.lanai_json("drift")
+    assert code == 1
+    assert any(d["service"] == "open-webui" and "DEFAULT_MODELS" in d["detail"]
+               for d in data["drift"])
+
+
+def test_a_provider_whose_key_is_missing_is_reported_not_half_configured(family: Family):
+    family.repo.replace("webui.yaml", "  openai:\n", "  openai:\n"
+                        "    - {name: other, url: https://api.example.invalid/v1, "
+                        "key: OTHER_API_KEY}\n")
+    family.repo.commit_push("Another provider, key not set yet")
+    code, outcome = family.server.reconcile()
+    assert code == 3, outcome
+    assert outcome["error"].startswith("connection other (https://api.example.invalid/v1) "
+                                       "needs the secret OTHER_API_KEY")
+    assert family.get("/openai/config")["OPENAI_API_BASE_URLS"] == [CLOUD]
