@@ -103,6 +103,46 @@ class User(Strict):
         return value.lower()
 
 
+class KnowledgeBase(Strict):
+    name: str = Field(description="The knowledge base's name in Open WebUI (unique).")
+    description: str = ""
+    files: list[str] = Field(
+        description="Documents in the state repo: paths or glob patterns relative to the repo "
+        "(e.g. docs/recipes/*.md). Synced by content: new and changed files are uploaded, "
+        "removed ones removed, unchanged ones left alone.")
+
+    @field_validator("files")
+    @classmethod
+    def _relative(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if pattern.startswith("/") or ".." in pattern.split("/"):
+                raise ValueError(f"{pattern!r} must be a path inside the state repo")
+        if not value:
+            raise ValueError("list at least one file")
+        return value
+
+
+class Preset(Strict):
+    id: str = Field(description="A stable id (lowercase, digits, '-'): renaming it makes a new "
+                    "preset.")
+    name: str = Field(description="What the family sees in the model list.")
+    base_model: str = Field(description="The model that answers: local (from models.yaml) or a "
+                            "cloud model id.")
+    system: str | None = Field(None, description="The system prompt.")
+    params: dict[str, float | int | str | bool] = Field(
+        default_factory=dict, description="Model parameters, e.g. temperature: 0.3.")
+    knowledge: list[str] = Field(
+        default_factory=list, description="Names of knowledge bases (above) the preset uses.")
+    description: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9][a-z0-9-]*$", value):
+            raise ValueError("use lowercase letters, digits and '-', e.g. family-helper")
+        return value
+
+
 class WebUIConfig(Strict):
     service: str = Field("open-webui", description="The compose service running Open WebUI.")
     signup: Literal["closed", "pending", "open"] = Field(
@@ -113,6 +153,11 @@ class WebUIConfig(Strict):
     connections: Connections = Field(default_factory=Connections)
     voice: Voice = Field(default_factory=Voice)
     rag: Rag = Field(default_factory=Rag)
+    knowledge: list[KnowledgeBase] = Field(
+        default_factory=list, description="Knowledge bases with their documents, kept in git.")
+    presets: list[Preset] = Field(
+        default_factory=list, description="Model presets: a base model, a system prompt, "
+        "parameters and knowledge, the same whichever model answers.")
     users: list[User] = Field(
         default_factory=list, description="Family accounts, created with a one-time password "
         "that `lanai users` shows on the server.")
@@ -122,6 +167,22 @@ class WebUIConfig(Strict):
     managed: list[Area] = Field(
         default_factory=lambda: list(AREAS), description="Settings lanai overwrites when they "
         "were changed by hand in the admin UI; the others are only reported by `lanai drift`.")
+
+    @model_validator(mode="after")
+    def _references(self) -> WebUIConfig:
+        names = [k.name for k in self.knowledge]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"knowledge base {', '.join(twice)} listed more than once")
+        ids = [p.id for p in self.presets]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a preset id is listed more than once")
+        for preset in self.presets:
+            unknown = sorted(set(preset.knowledge) - set(names))
+            if unknown:
+                raise ValueError(f"preset {preset.id} uses knowledge {', '.join(unknown)}, "
+                                 "which is not declared under knowledge")
+        return self
 
     @model_validator(mode="after")
     def _unique_users(self) -> WebUIConfig:
