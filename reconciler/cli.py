@@ -411,13 +411,32 @@ def status(as_json: bool) -> None:
     if applied is not None and applied.models is not None:
         models = cli_models.server_models(applied.models,
                                           models_state.load(settings.models_file))
+    voice = voice_status(applied) if applied is not None and applied.webui else None
     if as_json:
-        click.echo(json.dumps({**report.to_json(), "models": models}, indent=1))
+        click.echo(json.dumps({**report.to_json(), "models": models, "voice": voice}, indent=1))
     else:
         views.status(report)
+        if voice is not None:
+            views.out.print(f"[bold]Voice[/bold]    {voice['summary']}")
         if models is not None:
             views.out.print()
             models_views.models_table(models)
+
+
+def voice_status(applied: Rendered) -> dict[str, Any]:
+    """Whether voice chat can work from a phone or laptop on the LAN: browsers give the
+    microphone only to https pages (or localhost)."""
+    assert applied.webui is not None
+    voice, https = applied.webui.voice, applied.config.https
+    stt = f"local Whisper {voice.stt.model}" if voice.stt.engine == "local" else voice.stt.url
+    tts = "the device's voices" if voice.tts.engine == "browser" else voice.tts.url
+    engines = f"speech to text: {stt}; text to speech: {tts}"
+    if https is not None and (https.names or https.lan_ip):
+        where = ", ".join(f"https://{n}/" for n in https.names) or "https://<server IP>/"
+        return {"lan": True, "summary": f"works from LAN devices at {where} ({engines})"}
+    return {"lan": False, "summary": "only in a browser on the server itself: phones and "
+            "laptops need https for the microphone; add an https section to lanai.yaml "
+            f"({engines})"}
 
 
 @main.command()

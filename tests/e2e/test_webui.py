@@ -101,6 +101,8 @@ def test_a_push_sets_what_the_family_sees_and_reads_back_through_the_api(family:
     embedding = family.get("/api/v1/retrieval/embedding")
     assert (embedding["RAG_EMBEDDING_ENGINE"], embedding["RAG_EMBEDDING_MODEL"]) == (
         "ollama", "nomic-embed-text:v1.5")
+    voice = family.server.status()["voice"]
+    assert voice["lan"] is True and "https://ai.home.arpa/" in voice["summary"]
     # The secret never reaches lanai's own records.
     assert "sk-cloud-e2e-123" not in (family.server.home / "history.jsonl").read_text()
     assert "sk-cloud-e2e-123" not in (family.server.home / "webui.json").read_text()
