@@ -25,6 +25,41 @@ prefixes are the ``app.include_router`` calls in main.py):
 - ``GET /api/v1/users/all`` -> {users, total}; ``POST /api/v1/auths/add``
   AddUserForm; ``POST /api/v1/users/{id}/update`` UserUpdateForm
 
+Documents, knowledge bases and model presets (files, knowledge and models routers):
+
+- ``POST /api/v1/files/?process=true`` multipart ``file`` -> the file record with
+  ``data.status`` "pending"; processing (extract, split, embed into ``file-{id}``)
+  runs after the answer (files.upload_file, process_uploaded_file)
+- ``GET /api/v1/files/{id}/process/status`` -> {"status"}: pending, processing,
+  completed or failed; ``GET /api/v1/files/{id}`` has the error in ``data.error``;
+  ``DELETE /api/v1/files/{id}`` also drops its vectors from every knowledge base
+- ``GET /api/v1/knowledge/?page=n`` -> {items, total}, 30 a page, each with
+  ``file_count`` but no files; ``GET /api/v1/knowledge/{id}`` (``files`` is null);
+  ``GET /api/v1/knowledge/{id}/files?page=n&limit=`` -> {items, total}
+- ``POST /api/v1/knowledge/create`` KnowledgeForm {name, description, access_grants};
+  ``POST /api/v1/knowledge/{id}/update`` {name, description} (grants untouched);
+  ``POST /api/v1/knowledge/{id}/access/update`` {access_grants};
+  ``DELETE /api/v1/knowledge/{id}/delete`` -> bool
+- ``POST /api/v1/knowledge/{id}/file/add`` {file_id}: embeds the file's chunks into
+  the knowledge base's collection inside the request; ``.../file/remove?delete_file=``
+  {file_id}: drops them, and by default deletes the file too
+- ``GET /api/v1/models/all`` (admin) -> every model row; ``GET /api/v1/models/model?id=``;
+  ``POST /api/v1/models/create`` ModelForm; ``POST /api/v1/models/model/update``
+  ModelForm (grants untouched); ``POST /api/v1/models/model/access/update``
+  {id, name, access_grants}; ``POST /api/v1/models/model/delete`` {id} -> bool
+- ``GET /api/models`` -> {data}: the chat's model list, filtered for the caller
+  (main.get_models, utils/models.get_filtered_models)
+
+Who sees what (0.12.4 replaced ``access_control`` with access grants; a form's
+``access_control`` is ignored, so None no longer means public): a knowledge base or a
+model is visible to a ``user`` account when it has the grant ``{"principal_type":
+"user", "principal_id": "*", "permission": "read"}`` (:data:`PUBLIC_READ`), a grant
+for the user, or one for a group of theirs. A preset also answers a user only when
+its base model has a model row that the user may read (has_base_model_access): an
+Ollama model without one is admin-only, so :meth:`WebUI.set_model_access` must give
+the base model the same grant. Retrieval from a preset's knowledge checks the
+knowledge base's grants for the user asking.
+
 Every setter is read-modify-write: it reads the area, changes only the keys it
 is given and posts the whole form back, because several of these forms store
 every field they receive (an omitted ``ENABLE_OPENAI_API`` is stored as null,
@@ -41,7 +76,8 @@ Whisper model could not be loaded (see there).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -101,6 +137,29 @@ MODELS_FIELDS = (  # routers/configs.py ModelsConfigForm
 )
 PERMISSION_SECTIONS = (  # routers/users.py UserPermissions
     "workspace", "sharing", "access_grants", "chat", "features", "settings")
+
+# The grant that makes a knowledge base or a model readable by every signed-in user
+# (models/access_grants.py: principal "user" with the wildcard id). "anyone" would
+# be without sign-in, which 0.12.4 refuses for models and knowledge.
+PUBLIC_READ: dict[str, str] = {"principal_type": "user", "principal_id": "*",
+                               "permission": "read"}
+# files.get_file_process_status: data.status as process_uploaded_file sets it.
+FILE_STATUSES = ("pending", "processing", "completed", "failed")
+# Adding a file to a knowledge base embeds its chunks inside the request (and a
+# knowledge base's create/update embeds its name); a big document on a busy GPU
+# takes minutes.
+EMBED_TIMEOUT = 600.0
+# Keys of a knowledge reference in a model's meta.knowledge, as the model editor
+# keeps them (ModelEditor.svelte toModelKnowledgeReference).
+KNOWLEDGE_REF_KEYS = ("id", "name", "type", "description")
+# ERROR_MESSAGES.NOT_FOUND: what the files, knowledge and models routers answer for a
+# missing id, with 400, 401 or 404 depending on the route.
+NOT_FOUND_DETAIL = "We could not find what you're looking for :/"
+MODEL_ID_TAKEN_DETAIL = ("Uh-oh! This model id is already registered. Please choose another "
+                         "model id string.")
+ACCESS_PROHIBITED_DETAIL = ("You do not have permission to access this resource. Please "
+                            "contact your administrator for assistance.")
+PAGE_LIMIT = 100  # knowledge files per page; admins may choose it, users always get 30
 
 # Values never put in a message (no log prints a secret).
 _SECRET_MARKERS = ("KEY", "PASSWORD", "TOKEN", "SECRET", "AUTH")
@@ -166,8 +225,12 @@ class WebUI:
 
     # --- session -------------------------------------------------------------------------
 
-    def signin(self, email: str, password: str) -> None:
-        """Sign in with a password and keep the session token for the calls that follow."""
+    def signin(self, email: str, password: str, *, admin: bool = True) -> None:
+        """Sign in with a password and keep the session token for the calls that follow.
+
+        ``admin=False`` accepts a ``user`` account too, to see what a family member
+        sees (`user_visible_models`, `knowledge_bases`); the admin calls then fail.
+        """
         try:
             response = self._client.post("/api/v1/auths/signin",
                                          json={"email": email, "password": password})
@@ -177,10 +240,10 @@ class WebUI:
         self._client.cookies.clear()
         status = response.status_code
         if status in (400, 401):  # auths.signin: 400 INVALID_CRED for a wrong email or password
-            raise WebUIError(
-                f"Open WebUI refused the sign-in of {email}: the admin password in the server's "
-                "secrets file does not match Open WebUI's admin account.",
-                status=status, detail=_detail(response))
+            reason = ("the admin password in the server's secrets file does not match Open "
+                      "WebUI's admin account" if admin else "wrong email or password")
+            raise WebUIError(f"Open WebUI refused the sign-in of {email}: {reason}.",
+                             status=status, detail=_detail(response))
         if status == 403:
             raise WebUIError(
                 f"Open WebUI has password sign-in turned off (ENABLE_PASSWORD_AUTH=false), so "
@@ -205,7 +268,7 @@ class WebUI:
             raise WebUIError(f"lanai cannot sign in to Open WebUI as {email}: {reason}.",
                              status=status)
         role = body.get("role")
-        if role != "admin":
+        if admin and role != "admin":
             raise WebUIError(
                 f"{email} signed in to Open WebUI but is a {role!r} account, not an admin, so "
                 "lanai cannot change settings with it.", status=status)
@@ -427,15 +490,280 @@ class WebUI:
                     status=exc.status, detail=exc.detail) from exc
             raise
 
+    # --- documents (files router) --------------------------------------------------------
+
+    def upload_file(self, name: str, data: bytes, *, content_type: str = "text/plain",
+                    process: bool = True) -> dict[str, Any]:
+        """Upload a document; the answer is its record (files.upload_file): ``id``,
+        ``filename``, ``meta`` (name, content_type, size, ``file_hash``: the SHA-256 of
+        the bytes sent), ``hash`` (of the extracted text; null until processed), ``data``.
+
+        With ``process`` Open WebUI extracts, splits and embeds the text into the file's
+        own collection after it has answered (``data.status`` "pending"): call
+        `wait_processed` before adding the file to a knowledge base. Without it the file
+        is only stored, and a knowledge base refuses it.
+        """
+        what = f"upload the file {name}"
+        record = _as_dict(self._request(
+            "POST", "/api/v1/files/", what, params={"process": _flag(process)},
+            files={"file": (name, data, content_type)}, idempotent=False), what)
+        # upload_file answers {"status": true, **record}; the processing status is data.status.
+        record.pop("status", None)
+        if not isinstance(record.get("id"), str):
+            raise WebUIError(f"Open WebUI answered the request to {what} without a file id.")
+        return record
+
+    def file(self, file_id: str) -> dict[str, Any]:
+        """One file's record (files.get_file_by_id), with the extracted text in
+        ``data.content`` and, after a failed processing, the reason in ``data.error``."""
+        return _as_dict(self._request("GET", f"/api/v1/files/{file_id}",
+                                      f"read file {file_id}", missing=f"file {file_id}"),
+                        f"read file {file_id}")
+
+    def file_status(self, file_id: str) -> str:
+        """pending, processing, completed or failed (files.get_file_process_status).
+
+        0.12.4 keeps it in the file's ``data.status``; a file uploaded without
+        processing has none and reads "pending" for ever.
+        """
+        what = f"read the processing status of file {file_id}"
+        body = _as_dict(self._request("GET", f"/api/v1/files/{file_id}/process/status", what,
+                                      missing=f"file {file_id}"), what)
+        status = body.get("status")
+        if status not in FILE_STATUSES:
+            raise WebUIError(f"Open WebUI answered the request to {what} with the unknown "
+                             f"status {status!r}.")
+        return str(status)
+
+    def wait_processed(self, file_id: str, *, timeout: float = 120,
+                       interval: float = 0.5) -> None:
+        """Poll until the file is processed; a failure is a WebUIError with the server's
+        reason (e.g. the embedding model could not be reached)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.file_status(file_id)
+            if status == "completed":
+                return
+            if status == "failed":
+                record = self.file(file_id)
+                error = str((record.get("data") or {}).get("error") or "no reason given")
+                raise WebUIError(
+                    f"Open WebUI could not process the file {record.get('filename') or file_id}: "
+                    f"{error.strip().rstrip('.')}.", detail=error)
+            if time.monotonic() >= deadline:
+                raise WebUIError(f"Open WebUI had not processed file {file_id} after "
+                                 f"{timeout:.0f} s (it is {status}).")
+            time.sleep(interval)
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete a file, its vectors, and its place in every knowledge base."""
+        self._request("DELETE", f"/api/v1/files/{file_id}", f"delete file {file_id}",
+                      missing=f"file {file_id}")
+
+    # --- knowledge bases (knowledge router) ----------------------------------------------
+
+    def knowledge_bases(self) -> list[dict[str, Any]]:
+        """Every knowledge base this session may read (knowledge.get_knowledge_bases, all
+        pages): id, name, description, meta, access_grants, file_count, write_access.
+
+        The list has no files (`knowledge` has them). An admin sees every one; a ``user``
+        session sees its own and those shared with it, as the workspace shows them.
+        Names are not unique in Open WebUI: look one up here before creating it.
+        """
+        return self._pages("/api/v1/knowledge/", "list the knowledge bases")
+
+    def knowledge(self, knowledge_id: str) -> dict[str, Any]:
+        """One knowledge base with ``files``: id, filename, hash, meta (with file_hash)."""
+        what = f"read knowledge base {knowledge_id}"
+        record = _as_dict(self._request("GET", f"/api/v1/knowledge/{knowledge_id}", what,
+                                        missing=f"knowledge base {knowledge_id}"), what)
+        # get_knowledge_by_id leaves `files` null in 0.12.4; they have their own pages.
+        record["files"] = self.knowledge_files(knowledge_id)
+        return record
+
+    def knowledge_files(self, knowledge_id: str) -> list[dict[str, Any]]:
+        """The files of a knowledge base, all pages (knowledge.get_knowledge_files_by_id)."""
+        return self._pages(f"/api/v1/knowledge/{knowledge_id}/files",
+                           f"list the files of knowledge base {knowledge_id}",
+                           params={"limit": PAGE_LIMIT},
+                           missing=f"knowledge base {knowledge_id}")
+
+    def create_knowledge(self, name: str, description: str, *,
+                         public: bool = True) -> dict[str, Any]:
+        """Create a knowledge base, readable by every user when ``public`` (without the
+        grant only admins and its owner see it, and retrieval skips it for others)."""
+        what = f"create the knowledge base {name}"
+        form = {"name": name, "description": description,
+                "access_grants": [dict(PUBLIC_READ)] if public else []}
+        # create_new_knowledge embeds the name and description before answering.
+        answer = self._post_dict("/api/v1/knowledge/create", form, what,
+                                 timeout=max(self.timeout, EMBED_TIMEOUT), idempotent=False)
+        _check_grants(form["access_grants"], answer, f"knowledge base {name}")
+        return answer
+
+    def update_knowledge(self, knowledge_id: str, *, name: str,
+                         description: str) -> dict[str, Any]:
+        """Rename or redescribe; the answer lists the files (id, hash, meta: no filename).
+        Access grants are not part of this form: see `set_knowledge_access`."""
+        what = f"update knowledge base {knowledge_id}"
+        return self._post_dict(f"/api/v1/knowledge/{knowledge_id}/update",
+                               {"name": name, "description": description}, what,
+                               timeout=max(self.timeout, EMBED_TIMEOUT),
+                               missing=f"knowledge base {knowledge_id}")
+
+    def set_knowledge_access(self, knowledge_id: str,
+                             grants: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+        """Replace who may read or write a knowledge base (``[PUBLIC_READ]``: every user)."""
+        what = f"change who sees knowledge base {knowledge_id}"
+        sent = [dict(g) for g in grants]
+        answer = self._post_dict(f"/api/v1/knowledge/{knowledge_id}/access/update",
+                                 {"access_grants": sent}, what,
+                                 missing=f"knowledge base {knowledge_id}")
+        _check_grants(sent, answer, f"knowledge base {knowledge_id}")
+        return answer
+
+    def add_file_to_knowledge(self, knowledge_id: str, file_id: str) -> dict[str, Any]:
+        """Embed a processed file into the knowledge base's collection and link it.
+
+        The chunks of the file's own collection are embedded again, inside the request.
+        Adding a file twice embeds it twice (0.12.4 answers 200 and keeps both copies),
+        and a second file with the same text is refused as duplicate content.
+        """
+        what = f"add file {file_id} to knowledge base {knowledge_id}"
+        answer = self._post_dict(f"/api/v1/knowledge/{knowledge_id}/file/add",
+                                 {"file_id": file_id}, what,
+                                 timeout=max(self.timeout, EMBED_TIMEOUT), idempotent=False,
+                                 missing=f"knowledge base {knowledge_id} or file {file_id}")
+        if file_id not in {f.get("id") for f in answer.get("files") or [] if isinstance(f, dict)}:
+            raise WebUIError(f"Open WebUI accepted but did not link file {file_id} to "
+                             f"knowledge base {knowledge_id}.")
+        return answer
+
+    def remove_file_from_knowledge(self, knowledge_id: str, file_id: str, *,
+                                   delete_file: bool = True) -> dict[str, Any]:
+        """Unlink a file and drop its vectors from the knowledge base's collection.
+
+        With ``delete_file`` (0.12.4's default unless ENABLE_KNOWLEDGE_FILE_RETENTION)
+        the file itself goes too: record, stored bytes and its own collection.
+        """
+        what = f"remove file {file_id} from knowledge base {knowledge_id}"
+        return _as_dict(self._request(
+            "POST", f"/api/v1/knowledge/{knowledge_id}/file/remove", what,
+            body={"file_id": file_id}, params={"delete_file": _flag(delete_file)},
+            missing=f"file {file_id} in knowledge base {knowledge_id}"), what)
+
+    def delete_knowledge(self, knowledge_id: str) -> None:
+        """Delete a knowledge base and its collection; presets lose it from their
+        meta.knowledge. Its files stay (as files without a knowledge base)."""
+        what = f"delete knowledge base {knowledge_id}"
+        if self._request("DELETE", f"/api/v1/knowledge/{knowledge_id}/delete", what,
+                         missing=f"knowledge base {knowledge_id}") is not True:
+            raise WebUIError(f"Open WebUI did not delete knowledge base {knowledge_id}.")
+
+    # --- model presets (models router) ---------------------------------------------------
+
+    def models(self) -> list[dict[str, Any]]:
+        """The workspace models (presets: rows with a base model), every owner's: id, name,
+        base_model_id, params, meta, access_grants, is_active (models.get_all_model_records).
+        Rows without a base model are settings of a base model itself (e.g. its access)."""
+        what = "list the workspace models"
+        body = self._request("GET", "/api/v1/models/all", what)
+        if not isinstance(body, list):
+            raise WebUIError(f"Open WebUI answered the request to {what} with "
+                             f"{type(body).__name__}, not a list.")
+        return [m for m in body if isinstance(m, dict) and m.get("base_model_id")]
+
+    def model(self, model_id: str) -> dict[str, Any] | None:
+        """One model row (a preset or a base model's settings); None when there is none."""
+        what = f"read model {model_id}"
+        try:
+            # the id is a query parameter so that it may hold '/' (models.get_model_by_id)
+            return _as_dict(self._request("GET", "/api/v1/models/model", what,
+                                          params={"id": model_id},
+                                          missing=f"model {model_id}"), what)
+        except WebUIError as exc:
+            if exc.status == 404 and exc.detail == NOT_FOUND_DETAIL:
+                return None
+            raise
+
+    def create_model(self, form: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a preset from a ModelForm (`preset_form` builds one)."""
+        model_id = form.get("id")
+        what = f"create the model {model_id}"
+        try:
+            answer = self._post_dict("/api/v1/models/create", dict(form), what,
+                                     idempotent=False)
+        except WebUIError as exc:
+            if exc.detail == MODEL_ID_TAKEN_DETAIL:  # a 401, of all statuses
+                raise WebUIError(f"Open WebUI already has a model {model_id}; update it "
+                                 "instead.", status=exc.status, detail=exc.detail) from exc
+            raise
+        if form.get("access_grants") is not None:
+            _check_grants(form["access_grants"], answer, f"model {model_id}")
+        return answer
+
+    def update_model(self, model_id: str, form: Mapping[str, Any]) -> dict[str, Any]:
+        """Replace a preset's name, base model, params and meta with the form's.
+
+        models.update_model_by_id ignores ``access_grants``; when the form has them they
+        are applied after, with `set_model_access`. Omitted meta keys are reset, except the
+        images and voice avatar, which are kept.
+        """
+        body = {**form, "id": model_id}
+        grants = body.pop("access_grants", None)
+        answer = self._post_dict("/api/v1/models/model/update", body,
+                                 f"update the model {model_id}", missing=f"model {model_id}")
+        if grants is not None:
+            answer = self.set_model_access(model_id, grants, name=str(body.get("name") or ""))
+        return answer
+
+    def set_model_access(self, model_id: str, grants: Sequence[Mapping[str, str]], *,
+                         name: str | None = None) -> dict[str, Any]:
+        """Replace who may use a model (``[PUBLIC_READ]``: every user).
+
+        For a base model (e.g. an Ollama model) without a model row, Open WebUI creates
+        one named ``name`` (models.update_model_access_by_id); a preset answers a user
+        only when its base model is readable by them too.
+        """
+        what = f"change who may use the model {model_id}"
+        sent = [dict(g) for g in grants]
+        answer = self._post_dict("/api/v1/models/model/access/update",
+                                 {"id": model_id, "name": name or model_id,
+                                  "access_grants": sent}, what)
+        _check_grants(sent, answer, f"model {model_id}")
+        return answer
+
+    def delete_model(self, model_id: str) -> None:
+        what = f"delete the model {model_id}"
+        if self._request("POST", "/api/v1/models/model/delete", what, body={"id": model_id},
+                         missing=f"model {model_id}") is not True:
+            raise WebUIError(f"Open WebUI did not delete the model {model_id}.")
+
+    # --- what a family member sees -------------------------------------------------------
+
+    def user_visible_models(self) -> list[dict[str, Any]]:
+        """The chat's model list for this session (main.get_models, ``GET /api/models``):
+        base models and presets the account may read. For a ``user`` a preset's ``info``
+        carries no system prompt (params are stripped for readers). Knowledge bases
+        need no such call: `knowledge_bases` is what a user's workspace lists."""
+        what = "list the models of the chat"
+        data = _as_dict(self._request("GET", "/api/models", what), what).get("data")
+        if not isinstance(data, list):
+            raise WebUIError(f"Open WebUI answered the request to {what} without a list.")
+        return data
+
     # --- plumbing ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, what: str, *, body: Any = None,
-                 timeout: float | None = None, idempotent: bool = True) -> Any:
+                 params: Mapping[str, Any] | None = None, files: Any = None,
+                 timeout: float | None = None, idempotent: bool = True,
+                 missing: str | None = None) -> Any:
+        """``missing`` names what an id points at, for Open WebUI's not-found answer."""
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
         for attempt in (1, 2):
             try:
                 response = self._client.request(
-                    method, path, json=body, headers=headers,
+                    method, path, json=body, params=params, files=files, headers=headers,
                     timeout=timeout if timeout is not None else self.timeout)
                 break
             except httpx.RemoteProtocolError as exc:
@@ -450,6 +778,17 @@ class WebUI:
             if response.status_code == 401 and not self._token:
                 raise WebUIError(f"lanai must sign in to Open WebUI before it can {what}.",
                                  status=401, detail=_detail(response))
+            detail = _detail(response)
+            if missing and detail == NOT_FOUND_DETAIL:
+                # The files, knowledge and models routers answer a missing id with 400,
+                # 401 or 404; the detail is the same.
+                raise WebUIError(f"Open WebUI has no {missing}.",
+                                 status=response.status_code, detail=detail)
+            if response.status_code == 401 and detail == ACCESS_PROHIBITED_DETAIL:
+                # get_admin_user and the knowledge router's read checks: a valid session
+                # of an account without the right, not an expired one.
+                raise WebUIError(f"Open WebUI does not let this account {what}.",
+                                 status=401, detail=detail)
             raise _http_error(response, what)
         return _json(response, what)
 
@@ -457,9 +796,27 @@ class WebUI:
         return _as_dict(self._request("GET", path, what), what)
 
     def _post_dict(self, path: str, body: Any, what: str, *, timeout: float | None = None,
-                   idempotent: bool = True) -> dict[str, Any]:
+                   idempotent: bool = True, missing: str | None = None) -> dict[str, Any]:
         return _as_dict(self._request("POST", path, what, body=body, timeout=timeout,
-                                      idempotent=idempotent), what)
+                                      idempotent=idempotent, missing=missing), what)
+
+    def _pages(self, path: str, what: str, *, params: Mapping[str, Any] | None = None,
+               missing: str | None = None) -> list[dict[str, Any]]:
+        """Every item of a paged list ({items, total}; ``page`` counts from 1)."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = _as_dict(self._request("GET", path, what, params={**(params or {}),
+                                                                     "page": page},
+                                          missing=missing), what)
+            batch, total = body.get("items"), body.get("total")
+            if not isinstance(batch, list) or not isinstance(total, int):
+                raise WebUIError(f"Open WebUI answered the request to {what} without a page "
+                                 "of items.")
+            items.extend(batch)
+            if not batch or len(items) >= total:
+                return items
+            page += 1
 
     def _unreachable(self, exc: httpx.TransportError, what: str) -> WebUIUnreachable:
         if isinstance(exc, httpx.TimeoutException):
@@ -468,6 +825,69 @@ class WebUI:
         reason = str(exc).rstrip(".") or "no reason given"
         return WebUIUnreachable(f"Open WebUI at {self.base_url} could not be reached to {what} "
                                 f"({type(exc).__name__}: {reason}).")
+
+
+def preset_form(*, model_id: str, name: str, base_model_id: str, system: str | None,
+                params: Mapping[str, Any], knowledge: Sequence[Mapping[str, Any]],
+                description: str | None = None, public: bool = True) -> dict[str, Any]:
+    """The ModelForm of a preset, shaped as the model editor sends it (createNewModel).
+
+    ``system`` goes to ``params.system`` (a blank one is left out, as the editor does);
+    ``knowledge`` are knowledge bases as `WebUI.knowledge_bases` returns them, attached
+    as ``meta.knowledge`` references ``{"id", "name", "type": "collection",
+    "description"}``. With knowledge, ``params.function_calling`` is "legacy" unless
+    ``params`` says otherwise: 0.12.4's default ("native") reaches attached knowledge
+    only through a tool the model must call, which models without tool calling (phi3)
+    never do; legacy retrieves before every answer. ``public`` adds :data:`PUBLIC_READ`
+    (an editor-made preset is private); the base model needs it too (see
+    `WebUI.set_model_access`).
+    """
+    merged = {k: v for k, v in params.items() if v is not None and v != ""}
+    if system is not None:
+        if system.strip():
+            merged["system"] = system
+        else:
+            merged.pop("system", None)
+    refs = [_knowledge_ref(k) for k in knowledge]
+    if refs:
+        merged.setdefault("function_calling", "legacy")
+    meta: dict[str, Any] = {"description": description or None}
+    if refs:
+        meta["knowledge"] = refs  # the editor drops the key when there is none
+    return {"id": model_id, "base_model_id": base_model_id, "name": name, "meta": meta,
+            "params": merged, "access_grants": [dict(PUBLIC_READ)] if public else [],
+            "is_active": True}
+
+
+def is_public(record: Mapping[str, Any]) -> bool:
+    """Whether a knowledge base or model record grants every user read access."""
+    return any(_grant_key(g) == _grant_key(PUBLIC_READ)
+               for g in record.get("access_grants") or [] if isinstance(g, Mapping))
+
+
+def _knowledge_ref(base: Mapping[str, Any]) -> dict[str, Any]:
+    if not base.get("id") or not base.get("name"):
+        raise ValueError("a knowledge base attached to a preset needs its id and name")
+    ref = {k: base[k] for k in KNOWLEDGE_REF_KEYS if base.get(k) not in (None, "")}
+    ref["type"] = "collection"  # a knowledge base; "file" and "note" are the other kinds
+    return ref
+
+
+def _grant_key(grant: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    return grant.get("principal_type"), grant.get("principal_id"), grant.get("permission")
+
+
+def _check_grants(sent: Iterable[Mapping[str, Any]], answer: Mapping[str, Any],
+                  what: str) -> None:
+    """Fail when the stored grants differ from those sent (filter_allowed_access_grants
+    drops what the account may not share, and malformed grants are dropped silently)."""
+    kept = {_grant_key(g) for g in answer.get("access_grants") or [] if isinstance(g, Mapping)}
+    if {_grant_key(g) for g in sent} != kept:
+        raise WebUIError(f"Open WebUI accepted but did not keep the access grants of {what}.")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _merge(current: Mapping[str, Any], changes: Mapping[str, Any], fields: Iterable[str], *,

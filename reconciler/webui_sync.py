@@ -10,8 +10,10 @@ overwritten only for areas listed under `managed` (every area, on a new commit).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import mimetypes
 import os
 import secrets as secrets_mod
 from collections.abc import Callable
@@ -22,11 +24,19 @@ from typing import Any
 import docker
 
 from . import webui_plan
+from .knowledge_plan import DocAction, KnowledgeRecord, documents, plan_documents, preset_differs
 from .record import now_iso, write_json_atomic
 from .render import Rendered
 from .secrets import read_secrets
 from .settings import ServerSettings
-from .webui_api import WebUI, WebUIError
+from .webui_api import (
+    NOT_FOUND_DETAIL,
+    PUBLIC_READ,
+    WebUI,
+    WebUIError,
+    is_public,
+    preset_form,
+)
 from .webui_schema import WebUIConfig
 
 log = logging.getLogger("lanai")
@@ -101,6 +111,8 @@ class WebUISync:
                 self._signin(api, rendered, config)
                 self._settings(api, rendered, config, out, new_commit)
                 self._users(api, config, out)
+                kb_ids = self._knowledge(api, rendered, config, out)
+                self._presets(api, config, kb_ids, out)
             except WebUIError as exc:
                 out.errors.append(exc.message)
         write_json_atomic(self.state_file, {"commit": rendered.commit, "at": now_iso(),
@@ -168,6 +180,128 @@ class WebUISync:
                                     "result": "ok", "reason": f"role {have.get('role')} -> "
                                     f"{user.role}"})
         self._save_passwords(passwords)
+
+    # -- knowledge bases and presets ------------------------------------------------------
+
+    @property
+    def knowledge_file(self) -> Path:
+        return self.settings.home / "webui-knowledge.json"
+
+    def _records(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.knowledge_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def _knowledge(self, api: WebUI, rendered: Rendered, config: WebUIConfig,
+                   out: WebUIOutcome) -> dict[str, str]:
+        """Sync every declared knowledge base; returns name -> Open WebUI id."""
+        data = self._records()
+        records = {n: KnowledgeRecord.from_json(r) for n, r in data.get("knowledge", {}).items()}
+        existing = {kb["id"]: kb for kb in api.knowledge_bases()}
+        by_name = {kb.get("name"): kb for kb in existing.values()}
+        ids: dict[str, str] = {}
+
+        def save() -> None:  # after every file: an interrupted sync resumes where it was
+            write_json_atomic(self.knowledge_file, {
+                **data, "knowledge": {n: r.to_json() for n, r in records.items()}})
+
+        for base in config.knowledge:
+            docs, empty = documents(rendered.directory, base)
+            out.errors += [f"knowledge {base.name}: {p} matches no file in the state repo"
+                           for p in empty]
+            record = records.get(base.name) or KnowledgeRecord()
+            kb = existing.get(record.id or "") or by_name.get(base.name)
+            if kb is None:
+                kb = api.create_knowledge(base.name, base.description)
+                record = KnowledgeRecord(id=kb["id"])  # a new base holds none of the old files
+                out.actions.append({"kind": "knowledge", "name": base.name, "result": "ok",
+                                    "reason": "created"})
+            elif (kb.get("description") or "") != base.description:
+                api.update_knowledge(kb["id"], name=base.name, description=base.description)
+            record.id = kb["id"]
+            records[base.name] = record
+            present = {f.get("id") for f in api.knowledge(kb["id"]).get("files") or []}
+            for action in plan_documents(base.name, docs, record, present):
+                self._document(api, rendered, record, action, out)
+                save()
+            ids[base.name] = kb["id"]
+        for name in sorted(set(records) - {b.name for b in config.knowledge}):
+            gone = records.pop(name)
+            if gone.id in existing:
+                api.delete_knowledge(gone.id)
+                out.actions.append({"kind": "knowledge", "name": name, "result": "ok",
+                                    "reason": "removed from webui.yaml"})
+        save()
+        return ids
+
+    def _document(self, api: WebUI, rendered: Rendered, record: KnowledgeRecord,
+                  action: DocAction, out: WebUIOutcome) -> None:
+        assert record.id is not None
+        result: dict[str, Any] = {**action.to_json(), "result": "ok"}
+        try:
+            old = record.files.get(action.path)
+            if action.kind in ("replace", "remove") and old is not None:
+                self._forget(api, record.id, old["file_id"])
+                record.files.pop(action.path, None)
+            if action.kind in ("upload", "replace"):
+                path = rendered.directory / action.path
+                kind = mimetypes.guess_type(path.name)[0] or "text/plain"
+                uploaded = api.upload_file(action.path, path.read_bytes(), content_type=kind)
+                api.wait_processed(uploaded["id"])
+                api.add_file_to_knowledge(record.id, uploaded["id"])
+                record.files[action.path] = {
+                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    "file_id": uploaded["id"]}
+            self.progress(f"knowledge {action.knowledge}: {action.kind} {action.path}")
+        except WebUIError as exc:
+            result.update(result="failed", error=exc.message)
+            out.errors.append(f"knowledge {action.knowledge}: {action.path}: {exc.message}")
+        out.actions.append(result)
+
+    def _forget(self, api: WebUI, knowledge_id: str, file_id: str) -> None:
+        """Take a file out of a knowledge base and delete it (it may be gone already)."""
+        try:
+            api.remove_file_from_knowledge(knowledge_id, file_id, delete_file=True)
+        except WebUIError as exc:
+            if exc.detail != NOT_FOUND_DETAIL:
+                raise
+
+    def _presets(self, api: WebUI, config: WebUIConfig, kb_ids: dict[str, str],
+                 out: WebUIOutcome) -> None:
+        data = self._records()
+        made = set(data.get("presets") or [])
+        current = {m["id"]: m for m in api.models()}
+        for preset in config.presets:
+            form = preset_form(model_id=preset.id, name=preset.name,
+                               base_model_id=preset.base_model, system=preset.system,
+                               params=dict(preset.params),
+                               knowledge=[{"id": kb_ids[k], "name": k} for k in preset.knowledge
+                                          if k in kb_ids],
+                               description=preset.description)
+            differs = preset_differs(current.get(preset.id), form)
+            if differs == ["missing"]:
+                api.create_model(form)
+            elif differs:
+                api.update_model(preset.id, form)
+            if differs:
+                out.actions.append({"kind": "preset", "id": preset.id, "result": "ok",
+                                    "reason": ", ".join(differs)})
+            made.add(preset.id)
+            # A family member may use a preset only if they may read its base model too.
+            base = api.model(preset.base_model)
+            if base is None or not is_public(base):
+                api.set_model_access(preset.base_model, [PUBLIC_READ])
+                out.actions.append({"kind": "model access", "id": preset.base_model,
+                                    "result": "ok", "reason": f"base of preset {preset.id}: "
+                                    "readable by every user"})
+        for gone in sorted(made - {p.id for p in config.presets}):
+            if gone in current:
+                api.delete_model(gone)
+                out.actions.append({"kind": "preset", "id": gone, "result": "ok",
+                                    "reason": "removed from webui.yaml"})
+            made.discard(gone)
+        write_json_atomic(self.knowledge_file, {**self._records(), "presets": sorted(made)})
 
     def take_passwords(self) -> dict[str, Any]:
         """The one-time passwords not shown yet; forgotten once taken."""

@@ -156,3 +156,60 @@ def test_a_provider_whose_key_is_missing_is_reported_not_half_configured(family:
     assert outcome["error"].startswith("connection other (https://api.example.invalid/v1) "
                                        "needs the secret OTHER_API_KEY")
     assert family.get("/openai/config")["OPENAI_API_BASE_URLS"] == [CLOUD]
+
+
+DOCS = {"docs/family/recipes.md": "# Recipes\nGrandma's soup: leeks, potatoes, cream.\n",
+        "docs/family/school.md": "# School\nThe bus leaves at 7:40 on weekdays.\n",
+        "docs/family/garden.md": "# Garden\nWater the tomatoes every second evening.\n"}
+KNOWLEDGE = """\
+knowledge:
+  - name: Family
+    description: Recipes, school and garden notes
+    files: [docs/family/*.md]
+presets:
+  - id: family-helper
+    name: Family helper
+    base_model: phi3:3.8b-mini-4k-instruct-q4_K_M
+    system: You help the family. Answer in two sentences.
+    params: {temperature: 0.3}
+    knowledge: [Family]
+"""
+
+
+def test_a_knowledge_base_with_three_documents_and_a_preset_arrive_as_declared(
+        family: Family):
+    # The provider without a key (the test before) goes; knowledge and a preset come.
+    text = family.repo.read("webui.yaml")
+    family.repo.write("webui.yaml", text.replace(
+        "    - {name: other, url: https://api.example.invalid/v1, key: OTHER_API_KEY}\n", "")
+        + KNOWLEDGE)
+    for path, body in DOCS.items():
+        (family.repo.work / path).parent.mkdir(parents=True, exist_ok=True)
+        (family.repo.work / path).write_text(body)
+    family.repo.commit_push("Family knowledge and a helper preset")
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    done = [(a["kind"], a.get("path") or a.get("name") or a.get("id"))
+            for a in outcome["webui"]["actions"] if a["kind"] != "settings"]
+    assert ("knowledge", "Family") in done and ("preset", "family-helper") in done
+    assert sorted(p for k, p in done if k == "upload") == sorted(DOCS)
+    [kb] = [k for k in family.get("/api/v1/knowledge/")["items"] if k["name"] == "Family"]
+    files = family.get(f"/api/v1/knowledge/{kb['id']}/files?page=1&limit=100")
+    files = files["items"] if isinstance(files, dict) else files
+    assert sorted(f["meta"]["name"] for f in files) == sorted(p.rsplit("/", 1)[1] for p in DOCS)
+    preset = family.get("/api/v1/models/model?id=family-helper")
+    assert preset["base_model_id"] == "phi3:3.8b-mini-4k-instruct-q4_K_M"
+    assert preset["params"]["system"].startswith("You help the family")
+    assert [k["id"] for k in preset["meta"]["knowledge"]] == [kb["id"]]
+
+
+def test_unchanged_documents_are_not_uploaded_again_and_an_edit_resyncs_only_it(
+        family: Family):
+    code, outcome = family.server.reconcile()
+    assert code == 0 and outcome["webui"]["actions"] == [], outcome
+    (family.repo.work / "docs/family/school.md").write_text("# School\nThe bus leaves at 7:45.\n")
+    family.repo.commit_push("The bus leaves later")
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    assert [(a["kind"], a.get("path")) for a in outcome["webui"]["actions"]
+            if a["kind"] != "settings"] == [("replace", "docs/family/school.md")]

@@ -11,6 +11,7 @@ the real server.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -21,11 +22,15 @@ import pytest
 
 from reconciler.webui_api import (
     AUTH_FIELDS,
+    EMBED_TIMEOUT,
     MODEL_LOAD_TIMEOUT,
+    PUBLIC_READ,
     WebUI,
     WebUIError,
     WebUIUnreachable,
     WhisperUnavailable,
+    is_public,
+    preset_form,
 )
 
 BASE = "http://webui.test"
@@ -98,6 +103,252 @@ def missing(fields: set[str], form: dict[str, Any], prefix: tuple[str, ...] = ()
         for f in sorted(fields)]})
 
 
+NOT_FOUND = "We could not find what you're looking for :/"
+PUBLIC = {"principal_type": "user", "principal_id": "*", "permission": "read"}
+PHI3 = "phi3:3.8b-mini-4k-instruct-q4_K_M"
+
+
+class FakeWorkspace:
+    """The files, knowledge and models routes of 0.12.4, storage as dicts and vectors as a
+    list of file ids per collection (enough to see what is embedded where)."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+        self.polls: dict[str, list[str]] = {}  # file id -> statuses the next polls read
+        self.knowledge: dict[str, dict[str, Any]] = {}
+        self.links: dict[str, list[str]] = {}  # knowledge id -> file ids
+        self.vectors: dict[str, list[str]] = {}  # collection -> file id of each chunk
+        self.models: dict[str, dict[str, Any]] = {}
+        self.ollama_models = [PHI3, "nomic-embed-text:v1.5"]
+        self.count = 0
+
+    def new_id(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}-{self.count}"
+
+    @staticmethod
+    def grants(resource: str, rid: str, sent: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        # normalize_access_grants: malformed grants are dropped without a word
+        return [{"id": f"g-{i}", "resource_type": resource, "resource_id": rid, **g,
+                 "created_at": 1700000000}
+                for i, g in enumerate(sent or [])
+                if g.get("principal_type") in ("user", "group") and g.get("principal_id")
+                and g.get("permission") in ("read", "write")]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path, method, query = request.url.path, request.method, request.url.params
+        body = json.loads(request.content) if request.headers.get(
+            "content-type") == "application/json" else None
+        if path == "/api/v1/files/" and method == "POST":
+            return self.upload_file(request)
+        if match := re.fullmatch(r"/api/v1/files/([^/]+)/process/status", path):
+            return self.get_file_process_status(match.group(1))
+        if match := re.fullmatch(r"/api/v1/files/([^/]+)", path):
+            file = self.files.get(match.group(1))
+            if file is None:
+                return detail(404, NOT_FOUND)
+            if method == "DELETE":  # files.delete_file_by_id
+                return self.delete_file(file["id"])
+            return httpx.Response(200, json=file)  # files.get_file_by_id
+        if path == "/api/v1/knowledge/":  # knowledge.get_knowledge_bases: 30 a page
+            items = sorted(self.knowledge.values(), key=lambda k: k["name"])
+            page = int(query.get("page", 1))
+            return httpx.Response(200, json={"items": [
+                {**k, "user": None, "file_count": len(self.links[k["id"]]), "write_access": True}
+                for k in items[(page - 1) * 30:page * 30]], "total": len(items)})
+        if path == "/api/v1/knowledge/create":
+            return self.create_new_knowledge(body)
+        if match := re.fullmatch(r"/api/v1/knowledge/([^/]+)(/.*)?", path):
+            return self.knowledge_route(match.group(1), match.group(2) or "", request, body)
+        if path == "/api/v1/models/all":  # models.get_all_model_records
+            return httpx.Response(200, json=list(self.models.values()))
+        if path == "/api/v1/models/model" and method == "GET":  # models.get_model_by_id
+            model = self.models.get(query["id"])
+            return detail(404, NOT_FOUND) if model is None else httpx.Response(
+                200, json={**model, "write_access": True, "user": None})
+        if path == "/api/v1/models/create":
+            return self.create_new_model(body)
+        if path == "/api/v1/models/model/update":
+            return self.update_model_by_id(body)
+        if path == "/api/v1/models/model/access/update":
+            return self.update_model_access_by_id(body)
+        if path == "/api/v1/models/model/delete":  # models.delete_model_by_id
+            if body["id"] not in self.models:
+                return detail(401, NOT_FOUND)
+            del self.models[body["id"]]
+            return httpx.Response(200, json=True)
+        if path == "/api/models":
+            return self.get_models()
+        return detail(404, "Not Found")
+
+    # files.upload_file -> upload_file_handler: processing is a background task
+    def upload_file(self, request: httpx.Request) -> httpx.Response:
+        part = re.search(rb'filename="([^"]+)"\r\nContent-Type: ([^\r]+)\r\n\r\n(.*?)\r\n--',
+                         request.content, re.S)
+        assert part, "a multipart body with one file"
+        name, content_type, data = part.group(1).decode(), part.group(2).decode(), part.group(3)
+        process = request.url.params.get("process", "true") == "true"
+        fid = self.new_id("file")
+        self.files[fid] = {
+            "id": fid, "user_id": "u-admin", "hash": None, "filename": name,
+            "path": f"/app/backend/data/uploads/{fid}_{name}",
+            "data": {"status": "pending"} if process else {},
+            "meta": {"name": name, "content_type": content_type, "size": len(data),
+                     "file_hash": hashlib.sha256(data).hexdigest(), "data": {}},
+            "created_at": 1700000000, "updated_at": 1700000000}
+        if process:
+            self.polls[fid] = ["processing", "completed"]
+            if content_type.startswith("image/"):
+                self.polls[fid] = ["processing", "failed"]
+        return httpx.Response(200, json={"status": True, **self.files[fid]})
+
+    # files.get_file_process_status (not streamed): data.status, "pending" when absent
+    def get_file_process_status(self, fid: str) -> httpx.Response:
+        file = self.files.get(fid)
+        if file is None:
+            return detail(404, NOT_FOUND)
+        if self.polls.get(fid):
+            status = self.polls[fid].pop(0)
+            file["data"]["status"] = status
+            if status == "completed":  # process_uploaded_file -> index_file
+                file["hash"] = file["meta"]["file_hash"]
+                self.vectors[f"file-{fid}"] = [fid]
+            if status == "failed":
+                file["data"]["error"] = ("File type image/png is not supported for "
+                                         "processing")
+        return httpx.Response(200, json={"status": file["data"].get("status", "pending")})
+
+    def delete_file(self, fid: str) -> httpx.Response:
+        for kid, fids in self.links.items():  # KB associations and embeddings go first
+            if fid in fids:
+                fids.remove(fid)
+                self.vectors[kid] = [v for v in self.vectors.get(kid, []) if v != fid]
+        del self.files[fid]
+        self.vectors.pop(f"file-{fid}", None)
+        return httpx.Response(200, json={"message": "File deleted successfully"})
+
+    # knowledge.create_new_knowledge: KnowledgeForm {name, description, access_grants}
+    def create_new_knowledge(self, form: dict[str, Any]) -> httpx.Response:
+        if {"name", "description"} - set(form):
+            return missing({"name", "description"} - set(form), form)
+        kid = self.new_id("kb")
+        self.knowledge[kid] = {
+            "id": kid, "user_id": "u-admin", "name": form["name"],
+            "description": form["description"], "meta": None,
+            "access_grants": self.grants("knowledge", kid, form.get("access_grants")),
+            "created_at": 1700000000, "updated_at": 1700000000}
+        self.links[kid] = []
+        return httpx.Response(200, json={**self.knowledge[kid], "files": None})
+
+    def file_metadatas(self, kid: str) -> list[dict[str, Any]]:
+        # Knowledges.get_file_metadatas_by_id: no filename (it is in meta.name)
+        return [{k: self.files[f][k] for k in ("id", "hash", "meta")}
+                | {"created_at": 1700000000, "updated_at": 1700000000}
+                for f in self.links[kid]]
+
+    def knowledge_route(self, kid: str, rest: str, request: httpx.Request,
+                        body: Any) -> httpx.Response:
+        kb = self.knowledge.get(kid)
+        if kb is None:  # 404 for GET /{id}, 400 for the others
+            return detail(404 if rest == "" else 400, NOT_FOUND)
+        if rest == "":  # knowledge.get_knowledge_by_id: files left null
+            return httpx.Response(200, json={**kb, "files": None, "write_access": True})
+        if rest == "/files":  # knowledge.get_knowledge_files_by_id (admins choose limit)
+            limit = int(request.url.params.get("limit", 30))
+            page = int(request.url.params.get("page", 1))
+            fids = self.links[kid]
+            items = [{**{k: v for k, v in self.files[f].items() if k != "path"},
+                      "data": None, "directory_id": None, "directory_path": "",
+                      "has_original": True, "user": None}
+                     for f in fids[(page - 1) * limit:page * limit]]
+            return httpx.Response(200, json={"items": items, "directories": [],
+                                             "breadcrumbs": [], "total": len(fids)})
+        if rest == "/update":  # knowledge.update_knowledge_by_id: grants untouched
+            kb.update(name=body["name"], description=body["description"])
+            return httpx.Response(200, json={**kb, "files": self.file_metadatas(kid),
+                                             "write_access": False})
+        if rest == "/access/update":  # knowledge.update_knowledge_access_by_id
+            kb["access_grants"] = self.grants("knowledge", kid, body["access_grants"])
+            return httpx.Response(200, json={**kb, "files": self.file_metadatas(kid)})
+        if rest == "/file/add":  # knowledge.add_file_to_knowledge_by_id
+            file = self.files.get(body["file_id"])
+            if file is None:
+                return detail(400, NOT_FOUND)
+            if not self.vectors.get(f"file-{file['id']}"):
+                return detail(400, "The content provided is empty. Please ensure that there "
+                                   "is text or data present before proceeding.")
+            # process_file(collection_name=id): the file's chunks embedded again, even twice
+            self.vectors.setdefault(kid, []).append(file["id"])
+            if file["id"] not in self.links[kid]:  # the unique link fails silently
+                self.links[kid].append(file["id"])
+            return httpx.Response(200, json={**kb, "files": self.file_metadatas(kid)})
+        if rest == "/file/remove":  # knowledge.remove_file_from_knowledge_by_id
+            fid = body["file_id"]
+            if fid not in self.links[kid]:
+                return detail(400, NOT_FOUND)
+            self.links[kid].remove(fid)
+            self.vectors[kid] = [v for v in self.vectors.get(kid, []) if v != fid]
+            if request.url.params.get("delete_file", "true") == "true":
+                del self.files[fid]  # delete_file_resource
+                self.vectors.pop(f"file-{fid}", None)
+            return httpx.Response(200, json={**kb, "files": self.file_metadatas(kid)})
+        if rest == "/delete" and request.method == "DELETE":  # knowledge.delete_knowledge_by_id
+            for model in self.models.values():
+                model["meta"]["knowledge"] = [k for k in model["meta"].get("knowledge") or []
+                                              if k.get("id") != kid]
+            del self.knowledge[kid], self.links[kid]
+            self.vectors.pop(kid, None)
+            return httpx.Response(200, json=True)
+        return detail(404, "Not Found")
+
+    def model_row(self, form: dict[str, Any], grants: list[dict[str, Any]]) -> dict[str, Any]:
+        meta = {"profile_image_url": None, "background_image_url": None, "description": None,
+                "i18n": None, "capabilities": None, "knowledge": None, "voice": None,
+                "voice_avatar": None, **form.get("meta", {})}
+        return {"version_id": self.new_id("v"), "id": form["id"], "user_id": "u-admin",
+                "base_model_id": form.get("base_model_id"), "name": form["name"],
+                "params": form.get("params", {}), "meta": meta, "access_grants": grants,
+                "is_active": form.get("is_active", True), "updated_at": 1700000000,
+                "created_at": 1700000000}
+
+    # models.create_new_model (ModelForm, extra keys ignored: access_control is not a field)
+    def create_new_model(self, form: dict[str, Any]) -> httpx.Response:
+        if {"id", "name", "meta", "params"} - set(form):
+            return missing({"id", "name", "meta", "params"} - set(form), form)
+        if form["id"] in self.models:
+            return detail(401, "Uh-oh! This model id is already registered. Please choose "
+                               "another model id string.")
+        self.models[form["id"]] = self.model_row(
+            form, self.grants("model", form["id"], form.get("access_grants")))
+        return httpx.Response(200, json=self.models[form["id"]])
+
+    # models.update_model_by_id: access_grants are not written
+    def update_model_by_id(self, form: dict[str, Any]) -> httpx.Response:
+        current = self.models.get(form["id"])
+        if current is None:
+            return detail(401, NOT_FOUND)
+        self.models[form["id"]] = self.model_row(form, current["access_grants"])
+        return httpx.Response(200, json=self.models[form["id"]])
+
+    # models.update_model_access_by_id: a base model without a row gets a minimal one
+    def update_model_access_by_id(self, form: dict[str, Any]) -> httpx.Response:
+        if form["id"] not in self.models:
+            self.models[form["id"]] = self.model_row(
+                {"id": form["id"], "name": form.get("name") or form["id"]}, [])
+        self.models[form["id"]]["access_grants"] = self.grants("model", form["id"],
+                                                               form["access_grants"])
+        return httpx.Response(200, json=self.models[form["id"]])
+
+    # main.get_models: Ollama's models plus active presets, filtered for the caller (admin)
+    def get_models(self) -> httpx.Response:
+        data = [{"id": m, "name": m, "object": "model", "owned_by": "ollama"}
+                for m in self.ollama_models]
+        data += [{"id": m["id"], "name": m["name"], "object": "model", "owned_by": "ollama",
+                  "preset": True, "info": m} for m in self.models.values()
+                 if m["base_model_id"] and m["is_active"]]
+        return httpx.Response(200, json={"data": data})
+
+
 class FakeWebUI:
     """The admin routes of Open WebUI 0.12.4, with their storage as plain dicts."""
 
@@ -124,6 +375,7 @@ class FakeWebUI:
         self.next_signin: httpx.Response | None = None
         self.fail: dict[str, httpx.Response] = {}  # path -> canned answer
         self.whisper_cached = True  # False: like the offline test image (HF_HUB_OFFLINE=1)
+        self.workspace = FakeWorkspace()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -137,6 +389,9 @@ class FakeWebUI:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             # utils/auth.get_current_user: no credential at all
             return detail(401, "Not authenticated")
+        if path.startswith(("/api/v1/files", "/api/v1/knowledge", "/api/v1/models",
+                            "/api/models")):
+            return self.workspace(request)
         if method == "GET":
             route = {
                 "/api/v1/auths/admin/config": self.auth, "/openai/config": self.openai,
@@ -661,3 +916,261 @@ def test_nothing_answering_is_the_transient_kind(error: Exception, expected: str
     with WebUI(BASE, transport=httpx.MockTransport(fail)) as client, \
             pytest.raises(WebUIUnreachable, match=expected):
         client.signin(*ADMIN)
+
+
+# --- documents and knowledge bases ----------------------------------------------------------
+
+
+def requests_to(fake: FakeWebUI, path: str) -> list[httpx.Request]:
+    return [r for r in fake.requests if r.url.path == path]
+
+
+def processed(webui: WebUI, name: str, text: bytes = b"# Pasta\n\nBoil water.\n") -> str:
+    file_id = webui.upload_file(name, text, content_type="text/markdown")["id"]
+    webui.wait_processed(file_id, interval=0)
+    return file_id
+
+
+def test_upload_is_multipart_and_processing_is_polled(fake: FakeWebUI, webui: WebUI) -> None:
+    record = webui.upload_file("pasta.md", b"# Pasta\n", content_type="text/markdown")
+    (upload,) = requests_to(fake, "/api/v1/files/")
+    # files.upload_file: UploadFile `file`, `process` a query parameter
+    assert upload.url.params["process"] == "true"
+    assert upload.headers["content-type"].startswith("multipart/form-data; boundary=")
+    assert b'name="file"; filename="pasta.md"\r\nContent-Type: text/markdown' in upload.content
+    assert "status" not in record  # the bare `status: true` beside the record is dropped
+    assert record["data"] == {"status": "pending"}
+    assert record["meta"]["file_hash"] == hashlib.sha256(b"# Pasta\n").hexdigest()
+
+    assert webui.file_status(record["id"]) == "processing"
+    webui.wait_processed(record["id"], interval=0)
+    assert webui.file_status(record["id"]) == "completed"
+    assert webui.file(record["id"])["hash"] == record["meta"]["file_hash"]
+
+
+def test_a_failed_processing_is_the_servers_reason(fake: FakeWebUI, webui: WebUI) -> None:
+    record = webui.upload_file("photo.png", b"\x89PNG", content_type="image/png")
+    with pytest.raises(WebUIError) as caught:
+        webui.wait_processed(record["id"], interval=0)
+    assert str(caught.value) == ("Open WebUI could not process the file photo.png: File type "
+                                 "image/png is not supported for processing.")
+
+
+def test_an_unprocessed_upload_stays_pending(fake: FakeWebUI, webui: WebUI) -> None:
+    record = webui.upload_file("notes.txt", b"notes", process=False)
+    assert requests_to(fake, "/api/v1/files/")[0].url.params["process"] == "false"
+    assert record["data"] == {}
+    assert webui.file_status(record["id"]) == "pending"  # no data.status: "pending" for ever
+    with pytest.raises(WebUIError, match=r"had not processed file file-1 after 0 s \(it is "
+                                         r"pending\)"):
+        webui.wait_processed(record["id"], timeout=0, interval=0)
+
+
+def test_missing_ids_are_named_whatever_the_status(fake: FakeWebUI, webui: WebUI) -> None:
+    # the same NOT_FOUND detail comes with 404 (files), 400 (knowledge), 401 (models)
+    with pytest.raises(WebUIError, match=r"^Open WebUI has no file f-gone\.$") as caught:
+        webui.delete_file("f-gone")
+    assert caught.value.status == 404
+    with pytest.raises(WebUIError, match=r"^Open WebUI has no knowledge base kb-gone\.$"):
+        webui.update_knowledge("kb-gone", name="x", description="")
+    with pytest.raises(WebUIError, match=r"^Open WebUI has no model gone\.$") as caught:
+        webui.delete_model("gone")
+    assert caught.value.status == 401  # not a session problem
+    assert webui.model("gone") is None
+
+
+def test_knowledge_base_lifecycle(fake: FakeWebUI, webui: WebUI) -> None:
+    kb = webui.create_knowledge("Recipes", "Family recipes")
+    # knowledge.create_new_knowledge: KnowledgeForm; the grant makes it readable by users
+    assert posted(fake, "/api/v1/knowledge/create") == {
+        "name": "Recipes", "description": "Family recipes", "access_grants": [PUBLIC_READ]}
+    assert is_public(kb)
+    create = requests_to(fake, "/api/v1/knowledge/create")[0]
+    assert create.extensions["timeout"]["read"] == EMBED_TIMEOUT  # it embeds the name
+
+    pasta, soup = processed(webui, "pasta.md"), processed(webui, "soup.md", b"Simmer.")
+    answer = webui.add_file_to_knowledge(kb["id"], pasta)
+    assert posted(fake, f"/api/v1/knowledge/{kb['id']}/file/add") == {"file_id": pasta}
+    assert [f["id"] for f in answer["files"]] == [pasta]
+    webui.add_file_to_knowledge(kb["id"], soup)
+    assert fake.workspace.vectors[kb["id"]] == [pasta, soup]
+
+    listed = webui.knowledge_bases()
+    assert [(k["name"], k["file_count"]) for k in listed] == [("Recipes", 2)]
+    full = webui.knowledge(kb["id"])
+    assert [(f["id"], f["filename"]) for f in full["files"]] == [(pasta, "pasta.md"),
+                                                                 (soup, "soup.md")]
+    (files,) = requests_to(fake, f"/api/v1/knowledge/{kb['id']}/files")
+    assert files.url.params["limit"] == "100"
+
+    answer = webui.remove_file_from_knowledge(kb["id"], soup)
+    remove = requests_to(fake, f"/api/v1/knowledge/{kb['id']}/file/remove")[0]
+    assert json.loads(remove.content) == {"file_id": soup}
+    assert remove.url.params["delete_file"] == "true"
+    assert [f["id"] for f in answer["files"]] == [pasta]
+    assert fake.workspace.vectors[kb["id"]] == [pasta]  # its vectors left the collection
+    assert soup not in fake.workspace.files  # and the file itself went (the default)
+
+    renamed = webui.update_knowledge(kb["id"], name="Cooking", description="What we cook")
+    assert posted(fake, f"/api/v1/knowledge/{kb['id']}/update") == {
+        "name": "Cooking", "description": "What we cook"}
+    assert renamed["name"] == "Cooking" and is_public(renamed)  # grants untouched
+
+    webui.delete_knowledge(kb["id"])
+    assert requests_to(fake, f"/api/v1/knowledge/{kb['id']}/delete")[0].method == "DELETE"
+    assert webui.knowledge_bases() == []
+    assert pasta in fake.workspace.files  # files outlive their knowledge base
+
+
+def test_a_file_can_be_removed_from_a_knowledge_base_and_kept(fake: FakeWebUI,
+                                                              webui: WebUI) -> None:
+    kb = webui.create_knowledge("Recipes", "", public=False)
+    assert posted(fake, "/api/v1/knowledge/create")["access_grants"] == []
+    assert not is_public(kb)
+    pasta = processed(webui, "pasta.md")
+    webui.add_file_to_knowledge(kb["id"], pasta)
+    webui.remove_file_from_knowledge(kb["id"], pasta, delete_file=False)
+    assert pasta in fake.workspace.files
+    assert fake.workspace.vectors[f"file-{pasta}"] == [pasta]
+    assert fake.workspace.vectors[kb["id"]] == []
+    webui.set_knowledge_access(kb["id"], [PUBLIC_READ])
+    assert posted(fake, f"/api/v1/knowledge/{kb['id']}/access/update") == {
+        "access_grants": [PUBLIC_READ]}
+    assert is_public(webui.knowledge(kb["id"]))
+
+
+def test_knowledge_lists_are_read_page_by_page(fake: FakeWebUI, webui: WebUI) -> None:
+    for i in range(65):  # get_knowledge_bases: 30 a page whatever is asked
+        fake.workspace.create_new_knowledge({"name": f"kb{i:02}", "description": ""})
+    names = [k["name"] for k in webui.knowledge_bases()]
+    assert names == [f"kb{i:02}" for i in range(65)]
+    assert [r.url.params["page"] for r in requests_to(fake, "/api/v1/knowledge/")] == [
+        "1", "2", "3"]
+
+
+def test_adding_a_file_not_processed_yet_is_refused(fake: FakeWebUI, webui: WebUI) -> None:
+    kb = webui.create_knowledge("Recipes", "")
+    pending = webui.upload_file("pasta.md", b"# Pasta")["id"]
+    with pytest.raises(WebUIError) as caught:
+        webui.add_file_to_knowledge(kb["id"], pending)
+    assert str(caught.value).startswith(f"Open WebUI could not add file {pending} to knowledge "
+                                        f"base {kb['id']}: The content provided is empty.")
+    with pytest.raises(WebUIError, match=f"has no knowledge base {kb['id']} or file nope"):
+        webui.add_file_to_knowledge(kb["id"], "nope")
+
+
+def test_adding_a_file_is_never_sent_twice(fake: FakeWebUI) -> None:
+    drops = DropsOnce(fake)
+    with WebUI(BASE, transport=httpx.MockTransport(drops)) as client:
+        client.signin(*ADMIN)
+        drops.dropped = 1  # let the setup through
+        kb = client.create_knowledge("Recipes", "")
+        pasta = processed(client, "pasta.md")
+        drops.dropped = 0
+        with pytest.raises(WebUIUnreachable):
+            client.add_file_to_knowledge(kb["id"], pasta)  # embedding twice duplicates chunks
+    assert fake.workspace.vectors.get(kb["id"]) is None
+
+
+def test_dropped_access_grants_are_reported(fake: FakeWebUI, webui: WebUI) -> None:
+    kb = webui.create_knowledge("Recipes", "")
+    with pytest.raises(WebUIError, match="did not keep the access grants of knowledge base"):
+        webui.set_knowledge_access(kb["id"], [{"principal_type": "anyone",
+                                               "principal_id": "*", "permission": "read"}])
+
+
+# --- model presets --------------------------------------------------------------------------
+
+
+def test_preset_form_is_what_the_model_editor_sends() -> None:
+    kb = {"id": "kb-1", "name": "Recipes", "description": "Family recipes", "file_count": 3,
+          "access_grants": [], "user": {"id": "u-admin"}}
+    form = preset_form(model_id="family-cook", name="Family cook", base_model_id=PHI3,
+                       system="You cook.", params={"temperature": 0.3}, knowledge=[kb],
+                       description="Recipes and meal plans")
+    assert form == {
+        "id": "family-cook", "base_model_id": PHI3, "name": "Family cook",
+        "meta": {"description": "Recipes and meal plans",
+                 "knowledge": [{"id": "kb-1", "name": "Recipes", "type": "collection",
+                                "description": "Family recipes"}]},
+        "params": {"temperature": 0.3, "system": "You cook.", "function_calling": "legacy"},
+        "access_grants": [PUBLIC_READ], "is_active": True}
+
+
+def test_preset_form_without_knowledge_or_prompt() -> None:
+    form = preset_form(model_id="plain", name="Plain", base_model_id=PHI3, system=" ",
+                       params={"system": "old", "top_k": None, "function_calling": "native"},
+                       knowledge=[], public=False)
+    # a blank prompt and empty values are left out, as ModelEditor.svelte does
+    assert form["params"] == {"function_calling": "native"}
+    assert form["meta"] == {"description": None}  # no `knowledge` key at all
+    assert form["access_grants"] == []
+    kept = preset_form(model_id="p", name="P", base_model_id=PHI3, system=None,
+                       params={"system": "from params", "function_calling": "native"},
+                       knowledge=[{"id": "kb-1", "name": "Recipes"}])
+    assert kept["params"] == {"system": "from params", "function_calling": "native"}
+    assert kept["meta"]["knowledge"] == [{"id": "kb-1", "name": "Recipes", "type": "collection"}]
+    with pytest.raises(ValueError, match="needs its id and name"):
+        preset_form(model_id="p", name="P", base_model_id=PHI3, system=None, params={},
+                    knowledge=[{"name": "Recipes"}])
+
+
+def test_preset_lifecycle(fake: FakeWebUI, webui: WebUI) -> None:
+    kb = webui.create_knowledge("Recipes", "Family recipes")
+    form = preset_form(model_id="family-cook", name="Family cook", base_model_id=PHI3,
+                       system="You cook.", params={}, knowledge=[kb])
+    created = webui.create_model(form)
+    assert posted(fake, "/api/v1/models/create") == form  # models.create_new_model: ModelForm
+    assert is_public(created)
+    with pytest.raises(WebUIError) as caught:
+        webui.create_model(form)
+    assert str(caught.value) == ("Open WebUI already has a model family-cook; update it "
+                                 "instead.")
+    assert caught.value.status == 401
+
+    # the base model gets a row of its own, readable by users, so the preset answers them
+    base = webui.set_model_access(PHI3, [PUBLIC_READ])
+    assert posted(fake, "/api/v1/models/model/access/update") == {
+        "id": PHI3, "name": PHI3, "access_grants": [PUBLIC_READ]}
+    assert base["base_model_id"] is None and is_public(base)
+    assert [m["id"] for m in webui.models()] == ["family-cook"]  # presets only
+
+    private = preset_form(model_id="family-cook", name="Cook", base_model_id=PHI3,
+                          system="You cook well.", params={}, knowledge=[], public=False)
+    updated = webui.update_model("family-cook", private)
+    update_body = posted(fake, "/api/v1/models/model/update")
+    assert "access_grants" not in update_body  # update_model_by_id would ignore them
+    assert update_body["params"] == {"system": "You cook well."}
+    assert not is_public(updated)  # applied through the access route instead
+    assert webui.model("family-cook")["name"] == "Cook"
+
+    names = [m["id"] for m in webui.user_visible_models()]
+    assert names == [PHI3, "nomic-embed-text:v1.5", "family-cook"]
+    webui.delete_model("family-cook")
+    assert posted(fake, "/api/v1/models/model/delete") == {"id": "family-cook"}
+    assert webui.models() == []
+
+
+def test_a_user_session_is_allowed_when_asked_for(fake: FakeWebUI) -> None:
+    fake.next_signin = httpx.Response(200, json={"token": TOKEN, "token_type": "Bearer",
+                                                 "role": "user"})
+    with WebUI(BASE, transport=httpx.MockTransport(fake)) as client:
+        client.signin("kai@lanai.home.arpa", "pw", admin=False)
+        assert client.user_visible_models()
+    fake.next_signin = detail(400, "The email or password provided is incorrect.")
+    with WebUI(BASE, transport=httpx.MockTransport(fake)) as client, \
+            pytest.raises(WebUIError) as caught:
+        client.signin("kai@lanai.home.arpa", "stale", admin=False)
+    assert str(caught.value) == ("Open WebUI refused the sign-in of kai@lanai.home.arpa: wrong "
+                                 "email or password.")
+
+
+def test_an_admin_only_route_refused_to_a_user_says_so(fake: FakeWebUI, webui: WebUI) -> None:
+    # utils/auth.get_admin_user: 401 with ACCESS_PROHIBITED, for a session that is valid
+    fake.fail["/api/v1/models/all"] = detail(401, "You do not have permission to access this "
+                                                  "resource. Please contact your administrator "
+                                                  "for assistance.")
+    with pytest.raises(WebUIError) as caught:
+        webui.models()
+    assert str(caught.value) == ("Open WebUI does not let this account list the workspace "
+                                 "models.")
