@@ -74,12 +74,14 @@ def certutil_path() -> str:
 
 def open_page(url: str, *, ca_pem: str | None, resolve: dict[str, str] | None = None,
               screenshot: Path | None = None, wait_for_text: str | None = None,
-              timeout: float = 60) -> PageFacts:
+              timeout: float = 60, before_load: str | None = None) -> PageFacts:
     """Open `url` in a fresh headless Chromium that trusts only `ca_pem`; report what it saw.
 
     A TLS failure is a result (`certificate_error`; the facts are then the error page's and
     `wait_for_text` is not waited for), other navigation failures raise AssertionError, and
-    running past `timeout` (for the whole call) raises TimeoutError.
+    running past `timeout` (for the whole call) raises TimeoutError. `before_load` is
+    JavaScript run in the page before its own scripts (e.g. to put a session token in
+    localStorage, as a signed-in browser has it).
     Chromium and its temporary HOME and profile are removed however the call ends."""
     deadline = time.monotonic() + timeout
     browser = chromium_path()
@@ -99,7 +101,7 @@ def open_page(url: str, *, ca_pem: str | None, resolve: dict[str, str] | None = 
                                     stdout=log, stderr=log, start_new_session=True)
         ws_url = _devtools_url(proc, profile, log_path, deadline)
         with _CDP(ws_url, deadline) as cdp:
-            return _visit(cdp, url, screenshot, wait_for_text, deadline)
+            return _visit(cdp, url, screenshot, wait_for_text, deadline, before_load)
     finally:
         if proc is not None:
             _kill_group(proc)
@@ -214,11 +216,13 @@ _FACTS_JS = f"""({{
 
 
 def _visit(cdp: _CDP, url: str, screenshot: Path | None, wait_for_text: str | None,
-           deadline: float) -> PageFacts:
+           deadline: float, before_load: str | None = None) -> PageFacts:
     target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     page = _Session(cdp, session)
     page.call("Page.enable")
+    if before_load:
+        page.call("Page.addScriptToEvaluateOnNewDocument", {"source": before_load})
     page.call("Page.setLifecycleEventsEnabled", {"enabled": True})
     nav = page.call("Page.navigate", {"url": url})
     error = nav.get("errorText") or None

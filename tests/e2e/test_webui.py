@@ -14,7 +14,10 @@ import docker
 import httpx
 import pytest
 
-from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project
+from .browser import open_page
+from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project
+
+ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
 
 ADMIN = ("admin@lanai.home.arpa", "e2e-webui-admin-pw-5")
 CLOUD = "http://ollama:11434/v1"
@@ -42,6 +45,7 @@ class Family:
         self.server, self.repo = server, repo
         self.url = f"http://127.0.0.1:{port}"
         self._token = ""
+        self.kid_password = ""
 
     def token(self) -> str:
         """The admin's session, signed in once (Open WebUI allows 15 sign-ins in 3 minutes)."""
@@ -115,6 +119,7 @@ def test_a_family_member_gets_an_account_and_a_one_time_password_shown_once(fami
     assert kid["email"] == "kid@lanai.home.arpa" and kid["role"] == "user"
     password = kid["one_time_password"]
     assert password and len(password) >= 12
+    family.kid_password = password
     assert family.server.lanai_json("users")[1]["users"][0]["one_time_password"] is None
     signed_in = httpx.post(f"{family.url}/api/v1/auths/signin", timeout=30,
                            json={"email": kid["email"], "password": password})
@@ -213,3 +218,24 @@ def test_unchanged_documents_are_not_uploaded_again_and_an_edit_resyncs_only_it(
     assert code == 0, outcome
     assert [(a["kind"], a.get("path")) for a in outcome["webui"]["actions"]
             if a["kind"] != "settings"] == [("replace", "docs/family/school.md")]
+
+
+def test_the_family_member_sees_the_preset_in_a_browser_and_the_knowledge_base(
+        family: Family):
+    signed_in = httpx.post(f"{family.url}/api/v1/auths/signin", timeout=30,
+                           json={"email": "kid@lanai.home.arpa",
+                                 "password": family.kid_password})
+    assert signed_in.status_code == 200, signed_in.text
+    token = signed_in.json()["token"]
+    # What the '#' picker and the workspace list for this account: the knowledge base.
+    visible = httpx.get(f"{family.url}/api/v1/knowledge/", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"}).json()["items"]
+    assert [k["name"] for k in visible] == ["Family"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "family-member-preset.png"
+    # A signed-in browser keeps its session token in localStorage.
+    facts = open_page(f"{family.url}/?model=family-helper", ca_pem=None, screenshot=shot,
+                      wait_for_text="Family helper", timeout=120,
+                      before_load=f"localStorage.setItem('token', {token!r});")
+    assert "Family helper" in facts.text
+    assert shot.stat().st_size > 10_000
