@@ -75,3 +75,21 @@ class LockHeld(LanaiError):
 
 class NotSetUp(LanaiError):
     exit_code = ExitCode.NOT_SET_UP
+
+
+class ServiceError(Exception):
+    """A service of the stack (Ollama, Open WebUI) refused or failed a request.
+
+    ``message`` says why in one sentence; ``status`` is the HTTP status when the
+    service answered with one; ``detail`` is the service's own error text, if any.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.message

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .errors import ServiceError
+
 # Pulls and creates are long, and Ollama may be silent for minutes inside one
 # (verifying the sha256 of a 40 GB blob, loading a model from a slow disk).
 STREAM_READ_TIMEOUT = 900.0
@@ -41,22 +43,13 @@ RATE_TAU_S = 3.0
 HASH_CHUNK = 1024 * 1024
 
 
-class OllamaError(Exception):
+class OllamaError(ServiceError):
     """Ollama refused or failed a request; ``message`` says why in one sentence.
 
     ``status`` is the HTTP status when Ollama answered with one (None for an
     error reported inside a stream or when nothing answered); ``detail`` is
     Ollama's own error text, when it gave one.
     """
-
-    def __init__(self, message: str, *, status: int | None = None, detail: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class OllamaUnreachable(OllamaError):

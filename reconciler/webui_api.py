@@ -82,6 +82,8 @@ from typing import Any
 
 import httpx
 
+from .errors import ServiceError
+
 ROLES = ("pending", "user", "admin")
 
 # Loading a local model inside the request: the audio update loads faster-whisper
@@ -165,23 +167,13 @@ PAGE_LIMIT = 100  # knowledge files per page; admins may choose it, users always
 _SECRET_MARKERS = ("KEY", "PASSWORD", "TOKEN", "SECRET", "AUTH")
 
 
-class WebUIError(Exception):
+class WebUIError(ServiceError):
     """Open WebUI refused or failed a request; ``message`` says why in one sentence.
 
     ``status`` is the HTTP status when Open WebUI answered (None when nothing
     answered or the answer was not what 0.12.4 sends); ``detail`` is Open
     WebUI's own error text, when it gave one.
     """
-
-    def __init__(self, message: str, *, status: int | None = None,
-                 detail: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class WebUIUnreachable(WebUIError):
