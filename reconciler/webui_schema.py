@@ -158,6 +158,10 @@ class WebUIConfig(Strict):
     presets: list[Preset] = Field(
         default_factory=list, description="Model presets: a base model, a system prompt, "
         "parameters and knowledge, the same whichever model answers.")
+    model_access: dict[str, Literal["everyone"] | list[str]] = Field(
+        default_factory=dict, description="Who may use which model (local or cloud id): "
+        "everyone, or a list of account emails. Admins may use every model; a family member "
+        "sees only the models listed for them (and presets, with their base models).")
     users: list[User] = Field(
         default_factory=list, description="Family accounts, created with a one-time password "
         "that `lanai users` shows on the server.")
@@ -182,6 +186,16 @@ class WebUIConfig(Strict):
             if unknown:
                 raise ValueError(f"preset {preset.id} uses knowledge {', '.join(unknown)}, "
                                  "which is not declared under knowledge")
+        return self
+
+    @model_validator(mode="after")
+    def _access_emails(self) -> WebUIConfig:
+        for model, who in self.model_access.items():
+            if isinstance(who, list):
+                bad = [e for e in who if not EMAIL.match(e)]
+                if bad:
+                    raise ValueError(f"model_access of {model}: {', '.join(bad)} is not an "
+                                     "email address (or write everyone)")
         return self
 
     @model_validator(mode="after")

@@ -113,6 +113,7 @@ class WebUISync:
                 self._users(api, config, out)
                 kb_ids = self._knowledge(api, rendered, config, out)
                 self._presets(api, config, kb_ids, out)
+                self._model_access(api, config, out)
             except WebUIError as exc:
                 out.errors.append(exc.message)
         write_json_atomic(self.state_file, {"commit": rendered.commit, "at": now_iso(),
@@ -288,9 +289,11 @@ class WebUISync:
                 out.actions.append({"kind": "preset", "id": preset.id, "result": "ok",
                                     "reason": ", ".join(differs)})
             made.add(preset.id)
-            # A family member may use a preset only if they may read its base model too.
+            # A family member may use a preset only if they may read its base model too
+            # (unless model_access says who may use that model).
             base = api.model(preset.base_model)
-            if base is None or not is_public(base):
+            if preset.base_model not in config.model_access and (
+                    base is None or not is_public(base)):
                 api.set_model_access(preset.base_model, [PUBLIC_READ])
                 out.actions.append({"kind": "model access", "id": preset.base_model,
                                     "result": "ok", "reason": f"base of preset {preset.id}: "
@@ -302,6 +305,30 @@ class WebUISync:
                                     "reason": "removed from webui.yaml"})
             made.discard(gone)
         write_json_atomic(self.knowledge_file, {**self._records(), "presets": sorted(made)})
+
+    def _model_access(self, api: WebUI, config: WebUIConfig, out: WebUIOutcome) -> None:
+        """Who may use which model: Open WebUI shows a family member only models they
+        were granted (admins see all)."""
+        if not config.model_access:
+            return
+        ids = {u["email"].lower(): u["id"] for u in api.users()}
+        for model, who in config.model_access.items():
+            if who == "everyone":
+                grants = [dict(PUBLIC_READ)]
+            else:
+                unknown = [e for e in who if e.lower() not in ids]
+                if unknown:
+                    out.errors.append(f"model_access of {model}: no account {', '.join(unknown)} "
+                                      "in Open WebUI (declare it under users)")
+                grants = [{"principal_type": "user", "principal_id": ids[e.lower()],
+                           "permission": "read"} for e in who if e.lower() in ids]
+            current = api.model(model)
+            have = sorted(_grant(g) for g in (current or {}).get("access_grants") or [])
+            if have != sorted(_grant(g) for g in grants):
+                api.set_model_access(model, grants)
+                out.actions.append({"kind": "model access", "id": model, "result": "ok",
+                                    "reason": "everyone" if who == "everyone"
+                                    else ", ".join(who)})
 
     def take_passwords(self) -> dict[str, Any]:
         """The one-time passwords not shown yet; forgotten once taken."""
@@ -324,3 +351,7 @@ class WebUISync:
         with os.fdopen(fd, "w") as handle:
             json.dump(passwords, handle, indent=1)
         tmp.replace(path)
+
+
+def _grant(grant: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return (grant.get("principal_type"), grant.get("principal_id"), grant.get("permission"))

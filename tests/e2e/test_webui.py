@@ -34,6 +34,9 @@ voice:
   tts: {{engine: browser}}
 rag:
   embedding_model: nomic-embed-text:v1.5
+model_access:
+  llama3.1:8b-instruct-q4_K_M: everyone
+  deepseek-r1:7b-qwen-distill-q4_K_M: [kid@lanai.home.arpa]
 users:
   - {{name: Kid, email: kid@lanai.home.arpa}}
 managed: [signup, memories, connections, voice, rag]
@@ -231,6 +234,13 @@ def test_the_family_member_sees_the_preset_in_a_browser_and_the_knowledge_base(
     visible = httpx.get(f"{family.url}/api/v1/knowledge/", timeout=30,
                         headers={"Authorization": f"Bearer {token}"}).json()["items"]
     assert [k["name"] for k in visible] == ["Family"]
+    # The models granted in model_access (and the preset's base), nothing else.
+    models = httpx.get(f"{family.url}/api/models", timeout=60,
+                       headers={"Authorization": f"Bearer {token}"}).json()["data"]
+    ids = {m["id"] for m in models}
+    assert {"llama3.1:8b-instruct-q4_K_M", "deepseek-r1:7b-qwen-distill-q4_K_M",
+            "family-helper"} <= ids
+    assert "nomic-embed-text:v1.5" not in ids
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "family-member-preset.png"
     # A signed-in browser keeps its session token in localStorage.

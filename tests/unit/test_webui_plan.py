@@ -106,6 +106,8 @@ def test_nested_audio_keys_diff_and_update_by_path() -> None:
     ("voice:\n  tts: {engine: openai}\n", "url and key"),
     ("users:\n  - {name: A, email: a@x.org}\n  - {name: B, email: A@x.org}\n", "more than once"),
     ("managed: [everything]\n", "signup"),
+    ("model_access:\n  llama3.1:8b: [not-an-email]\n", "not an email"),
+    ("model_access:\n  llama3.1:8b: some\n", "everyone"),
 ])
 def test_bad_webui_yaml_says_why(text: str, words: str) -> None:
     with pytest.raises(ValidationError, match=words):
