@@ -30,8 +30,10 @@ connections:
   openai:
     - {{name: cloud, url: {CLOUD}, key: CLOUD_API_KEY}}
 voice:
-  stt: {{engine: local, model: base}}
-  tts: {{engine: browser}}
+  # OpenAI-compatible speech endpoints (the stand-in cloud): local Whisper would have
+  # Open WebUI download a model at every audio update, which this test machine cannot.
+  stt: {{engine: openai, url: {CLOUD}, key: CLOUD_API_KEY, model: whisper-1}}
+  tts: {{engine: openai, url: {CLOUD}, key: CLOUD_API_KEY, model: tts-1, voice: nova}}
 rag:
   embedding_model: nomic-embed-text:v1.5
 model_access:
@@ -105,6 +107,12 @@ def test_a_push_sets_what_the_family_sees_and_reads_back_through_the_api(family:
     assert family.get("/ollama/config")["OLLAMA_BASE_URLS"] == ["http://ollama:11434"]
     assert family.get("/api/v1/configs/models")["DEFAULT_MODELS"] == \
         "phi3:3.8b-mini-4k-instruct-q4_K_M"
+    audio = family.get("/api/v1/audio/config")
+    assert {k: audio["stt"][k] for k in ("ENGINE", "MODEL", "OPENAI_API_BASE_URL")} == {
+        "ENGINE": "openai", "MODEL": "whisper-1", "OPENAI_API_BASE_URL": CLOUD}
+    assert {k: audio["tts"][k] for k in ("ENGINE", "MODEL", "VOICE", "OPENAI_API_BASE_URL")} == {
+        "ENGINE": "openai", "MODEL": "tts-1", "VOICE": "nova", "OPENAI_API_BASE_URL": CLOUD}
+    assert audio["tts"]["OPENAI_API_KEY"] == "sk-cloud-e2e-123"
     embedding = family.get("/api/v1/retrieval/embedding")
     assert (embedding["RAG_EMBEDDING_ENGINE"], embedding["RAG_EMBEDDING_MODEL"]) == (
         "ollama", "nomic-embed-text:v1.5")
