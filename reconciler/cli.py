@@ -93,15 +93,18 @@ def main(host: str | None, ssh_config: str | None) -> None:
       lanai history           commit -> actions -> result, newest first
       lanai drift             what differs from git right now
       lanai logs open-webui   a service's logs
+      lanai models            the local models: pulled, fitted to the GPU, loaded
+      lanai trust             make the family's devices trust the server's HTTPS
+      lanai users             family accounts and their one-time passwords
 
     \b
     From a laptop: `lanai --host ubuntu@gpu-box status` runs the command on the
     server over SSH (sudo there; the same for drift, history, logs, plan, ...).
 
     \b
-    Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file),
-    overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH, LANAI_HOME,
-    LANAI_SECRETS_FILE. Exit codes are listed in the README.
+    Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file,
+    ollama_url), overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH, LANAI_HOME,
+    LANAI_SECRETS_FILE, LANAI_OLLAMA_URL. Exit codes are listed in the README.
     """
     ctx = click.get_current_context()
     if host and ctx.invoked_subcommand and not ctx.resilient_parsing:
