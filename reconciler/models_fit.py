@@ -44,12 +44,18 @@ def custom_sources(root: Path, config: ModelsConfig) -> tuple[dict[str, str], di
         assert entry.modelfile is not None
         parsed = modelfile.parse((root / entry.modelfile).read_text(encoding="utf-8"))
         bases[entry.name] = parsed.from_
-        value = parsed.parameters.get("num_ctx")
-        if isinstance(value, list):
-            value = value[-1] if value else None
-        if value is not None:
-            fixed[entry.name] = int(value)
+        context = num_ctx_of(parsed.parameters)
+        if context:
+            fixed[entry.name] = context
     return bases, fixed
+
+
+def num_ctx_of(params: dict[str, Any]) -> int | None:
+    """The num_ctx among a model's parameters (the last one, as Ollama reads them)."""
+    value = params.get("num_ctx")
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    return int(value) if value is not None else None
 
 
 def fit_directory(root: Path, config: ModelsConfig, *, vram: int | None = None,

@@ -196,15 +196,13 @@ class ModelAction:
         return out
 
 
-def plan_pulls(config: ModelsConfig, live: dict[str, LiveModel], *, follow_due: set[str],
-               bases: dict[str, str]) -> list[ModelAction]:
-    """Models to pull: declared and missing, or followed and due for an upstream check."""
+def plan_pulls(config: ModelsConfig, live: dict[str, LiveModel], *,
+               follow_due: set[str]) -> list[ModelAction]:
+    """Models to pull: declared and missing, or followed and due for an upstream check.
+
+    A custom model's FROM is always declared too (validation requires it)."""
     actions = []
-    needed = [e.name for e in config.pulled]
-    # A custom model's FROM that is a library model must be there to create it.
-    needed += [b for b in bases.values() if b not in needed and ":" in b
-               and config.entry(b) is None]
-    for name in needed:
+    for name in (e.name for e in config.pulled):
         if name not in live:
             actions.append(ModelAction("pull", name, "not on the server"))
         elif name in follow_due:
@@ -241,16 +239,11 @@ def plan_changes(config: ModelsConfig, live: dict[str, LiveModel], rows: list[Mo
                                        f"num_ctx {current.num_ctx or 'unset'} -> {context}",
                                        context))
     if config.prune:
-        declared = {e.name for e in config.local} | set(config_bases(config, rows))
+        declared = {e.name for e in config.local}
         for name in sorted(managed - declared):
             if name in live:
                 actions.append(ModelAction("remove", name, "no longer in models.yaml"))
     return actions
-
-
-def config_bases(config: ModelsConfig, rows: list[ModelFit]) -> list[str]:
-    """Library models pulled only as the FROM of a custom model stay."""
-    return [r.facts.name for r in rows if r.entry.modelfile and r.facts is not None]
 
 
 def observed_drift(name: str, estimate_total: int | None, size: int, size_vram: int,

@@ -26,6 +26,7 @@ from . import modelfile
 from . import models_lock as lock_mod
 from . import models_state as state_mod
 from .memory import ModelFacts
+from .models_fit import custom_sources, num_ctx_of
 from .models_plan import (
     LiveModel,
     ModelAction,
@@ -107,13 +108,6 @@ def free_bytes(path: str) -> int | None:
 def parameters_of(show: dict[str, Any]) -> dict[str, Any]:
     """The parameters baked into a model, from /api/show's text ('stop "x"\nnum_ctx 8192')."""
     return dict(modelfile.parameters_from_show(show.get("parameters") or ""))
-
-
-def num_ctx_of(params: dict[str, Any]) -> int | None:
-    value = params.get("num_ctx")
-    if isinstance(value, list):
-        value = value[-1] if value else None
-    return int(value) if value is not None else None
 
 
 def first_gpu() -> tuple[str, int] | None:
@@ -204,12 +198,12 @@ class ModelSync:
 
     def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any,
                   ollama: Ollama, out: ModelsOutcome, retry: bool) -> None:
-        bases, fixed = self._custom_sources(rendered, config)
+        bases, fixed = custom_sources(rendered.directory, config)
         live = self._live(ollama)
         due = self._follow_due(config)
         free_path = host_path(container.attrs.get("Mounts") or [],
                               models_dir(container.attrs.get("Config", {}).get("Env") or []))
-        pulls = plan_pulls(config, live, follow_due=due, bases=bases)
+        pulls = plan_pulls(config, live, follow_due=due)
         for action in pulls:
             self._pull(ollama, rendered, config, action, free_path, out, retry)
         if pulls:
@@ -255,19 +249,6 @@ class ModelSync:
             if last is None or now - parse_iso(last) >= timedelta(seconds=config.follow_interval):
                 due.add(entry.name)
         return due
-
-    def _custom_sources(self, rendered: Rendered, config: ModelsConfig
-                        ) -> tuple[dict[str, str], dict[str, int]]:
-        bases: dict[str, str] = {}
-        fixed: dict[str, int] = {}
-        for entry in config.custom:
-            assert entry.modelfile is not None
-            parsed = modelfile.parse((rendered.directory / entry.modelfile).read_text())
-            bases[entry.name] = parsed.from_
-            ctx = num_ctx_of(parsed.parameters)
-            if ctx:
-                fixed[entry.name] = ctx
-        return bases, fixed
 
     def _custom_hash(self, rendered: Rendered, entry: ModelEntry, rows: list[ModelFit]) -> str:
         assert entry.modelfile is not None

@@ -257,10 +257,10 @@ def live(*names: str, num_ctx: int | None = None) -> dict[str, LiveModel]:
 
 def test_missing_models_are_pulled_and_followed_ones_rechecked() -> None:
     cfg = config("local:\n  - phi3:mini\n  - name: llama3.1:8b\n    follow: true\n")
-    actions = plan_pulls(cfg, live("llama3.1:8b"), follow_due={"llama3.1:8b"}, bases={})
+    actions = plan_pulls(cfg, live("llama3.1:8b"), follow_due={"llama3.1:8b"})
     assert [(a.kind, a.model) for a in actions] == [("pull", "phi3:mini"),
                                                      ("pull", "llama3.1:8b")]
-    assert plan_pulls(cfg, live("phi3:mini", "llama3.1:8b"), follow_due=set(), bases={}) == []
+    assert plan_pulls(cfg, live("phi3:mini", "llama3.1:8b"), follow_due=set()) == []
 
 
 def test_contexts_are_set_and_only_managed_models_are_pruned() -> None:
