@@ -14,6 +14,7 @@ import docker.errors
 from requests.exceptions import RequestException
 
 from .errors import DockerError
+from .gpu_health import requests_gpu
 from .render import LABEL_HASH
 
 LABEL_PROJECT = "com.docker.compose.project"
@@ -36,6 +37,7 @@ class ContainerFact:
     restart_count: int = 0
     health_log: str | None = None  # the last health probe's output
     ports: tuple[tuple[str, int], ...] = ()  # published (host address, host port)
+    gpu: bool = False  # given an NVIDIA GPU (gpu_health.requests_gpu)
 
     @property
     def running(self) -> bool:
@@ -46,6 +48,8 @@ class ContainerFact:
 class Facts:
     containers: list[ContainerFact] = field(default_factory=list)
     images: dict[str, str | None] = field(default_factory=dict)  # ref -> image id, None: absent
+    # service -> why its GPU is gone (gpu_health.GpuProber; only the drift check fills it)
+    gpu_lost: dict[str, str] = field(default_factory=dict)
 
     def by_service(self) -> dict[str, list[ContainerFact]]:
         out: dict[str, list[ContainerFact]] = {}
@@ -77,6 +81,7 @@ def parse_container(attrs: dict[str, Any]) -> ContainerFact | None:
         restart_count=attrs.get("RestartCount", 0),
         health_log=(log[-1].get("Output") or "").strip()[-300:] if log else None,
         ports=_published(attrs),
+        gpu=requests_gpu(attrs),
     )
 
 

@@ -34,7 +34,7 @@ class Action:
 @dataclass(frozen=True)
 class Drift:
     service: str
-    kind: Literal["missing", "stopped", "unhealthy", "changed", "orphan", "held"]
+    kind: Literal["missing", "stopped", "unhealthy", "changed", "orphan", "held", "gpu-lost"]
     detail: str
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +129,10 @@ def _plan_service(result: Plan, spec: ServiceSpec, before: ServiceSpec | None,
                 probe = f": {sick[0].health_log}" if sick[0].health_log else ""
                 drifted.append(Drift(name, "unhealthy", f"health check failing{probe}"))
                 action = Action("restart", name, "container is unhealthy")
+            elif name in facts.gpu_lost:
+                # A restart hands the GPU back (the runtime sets the devices up again).
+                drifted.append(Drift(name, "gpu-lost", facts.gpu_lost[name]))
+                action = Action("restart", name, "the GPU disappeared inside the container")
     result.drift.extend(drifted)
     if held and drifted and not deploying:
         result.drift.append(Drift(name, "held", "heal limit reached; not restarting again "
