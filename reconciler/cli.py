@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, compose, models_lock, models_state, models_views, views
+from . import __version__, compose, gpu_health, models_lock, models_state, models_views, views
 from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
@@ -400,6 +400,7 @@ def status(as_json: bool) -> None:
     facts = None
     if applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, applied.images)
+        facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
         live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                          held=held_services(state, applied.config))
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
@@ -460,6 +461,7 @@ def drift(as_json: bool) -> None:
         raise LanaiError("nothing has been deployed yet; run `lanai reconcile` first.",
                          exit_code=ExitCode.NOT_SET_UP)
     facts = facts_mod.observe(engine.client, applied.project, applied.images)
+    facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
     result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                        held=held_services(state, applied.config))
     models = models_state.load(settings.models_file).models if applied.models else {}
