@@ -5,7 +5,8 @@ in this process (the lock covers other processes). Three things queue one:
 the poll interval, a poke on the control socket (the state repo's
 post-receive hook, `lanai reconcile --now`, `lanai resume`), and Docker events
 of managed containers (a stop, a death, a failing health check), which are
-seen within a second and start a drift check at once.
+seen within a second and start a drift check at once. A forge's signed push
+webhook (reconciler.webhook, when server.yaml sets webhook_listen) queues one too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from . import notify_send
 from .control import SOCKET_TIMEOUT_S
 from .engine import Engine, Outcome
 from .errors import LanaiError, LockHeld
@@ -32,6 +34,7 @@ from .facts import LABEL_PROJECT
 from .record import parse_iso
 from .render import LABEL_MANAGED
 from .settings import ServerSettings
+from .webhook import WebhookServer, webhook_config
 
 log = logging.getLogger("lanai.daemon")
 EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
@@ -51,6 +54,7 @@ class Daemon:
         self.poll_interval = 60.0
         self._server: socketserver.UnixStreamServer | None = None
         self.last_outcome: Outcome | None = None
+        self.report_at: str | None = None  # drift_report.at of the scheduled daily report
         self._pending: set[str] = set()
         self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
@@ -85,6 +89,7 @@ class Daemon:
             return
         except LanaiError as exc:
             log.error("reconcile (%s) failed: %s", trigger, exc.message)
+            self._tell(Outcome("failed", error=exc.message, exit_code=int(exc.exit_code)))
             return
         except Exception:  # the daemon must outlive any one bad reconcile
             log.exception("reconcile (%s) crashed", trigger)
@@ -109,6 +114,7 @@ class Daemon:
     def _after(self, outcome: Outcome) -> None:
         """Follow-ups: a transient failure retries on its backoff; the poll interval follows git."""
         state = self.engine.state()
+        self._tell(outcome)
         failure = state.failure
         if failure and not failure.deterministic and failure.next_retry:
             due = parse_iso(failure.next_retry)
@@ -127,6 +133,28 @@ class Daemon:
                 self.poll_interval = interval
                 self.scheduler.reschedule_job("poll", trigger="interval", seconds=interval)
                 log.info("poll interval is now %.0fs", interval)
+            self._schedule_report(applied.config.drift_report.at)
+
+    def _tell(self, outcome: Outcome) -> None:
+        """Notices to the owner and the drift since-times; a failure here is only logged."""
+        try:
+            state = self.engine.state()
+            notify_send.after_reconcile(self.settings, self.engine.applied(state),
+                                        outcome.to_json(), state.drift)
+        except Exception:
+            log.exception("telling the owner failed")
+
+    def _schedule_report(self, at: str) -> None:
+        """The daily drift report runs on the reconcile worker, at drift_report.at (UTC)."""
+        if at == self.report_at:
+            return
+        hour, minute = (int(part) for part in at.split(":"))
+        self.scheduler.add_job(self._report, "cron", hour=hour, minute=minute,
+                               id="drift-report", replace_existing=True)
+        self.report_at = at
+
+    def _report(self) -> None:
+        notify_send.daily_report(self.settings, self.engine.applied(self.engine.state()))
 
     # -- inputs ---------------------------------------------------------------
 
@@ -211,11 +239,16 @@ class Daemon:
     # -- lifecycle --------------------------------------------------------------
 
     def run(self) -> None:
+        # A weak or broken webhook setup refuses the start before anything listens.
+        hook_config = webhook_config(self.settings)
+        webhook = WebhookServer(hook_config, self.queue) if hook_config else None
         self.serve_socket()
         self.scheduler.add_job(self._run, "interval", seconds=self.poll_interval, id="poll",
                                kwargs={"trigger": "poll"})
         self.scheduler.start()
         self.queue("start")
+        if webhook is not None:
+            webhook.start()
         threading.Thread(target=self.watch_events, name="events", daemon=True).start()
         log.info("lanai daemon started (pid %d), following %s", os.getpid(),
                  self.settings.repo)
@@ -223,6 +256,8 @@ class Daemon:
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         self.stopping.wait()
         log.info("stopping: waiting for a running reconcile to finish")
+        if webhook is not None:
+            webhook.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
