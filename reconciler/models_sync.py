@@ -307,6 +307,11 @@ class ModelSync:
             self._failed(rendered, rec, name, exc.reason, out, deterministic=True)
             return
         except OllamaError as exc:
+            if "no space left on device" in (exc.detail or exc.message):
+                # The disk filled up during the pull: not transient, so wait as for a refusal.
+                self._failed(rendered, rec, name, self._disk_full_message(name, free_path),
+                             out, deterministic=True)
+                return
             self._failed(rendered, rec, name, f"pulling {name} failed: {exc.message}", out)
             return
         tags = {m.name: m for m in ollama.tags()}
@@ -329,6 +334,12 @@ class ModelSync:
                 f"{human_bytes(config.disk_keep_free)} is kept free (disk_keep_free); free "
                 "some space (`lanai models` lists what is there) or remove a model from "
                 "models.yaml")
+
+    def _disk_full_message(self, name: str, path: str | None) -> str:
+        where = f" ({path})" if path else ""
+        return (f"pulling {name} stopped half way: Ollama's volume{where} is full (no space "
+                "left on device); free some space (`lanai models` lists what is there) or "
+                "remove a model from models.yaml, then run `lanai reconcile --retry`")
 
     def _failed(self, rendered: Rendered, rec: state_mod.ModelRecord, name: str, message: str,
                 out: ModelsOutcome, *, deterministic: bool = False) -> None:

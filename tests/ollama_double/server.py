@@ -41,6 +41,11 @@ Test-only knobs:
                                       gives when the registry cannot be
                                       resolved. Pulls that /api/create makes
                                       for a missing base fail the same way.
+    OLLAMA_DOUBLE_PULL_WRITES         set (to anything): a pull writes the bytes it
+                                      "downloads" (zeros) to blobs/sha256-<hex>-partial
+                                      as Ollama does, so a disk that fills up fails the
+                                      pull half way with Ollama's error (off by default:
+                                      the example's models weigh GBs)
 
 Product code never knows about this double: it talks to "Ollama".
 """
@@ -474,6 +479,15 @@ def kv_bytes_per_element() -> float:
     if flash and kind == "q4_0":
         return 0.5625  # 4.5 bits per element with the block scales
     return 2.0
+
+
+def write_zeros(path: Path, size: int) -> None:
+    """Append `size` zero bytes to `path`, a MiB at a time (the disk sees every write)."""
+    block = bytes(min(size, 1 << 20))
+    with path.open("ab", buffering=0) as out:
+        left = size
+        while left > 0:
+            left -= out.write(block[:left])
 
 
 def human_size(n: int) -> str:
@@ -1073,6 +1087,15 @@ class Handler(BaseHTTPRequestHandler):
             last = event
         self.send_json(200, last)
 
+    def partial_path(self, digest: str) -> Path:
+        """blobs/sha256-<hex>-partial, emptied: where a pull writes what it downloads."""
+        blob = self.store.blob_path(digest)
+        assert blob is not None
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        partial = blob.with_name(blob.name + "-partial")
+        partial.write_bytes(b"")
+        return partial
+
     def pull_should_fail(self, name: str) -> bool:
         """Whether $OLLAMA_MODELS/.double-fail-pull lists this model (or `*`)."""
         try:
@@ -1106,8 +1129,10 @@ class Handler(BaseHTTPRequestHandler):
             yield {"error": "pull model manifest: file does not exist"}
             return
         rate = float(os.environ.get("OLLAMA_DOUBLE_PULL_BYTES_PER_SEC") or 1e11)
+        writes = bool(os.environ.get("OLLAMA_DOUBLE_PULL_WRITES"))
         have = self.store.read(name) is not None
-        for layer in layers_for(name):
+        for layer in catalog_layers(name):
+            small = layer.pop("body", None) is not None
             total = layer["size"]
             status = f"pulling {layer['digest'][7:19]}"
             if have:
@@ -1119,12 +1144,19 @@ class Handler(BaseHTTPRequestHandler):
                 }
                 continue
             yield {"status": status, "digest": layer["digest"], "total": total}
+            partial = self.partial_path(layer["digest"]) if writes else None
             # about ten progress events per layer, paced by the simulated rate
             step = max(1, math.ceil(total / 10))
             done = 0
             while done < total:
                 chunk = min(step, total - done)
                 time.sleep(chunk / rate)
+                if partial is not None:
+                    try:
+                        write_zeros(partial, chunk)
+                    except OSError as exc:  # Ollama keeps the partial file to resume from
+                        yield {"error": f"write {partial}: {os.strerror(exc.errno or 0).lower()}"}
+                        return
                 done += chunk
                 yield {
                     "status": status,
@@ -1132,6 +1164,13 @@ class Handler(BaseHTTPRequestHandler):
                     "total": total,
                     "completed": done,
                 }
+            if partial is not None:
+                # The weights become their blob; small layers are written with their body
+                # by store.write below.
+                if small:
+                    partial.unlink()
+                else:
+                    partial.replace(partial.with_name(partial.name.removesuffix("-partial")))
         yield {"status": "verifying sha256 digest"}
         yield {"status": "writing manifest"}
         self.store.write(name)
