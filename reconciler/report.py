@@ -46,6 +46,7 @@ class StatusReport:
     last_check: str | None = None
     last_check_ms: float | None = None
     gpu: dict[str, Any] | None = None
+    last_heal: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
@@ -97,3 +98,12 @@ def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: 
         last_error=failure.error if failure else None, source_error=state.source_error,
         drift=state.drift, suspended=suspended, daemon=daemon, last_check=state.last_check,
         last_check_ms=state.last_check_ms)
+
+
+def last_heal(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest heal in the history (newest first): when, what drifted, what was done."""
+    record = next((r for r in history if r.get("status") == "healed"), None)
+    if record is None:
+        return None
+    return {"at": record.get("at"), "trigger": record.get("trigger"),
+            "drift": record.get("drift") or [], "actions": record.get("actions") or []}

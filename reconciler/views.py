@@ -134,6 +134,12 @@ def status(report: StatusReport) -> None:
         grid.add_row("Last error", Text(report.last_error, style="red"))
     if report.source_error:
         grid.add_row("Git", Text(report.source_error, style="red"))
+    if report.last_heal:
+        what = "; ".join(f"{d['service']} {d['kind']}" for d in report.last_heal["drift"])
+        done = ", ".join(f"{a['kind']} {a['service']}: {a['result']}"
+                         for a in report.last_heal["actions"])
+        grid.add_row("Last heal", f"{ago(report.last_heal['at'])}: {what or 'drift'}"
+                     f" ({done or 'no action'})")
     if report.suspended is not None:
         why = f": {report.suspended.get('reason')}" if report.suspended.get("reason") else ""
         grid.add_row("Suspended", Text(f"since {report.suspended.get('since')}{why}",
