@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     SUSPENDED = 7  # reconciliation is suspended (`lanai resume`)
     SECRETS = 8  # a secret named in the state is missing, or the secrets file is unsafe
     NOT_SET_UP = 9  # this machine has no lanai configuration yet
+    BACKUP = 10  # a backup or restore failed (disk full, data unreadable); nothing was changed
 
 
 class LanaiError(Exception):
@@ -75,6 +76,12 @@ class LockHeld(LanaiError):
 
 class NotSetUp(LanaiError):
     exit_code = ExitCode.NOT_SET_UP
+
+
+class BackupError(LanaiError):
+    """A backup could not be taken or verified, or a restore could not be done."""
+
+    exit_code = ExitCode.BACKUP
 
 
 class ServiceError(Exception):
