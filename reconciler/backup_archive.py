@@ -15,8 +15,11 @@ import os
 import shutil
 import sqlite3
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+from .errors import BackupError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Besides the databases at the top of the data directory: uploaded files and the
@@ -44,6 +47,8 @@ def online_copy(source: Path, target: Path) -> None:
         dst = sqlite3.connect(str(target))
         try:
             src.backup(dst, pages=STEP_PAGES, sleep=0.01)
+            # The copy inherits WAL mode; one self-contained file is what an archive wants.
+            dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
     finally:
@@ -76,8 +81,16 @@ def snapshot(data: Path, staging: Path) -> dict[str, Any]:
         target = staging / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if is_sqlite(path):
-            online_copy(path, target)
-            databases[str(relative)] = check_database(target)
+            try:
+                online_copy(path, target)
+                databases[str(relative)] = check_database(target)
+            except sqlite3.OperationalError as exc:  # busy or locked past the timeout
+                raise BackupError(f"{relative} could not be read ({exc}); nothing was changed: "
+                                  "try again when Open WebUI is less busy.",
+                                  deterministic=False) from None
+            except sqlite3.DatabaseError as exc:  # damaged beyond copying
+                databases[str(relative)] = {"integrity": str(exc), "counts": {}}
+                continue
         else:
             shutil.copy2(path, target)
         files += 1
@@ -121,30 +134,37 @@ def write_archive(staging: Path, manifest: dict[str, Any], target: Path) -> int:
 
 
 def read_manifest(archive: Path) -> dict[str, Any]:
-    with tarfile.open(archive, mode="r:gz") as tar:
-        member = tar.next()
-        if member is None or member.name != MANIFEST:
-            raise ValueError(f"{archive.name} has no {MANIFEST} first; it is not a lanai backup")
-        handle = tar.extractfile(member)
-        assert handle is not None
-        return json.loads(handle.read())
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            member = tar.next()
+            if member is None or member.name != MANIFEST:
+                raise ValueError(f"{archive.name} has no {MANIFEST} first; it is not a lanai "
+                                 "backup")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            return json.loads(handle.read())
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{archive.name} is not a readable archive ({exc})") from None
 
 
 def verify_archive(archive: Path) -> dict[str, Any]:
     """Read every byte back (gzip checks its CRC at the end); every name is safe."""
     manifest = read_manifest(archive)
     count = 0
-    with tarfile.open(archive, mode="r:gz") as tar:
-        for member in tar:
-            if member.name == MANIFEST:
-                continue
-            _safe_name(member)
-            if member.isfile():
-                handle = tar.extractfile(member)
-                assert handle is not None
-                while handle.read(1 << 20):
-                    pass
-                count += 1
+    try:
+        with tarfile.open(archive, mode="r:gz") as tar:
+            for member in tar:
+                if member.name == MANIFEST:
+                    continue
+                _safe_name(member)
+                if member.isfile():
+                    handle = tar.extractfile(member)
+                    assert handle is not None
+                    while handle.read(1 << 20):
+                        pass
+                    count += 1
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{archive.name} is damaged ({exc})") from None
     if count != manifest.get("files"):
         raise ValueError(f"{archive.name} holds {count} files, its manifest says "
                          f"{manifest.get('files')}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,7 +106,19 @@ def take(settings: ServerSettings, client: docker.DockerClient, rendered: Render
     data = locate(client, rendered.project, config.service, config.data_path)
     if data is None:
         return None
-    store = Store(settings.backups_dir)
+    return archive_data(Store(settings.backups_dir), data.path, kind=kind, reason=reason,
+                        progress=progress, about={
+                            "service": config.service, "project": rendered.project,
+                            "image": data.image, "image_id": data.container.attrs.get("Image"),
+                            "commit": commit or rendered.commit,
+                            "data_path": config.data_path})
+
+
+def archive_data(store: Store, data: Path, *, kind: str, reason: str,
+                 progress: Callable[[str], None], about: dict[str, Any]) -> Backup:
+    """Snapshot `data`, check it, archive it into `store`, read the archive back.
+
+    On any failure nothing is left behind but the backups that were there."""
     backup_id = ""
     staging: Path | None = None
     try:
@@ -113,9 +126,9 @@ def take(settings: ServerSettings, client: docker.DockerClient, rendered: Render
         store.clean_partials()  # leftovers of a backup killed half way (we hold the lock)
         backup_id = store.new_id(kind, datetime.now(UTC))
         staging = store.root / f".{backup_id}"
-        progress(f"backing up {config.service}'s data ({reason})")
+        progress(f"backing up {about.get('service', 'the')} data ({reason})")
         started = time.monotonic()
-        snap = snapshot(data.path, staging)
+        snap = snapshot(data, staging)
         damaged = {name: r["integrity"] for name, r in snap["databases"].items()
                    if r["integrity"] != "ok"}
         if damaged:
@@ -126,10 +139,7 @@ def take(settings: ServerSettings, client: docker.DockerClient, rendered: Render
                 "changed: older backups are listed by `lanai backups`.")
         counts = snap["databases"].get(MAIN_DATABASE, {}).get("counts", {})
         manifest = {"id": backup_id, "kind": kind, "created": now_iso(), "reason": reason,
-                    "service": config.service, "project": rendered.project,
-                    "image": data.image, "image_id": data.container.attrs.get("Image"),
-                    "commit": commit or rendered.commit, "data_path": config.data_path,
-                    "files": snap["files"], "bytes": snap["bytes"], "counts": counts,
+                    **about, "files": snap["files"], "bytes": snap["bytes"], "counts": counts,
                     "databases": snap["databases"], "lanai": __version__}
         archive = store.archive(backup_id)
         size = write_archive(staging, manifest, archive)
@@ -198,7 +208,7 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
     except OSError as exc:
         shutil.rmtree(staged, ignore_errors=True)
         raise _failure(exc, store, f"reading backup {backup.id}") from None
-    except (ValueError, EOFError) as exc:
+    except (ValueError, EOFError, tarfile.TarError) as exc:
         shutil.rmtree(staged, ignore_errors=True)
         raise BackupError(f"backup {backup.id} cannot be read ({exc}); nothing was changed.") \
             from None
