@@ -22,7 +22,17 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, compose, gpu_health, models_lock, models_state, models_views, views
+from . import (
+    __version__,
+    cli_drift,
+    compose,
+    drift_report,
+    gpu_health,
+    models_lock,
+    models_state,
+    models_views,
+    views,
+)
 from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
@@ -107,13 +117,21 @@ def main(host: str | None, ssh_config: str | None) -> None:
     LANAI_SECRETS_FILE, LANAI_OLLAMA_URL. Exit codes are listed in the README.
     """
     ctx = click.get_current_context()
-    if host and ctx.invoked_subcommand and not ctx.resilient_parsing:
+    ctx.obj = {"host": host, "ssh_config": ssh_config}
+    if host and ctx.invoked_subcommand and not ctx.resilient_parsing \
+            and not runs_on_laptop(ctx.invoked_subcommand, sys.argv[1:]):
         argv = remote_argv(host, ssh_config, _args_after_host(sys.argv[1:]))
         try:
             os.execvp(argv[0], argv)  # ssh's exit status is the remote lanai's
         except FileNotFoundError:
             _fail(LanaiError("ssh is not installed here; install the OpenSSH client to use "
                              "--host.", exit_code=ExitCode.INVALID))
+
+
+def runs_on_laptop(command: str, args: list[str]) -> bool:
+    """Commands that run here and reach the server themselves (a download lands here)."""
+    return command == "backup" and any(a == "--download" or a.startswith("--download=")
+                                       for a in args)
 
 
 def remote_argv(host: str, ssh_config: str | None, args: list[str]) -> list[str]:
@@ -407,6 +425,7 @@ def status(as_json: bool) -> None:
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
                               suspended=engine.suspended(), daemon=daemon)
+    report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
     gpus = gpu_mod.observe_gpus()
     if gpus.gpus or gpus.error:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
@@ -444,16 +463,25 @@ def voice_status(applied: Rendered) -> dict[str, Any]:
 
 
 @main.command()
+@click.option("--report", is_flag=True,
+              help="Show the daily drift report kept on the server (what differs from git, "
+              "since when) instead of looking now.")
+@click.option("--now", "fresh", is_flag=True,
+              help="With --report: write a fresh report from what differs right now.")
 @json_option
 @guarded
-def drift(as_json: bool) -> None:
+def drift(as_json: bool, report: bool, fresh: bool) -> None:
     """What differs between the server and the applied commit right now.
 
     Includes models whose memory, once loaded, differs from what models.yaml planned
     (spilled onto the CPU, or far from the estimate), as of the last reconcile.
     Exits 0 when nothing drifted, 1 when something did (like `diff`).
     """
+    if fresh and not report:
+        raise click.UsageError("--now goes with --report: `lanai drift --report --now`.")
     settings = _settings()
+    if report and not fresh:
+        cli_drift.show_latest(settings, as_json)
     engine = Engine(settings)
     state = engine.state()
     applied = engine.applied(state)
@@ -464,22 +492,11 @@ def drift(as_json: bool) -> None:
     facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
     result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
                        held=held_services(state, applied.config))
-    models = models_state.load(settings.models_file).models if applied.models else {}
-    declared = {m.name for m in applied.models.local} if applied.models else set()
-    model_drift = [{"service": f"model {name}", "kind": "memory", "detail": rec.drift}
-                   for name, rec in sorted(models.items()) if rec.drift and name in declared]
-    webui_drift = []
-    if applied.webui is not None:
-        try:
-            last = json.loads((settings.home / "webui.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            last = {}
-        webui_drift = [{"service": applied.webui.service, "kind": "setting",
-                        "detail": f"{d['area']}: {d['key']}: {d['current']!r} differs from git "
-                        f"({d['wanted']!r}); {d['area']} is not under managed, so it stays"}
-                       for d in last.get("drift") or [] if not d.get("healed")]
+    items = drift_report.collect(settings, applied, [d.to_json() for d in result.drift])
+    if report:
+        cli_drift.show_fresh(settings, items, applied.commit, as_json)
     data = {"applied_commit": applied.commit,
-            "drift": [d.to_json() for d in result.drift] + model_drift + webui_drift,
+            "drift": items,
             "heal": [a.to_json() for a in result.actions],
             "self_heal": applied.config.sync.self_heal}
     if as_json:
@@ -620,4 +637,4 @@ def secrets_list(as_json: bool) -> None:
 
 
 # The model and trust commands live in their own modules; importing registers them.
-from . import cli_models, cli_trust, cli_webui  # noqa: E402, F401
+from . import cli_backup, cli_models, cli_trust, cli_webui  # noqa: E402, F401

@@ -31,6 +31,7 @@ from .control import SOCKET_TIMEOUT_S
 from .engine import Engine, Outcome
 from .errors import LanaiError, LockHeld
 from .facts import LABEL_PROJECT
+from .notify import Notice
 from .record import parse_iso
 from .render import LABEL_MANAGED
 from .settings import ServerSettings
@@ -55,6 +56,7 @@ class Daemon:
         self._server: socketserver.UnixStreamServer | None = None
         self.last_outcome: Outcome | None = None
         self.report_at: str | None = None  # drift_report.at of the scheduled daily report
+        self.backup_at: str | None = None  # backups.schedule of the scheduled daily backup
         self._pending: set[str] = set()
         self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
@@ -134,6 +136,7 @@ class Daemon:
                 self.scheduler.reschedule_job("poll", trigger="interval", seconds=interval)
                 log.info("poll interval is now %.0fs", interval)
             self._schedule_report(applied.config.drift_report.at)
+            self._schedule_backups(applied.config.backups.schedule)
 
     def _tell(self, outcome: Outcome) -> None:
         """Notices to the owner and the drift since-times; a failure here is only logged."""
@@ -155,6 +158,41 @@ class Daemon:
 
     def _report(self) -> None:
         notify_send.daily_report(self.settings, self.engine.applied(self.engine.state()))
+
+    def _schedule_backups(self, at: str | None) -> None:
+        """The daily backup (backups.schedule, UTC) runs on the reconcile worker too, so it
+        never overlaps a deploy."""
+        if at == self.backup_at:
+            return
+        if at is None:
+            with contextlib.suppress(Exception):
+                self.scheduler.remove_job("backup")
+        else:
+            hour, minute = (int(part) for part in at.split(":"))
+            self.scheduler.add_job(self._backup, "cron", hour=hour, minute=minute,
+                                   id="backup", replace_existing=True)
+        self.backup_at = at
+
+    def _backup(self) -> None:
+        applied = self.engine.applied(self.engine.state())
+        try:
+            taken = self.engine.backup(kind="scheduled", reason="daily")
+        except LockHeld:
+            self.scheduler.add_job(self._backup, "date", id="backup-retry", replace_existing=True,
+                                   run_date=datetime.now(UTC) + timedelta(seconds=60))
+            return
+        except LanaiError as exc:
+            log.error("scheduled backup failed: %s", exc.message)
+            if applied is not None:
+                notify_send.notify_event(self.settings, applied.config, Notice(
+                    "failure", f"backup: {exc.message}", "lanai: the daily backup failed",
+                    exc.message))
+            return
+        except Exception:  # the daemon must outlive a bad backup
+            log.exception("scheduled backup crashed")
+            return
+        if taken is not None:
+            log.info("scheduled backup %s taken (%d bytes)", taken.id, taken.size)
 
     # -- inputs ---------------------------------------------------------------
 

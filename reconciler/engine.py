@@ -17,19 +17,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import docker
 
+from . import backup_run, gpu_health, models_state
 from . import desired as desired_mod
 from . import facts as facts_mod
-from . import models_state
 from .apply import Applier, ApplyReport
+from .backups import Backup, Store, backup_for, is_rollback
 from .caddyfile import lan_ip
-from .errors import DockerError, ExitCode, LanaiError, SourceError
+from .errors import BackupError, DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
 from .models_sync import ModelSync, first_gpu
-from .plan import Plan, plan
+from .plan import Drift, Plan, plan
 from .record import (
     Failure,
     State,
@@ -68,6 +70,7 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)  # what models.yaml's converge did
     webui: dict[str, Any] = field(default_factory=dict)  # what webui.yaml's converge did
+    backup: str | None = None  # the backup taken before this commit's upgrade, if any
 
     def to_json(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -98,6 +101,7 @@ class Engine:
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
         self._gpu_info: tuple[str, int] | tuple[()] | None = None
+        self._gpu_prober: gpu_health.GpuProber | None = None  # keeps its once-a-minute pace
         self._webui_tokens: dict[str, str] = {}  # Open WebUI session per URL: sign in once
         self._branch_for: tuple[str | None, str] = (None, "main")
 
@@ -264,6 +268,9 @@ class Engine:
             head = None
         mark = timer.lap("fetch", mark)
         previous_source_error, previous_drift = state.source_error, state.drift
+        pin = self.restore_pin()
+        if pin and head is not None and head != pin.get("commit"):
+            self.settings_pin_file().unlink(missing_ok=True)  # a new commit: git leads again
         state.source_error = source_error.message if source_error else None
 
         applied = self.applied(state)
@@ -408,9 +415,13 @@ class Engine:
                           drift=[d.to_json() for d in the_plan.drift])
         report = ApplyReport()
         self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} action(s)")
+        upgrade_backup: Backup | None = None
         try:
+            upgrade_backup = self._protect_data(desired, facts, applied, outcome)
             self._apply(desired, the_plan, report)
         except LanaiError as exc:
+            if upgrade_backup is not None and report.results:
+                self._restore_after_failed_upgrade(desired, upgrade_backup, outcome)
             outcome.actions = report.results
             self._record_compose(timer, report)
             self._rollback(state, desired, applied, outcome)
@@ -418,6 +429,8 @@ class Engine:
             return outcome
         self._record_compose(timer, report)
         outcome.actions = report.results
+        self._record_data_image(desired)
+        self.settings_pin_file().unlink(missing_ok=True)  # git's commit runs again
         if the_plan.empty:
             outcome.status = "no-op"
             outcome.notes.append(f"commit {desired.commit[:12]} changes nothing on the stack")
@@ -489,8 +502,14 @@ class Engine:
             return Outcome("no-op", applied_commit=state.applied_commit)
         config = applied.config
         facts = facts_mod.observe(self.client, applied.project, applied.images)
+        facts.gpu_lost = self.gpu_prober().lost(facts.containers)
         held = self._held(state, config, retry)
+        pin = self.restore_pin()
+        if pin:
+            held.add(pin["service"])
         the_plan = plan(applied, facts, applied=applied, prune=config.sync.prune, held=held)
+        if pin:
+            the_plan.drift = pinned_drift(the_plan.drift, pin, applied)
         mark = timer.lap("observe_plan", mark)
         outcome = Outcome("no-op", applied_commit=state.applied_commit,
                           drift=[d.to_json() for d in the_plan.drift])
@@ -515,6 +534,7 @@ class Engine:
             self._apply(applied, the_plan, report)
             outcome.status = "healed"
             state.drift = []
+            self._gpu_recheck(applied, outcome, state)
         except LanaiError as exc:
             outcome.status = "failed"
             outcome.error = f"healing failed: {exc.message}"
@@ -522,6 +542,26 @@ class Engine:
         self._record_compose(timer, report)
         outcome.actions = report.results
         return outcome
+
+    def gpu_prober(self) -> gpu_health.GpuProber:
+        if self._gpu_prober is None:
+            self._gpu_prober = gpu_health.prober(self.client)
+        return self._gpu_prober
+
+    def _gpu_recheck(self, applied: Rendered, outcome: Outcome, state: State) -> None:
+        """A restart for a lost GPU is proven by nvidia-smi; a GPU still missing is the
+        host's problem, reported as a failed heal and kept as drift."""
+        lost = {d["service"] for d in outcome.drift if d["kind"] == "gpu-lost"}
+        if not lost:
+            return
+        live = facts_mod.observe(self.client, applied.project, [])
+        problems, notes = gpu_health.recheck(self.gpu_prober(), live.containers, lost)
+        outcome.notes.extend(notes)
+        if problems:
+            state.drift = [d for d in outcome.drift if d["service"] in problems]
+            outcome.status = "failed"
+            outcome.error = "healing failed: " + " ".join(problems.values())
+            outcome.exit_code = int(ExitCode.APPLY_FAILED)
 
     def _held(self, state: State, config: LanaiConfig, retry: bool) -> set[str]:
         if retry:
@@ -531,6 +571,95 @@ class Engine:
         state.heals = {s: [t for t in times if t >= cutoff] for s, times in state.heals.items()}
         return held_services(state, config)
 
+
+    # -- Open WebUI's data: backups around upgrades ---------------------------------------
+
+    def settings_pin_file(self) -> Path:
+        return backup_run.pin_file(self.settings)
+
+    def restore_pin(self) -> dict[str, Any] | None:
+        """Set by `lanai restore` when it started another image than git's: held until
+        the next commit."""
+        try:
+            return json.loads(self.settings_pin_file().read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def _protect_data(self, desired: Rendered, facts: facts_mod.Facts, applied: Rendered | None,
+                      outcome: Outcome) -> Backup | None:
+        """Before a commit changes the data service's image: back its data up, or, for an
+        image the data has outgrown (a rollback across a migration), refuse or restore."""
+        config = desired.config.backups
+        spec = desired.services.get(config.service)
+        running = facts.by_service().get(config.service) or []
+        if spec is None or spec.image is None or not running:
+            return None  # no such service, or no data yet: nothing to protect
+        current = running[0].image_ref
+        if current == spec.image and not _database_settings_changed(applied, desired,
+                                                                      config.service):
+            return None
+        history = backup_run.lineage(self.settings)
+        if not history.load():
+            history.record(current, commit=applied.commit if applied else None, how="found")
+        lineage = history.load()
+        if is_rollback(lineage, current, spec.image):
+            store = Store(self.settings.backups_dir)
+            backup = backup_for(store.list(), lineage, spec.image, config.service)
+            if backup is None or not config.restore_on_rollback:
+                raise BackupError(_rollback_refusal(config.service, current, spec.image,
+                                                    backup), deterministic=True)
+            self.progress(f"{spec.image} is older than the data: restoring backup {backup.id}")
+            backup_run.restore(self.settings, self.client, desired, backup,
+                               progress=self.progress, start=False)
+            outcome.notes.append(f"restored backup {backup.id} ({spec.image}'s data) before "
+                                 f"rolling {config.service} back (backups.restore_on_rollback)")
+            return None
+        taken = backup_run.take(self.settings, self.client, desired, kind="upgrade",
+                                reason=f"before {config.service} {current} -> {spec.image}",
+                                progress=self.progress,
+                                commit=applied.commit if applied else None)
+        if taken is not None:
+            outcome.notes.append(f"backup {taken.id} of {config.service}'s data was taken "
+                                 f"before the upgrade ({taken.counts.get('users', 0)} users, "
+                                 f"{taken.counts.get('chats', 0)} chats)")
+            outcome.backup = taken.id
+        return taken
+
+    def _restore_after_failed_upgrade(self, desired: Rendered, backup: Backup,
+                                      outcome: Outcome) -> None:
+        """The new image may have migrated the data before it failed: the rollback
+        gets the data from before the upgrade back with the old image."""
+        try:
+            backup_run.restore(self.settings, self.client, desired, backup,
+                               progress=self.progress, start=False)
+            outcome.notes.append(f"restored backup {backup.id}: the data is as it was before "
+                                 "the failed upgrade")
+        except LanaiError as exc:
+            outcome.notes.append(f"could not restore backup {backup.id} after the failed "
+                                 f"upgrade ({exc.message}); restore it with `lanai restore "
+                                 f"{backup.id}`")
+
+    def _record_data_image(self, desired: Rendered) -> None:
+        """Which image now runs on the data (the lineage a later rollback is judged by)."""
+        config = desired.config.backups
+        spec = desired.services.get(config.service)
+        if spec is not None and spec.image:
+            backup_run.lineage(self.settings).record(spec.image, commit=desired.commit,
+                                                     how="deploy")
+
+    def backup(self, *, kind: str, reason: str) -> Backup | None:
+        """A backup of the applied deployment's data now (under the reconcile lock)."""
+        with self.lock("backup"):
+            applied = self.applied(self.state())
+            if applied is None:
+                raise BackupError("nothing has been deployed yet, so there is no data to back "
+                                  "up; run `lanai reconcile` first.", exit_code=ExitCode.NOT_SET_UP)
+            taken = backup_run.take(self.settings, self.client, applied, kind=kind,
+                                    reason=reason, progress=self.progress)
+            if kind == "scheduled":
+                for gone in backup_run.prune(self.settings, applied.config.backups.keep):
+                    self.progress(f"deleted backup {gone} (backups.keep)")
+            return taken
 
     def _prune_deployments(self, state: State) -> None:
         root = self.settings.deployments_dir
@@ -549,6 +678,41 @@ def held_services(state: State, config: LanaiConfig) -> set[str]:
     cutoff = time.time() - limit.window
     return {service for service, times in state.heals.items()
             if len([t for t in times if t >= cutoff]) >= limit.restarts}
+
+
+def pinned_drift(drift: list[Any], pin: dict[str, Any], applied: Rendered) -> list[Any]:
+    """A service restored from a backup onto another image than git's: one honest line."""
+    service = pin["service"]
+    spec = applied.services.get(service)
+    wanted = spec.image if spec else "?"
+    kept = [d for d in drift if d.service != service]
+    return [*kept, Drift(service, "changed", f"restored from backup {pin['backup']}: runs "
+                         f"{pin['image']}, git says {wanted}; revert the upgrade in git to "
+                         "keep it, or push a commit to redeploy from git (a backup is taken "
+                         "first)")]
+
+
+def _database_settings_changed(applied: Rendered | None, desired: Rendered, service: str) -> bool:
+    """Whether a commit changes where or how the service keeps its database."""
+    if applied is None or service not in applied.services:
+        return False
+
+    def database_env(rendered: Rendered) -> dict[str, Any]:
+        env = rendered.services[service].config.get("environment") or {}
+        return {k: v for k, v in env.items() if k.startswith(("DATABASE_", "VECTOR_DB"))}
+
+    return database_env(applied) != database_env(desired)
+
+
+def _rollback_refusal(service: str, current: str, wanted: str, backup: Backup | None) -> str:
+    base = (f"this commit takes {service} back from {current} to {wanted}, but {current} has "
+            f"migrated its database, which {wanted} cannot read safely")
+    if backup is None:
+        return (f"{base}, and no backup made with {wanted} is on this server; keep {current} "
+                f"(revert this change in git), or restore a backup by hand (`lanai backups`).")
+    return (f"{base}; restore the backup taken before the upgrade with `lanai restore "
+            f"{backup.id}` and then `lanai reconcile --retry`, or set "
+            "backups.restore_on_rollback: true in lanai.yaml and push.")
 
 
 def _due(when: str | None) -> bool:

@@ -125,6 +125,88 @@ class Https(Strict):
         return self
 
 
+DAILY_AT = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+class Backups(Strict):
+    service: str = Field(
+        "open-webui", description="The compose service whose data is backed up (Open WebUI).")
+    data_path: str = Field(
+        "/app/backend/data", description="Where that service keeps its data, inside the "
+        "container: its SQLite databases, uploads/ and vector_db/ are backed up.")
+    schedule: str | None = Field(
+        "03:30", description="A daily backup at this time (HH:MM, UTC); null: only before "
+        "upgrades and on demand (`lanai backup`).")
+    keep: int = Field(
+        7, ge=1, le=365, description="Scheduled backups kept; older ones are deleted after a "
+        "new one is verified. Backups taken before an upgrade or a restore, and on demand, "
+        "are kept until you delete them (`lanai backups --delete ID`).")
+    restore_on_rollback: bool = Field(
+        False, description="When a push rolls the service's image back across an upgrade "
+        "(its data was migrated by the newer image), restore the backup taken before that "
+        "upgrade and deploy. Off: the deploy is refused and names the backup to restore.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not DAILY_AT.match(value):
+            raise ValueError("write the daily time as HH:MM (24 h, UTC), e.g. 03:30")
+        return value
+
+
+NOTICE_KINDS = ("failure", "drift", "recovery", "report")
+
+
+class Notify(Strict):
+    urls: list[str] = Field(
+        default_factory=list, description="Where notices go. Each entry is the NAME of a secret "
+        "in the server's secrets file whose value is an Apprise URL (ntfy://, mailtos://, "
+        "matrixs://, discord://, json:// ...: such URLs carry tokens, so they live with the "
+        "secrets), or a literal Apprise URL that holds nothing secret. Empty: nothing is sent.")
+    events: list[Literal["failure", "drift", "recovery", "report"]] = Field(
+        default_factory=lambda: list(NOTICE_KINDS), description="Which notices are sent: "
+        "failure (a commit, heal, model or Open WebUI setting failed, or the repo cannot be "
+        "fetched), drift (the server differs from git and stays so), recovery (a failure or "
+        "drift that was notified is over, or a heal put something back), report (the daily "
+        "drift report, when something differs).")
+    repeat_after: Seconds = Field(
+        21600.0, ge=60, description="The same failure or drift is not sent again within this "
+        "interval; while it lasts, it is sent again after it.")
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if SECRET_NAME.match(entry):
+                continue
+            scheme, sep, rest = entry.partition("://")
+            if not sep or not scheme:
+                raise ValueError(f"{entry!r} is neither a secret name (A-Z, 0-9, _) nor an "
+                                 "Apprise URL (scheme://...)")
+            if "@" in rest.split("/", 1)[0] and ":" in rest.split("@", 1)[0]:
+                raise ValueError(f"the URL for {scheme}:// carries a password, and lanai.yaml "
+                                 "is in git: store it with `lanai secrets set NOTIFY_URL` and "
+                                 "list NOTIFY_URL here instead")
+        return value
+
+    def secret_names(self) -> set[str]:
+        return {entry for entry in self.urls if SECRET_NAME.match(entry)}
+
+
+class DriftReport(Strict):
+    at: str = Field(
+        "07:00", description="Daily at this time (HH:MM, UTC) the server writes its drift "
+        "report (what differs from git, since when; `lanai drift --report`) and, when "
+        "something differs and notify.urls is set, sends it.")
+
+    @field_validator("at")
+    @classmethod
+    def _at(cls, value: str) -> str:
+        if not DAILY_AT.match(value):
+            raise ValueError("write the daily time as HH:MM (24 h, UTC), e.g. 07:00")
+        return value
+
+
 class LanaiConfig(Strict):
     gpu: Literal["auto", "required", "off"] = Field(
         "auto", description="auto: keep compose.yaml's NVIDIA GPU reservations where the server "
@@ -143,6 +225,14 @@ class LanaiConfig(Strict):
         None, description="Serve Open WebUI over HTTPS on the LAN through a Caddy proxy with "
         "certificates from a CA on the server (browsers allow the microphone, for voice, only "
         "on https).")
+    backups: Backups = Field(
+        default_factory=Backups, description="Backups of Open WebUI's data: before every "
+        "upgrade of its image, daily, and on demand.")
+    notify: Notify = Field(
+        default_factory=Notify, description="Tell the owner about failures, drift and "
+        "recoveries without logging in, through Apprise.")
+    drift_report: DriftReport = Field(
+        default_factory=DriftReport, description="The daily drift report kept on the server.")
 
     @field_validator("project")
     @classmethod
@@ -164,4 +254,5 @@ class LanaiConfig(Strict):
         return value
 
     def secret_names(self) -> set[str]:
-        return {name for names in self.secrets.values() for name in names}
+        return {name for names in self.secrets.values() for name in names} \
+            | self.notify.secret_names()

@@ -26,6 +26,7 @@ class ServerSettings:
     config_file: Path
     deploy_key: Path  # used for SSH remotes when the file exists (bootstrap makes it)
     ollama_url: str | None = None  # default: Ollama's container address on its network
+    webhook_listen: str | None = None  # HOST:PORT of the push webhook; None: off
 
     @property
     def state_file(self) -> Path:
@@ -68,6 +69,10 @@ class ServerSettings:
         return self.home / "bench.jsonl"
 
     @property
+    def backups_dir(self) -> Path:
+        return self.home / "backups"
+
+    @property
     def socket_path(self) -> Path:
         return self.home / "daemon.sock"
 
@@ -91,7 +96,8 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
                            "bootstrap.sh.") from None
         if not isinstance(loaded, dict):
             raise NotSetUp(f"{config_file} must be a mapping; fix or re-run bootstrap.sh.")
-        known = ("home", "repo", "branch", "secrets_file", "deploy_key", "ollama_url")
+        known = ("home", "repo", "branch", "secrets_file", "deploy_key", "ollama_url",
+                 "webhook_listen")
         unknown = set(loaded) - set(known)
         if unknown:
             raise NotSetUp(f"{config_file} has unknown key(s) {', '.join(sorted(unknown))}; "
@@ -110,4 +116,5 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         config_file=config_file,
         deploy_key=Path(pick("deploy_key", str(config_file.with_name("deploy_key"))) or ""),
         ollama_url=pick("ollama_url", None),
+        webhook_listen=pick("webhook_listen", None),
     )
