@@ -783,6 +783,33 @@ ollama_image() {
     "$(seed_dir)/compose.yaml" | head -n 1
 }
 
+# Where NVIDIA's own instructions put the device-node rule; bootstrap writes
+# $NVIDIA_DEV_CHAR_RULE (packaging/apt-repos.sh), the place for local rules.
+NVIDIA_DEV_CHAR_RULE_LIB=/lib/udev/rules.d/71-nvidia-dev-char.rules
+
+# NVIDIA's prevention of containers losing their GPU ("Failed to initialize NVML: Unknown
+# Error" after `systemctl daemon-reload`): /dev/char symlinks now and a udev rule for every
+# boot (nvml_prevention_plan). Applied on every run, so a server whose toolkit was installed
+# by hand gets it too; a rule already in place (ours or NVIDIA's) is left as it is. Needs
+# systemd (without it dockerd uses cgroupfs, where this cannot happen) and nvidia-ctk.
+# Chosen over Docker's cgroupfs driver because it restarts nothing and changes no cgroups.
+nvml_prevention() {
+  local rule
+  has_systemd || return 0
+  for rule in "$NVIDIA_DEV_CHAR_RULE" "$NVIDIA_DEV_CHAR_RULE_LIB"; do
+    grep -qs 'create-dev-char-symlinks' "$rule" && return 0
+  done
+  if ! have nvidia-ctk && ((!DRY_RUN)); then
+    warn "nvidia-ctk (NVIDIA Container Toolkit) is missing, so the NVIDIA device-node rule was not added; containers may lose the GPU after \`systemctl daemon-reload\` (install nvidia-container-toolkit and run bootstrap again)."
+    return 0
+  fi
+  if run_plan "gpu: would add the NVIDIA device-node rule (containers keep the GPU after \`systemctl daemon-reload\`)" "$(nvml_prevention_plan)"; then
+    ((DRY_RUN)) || ok "gpu: added the NVIDIA device-node rule $NVIDIA_DEV_CHAR_RULE (containers keep the GPU after \`systemctl daemon-reload\`)"
+  else
+    warn "could not add the NVIDIA device-node udev rule (\`$APPLY_FAILED_LINE\`); containers may lose the GPU after a systemd reload (lanai restarts them when it sees that)."
+  fi
+}
+
 step_gpu() {
   local gpus names image
   if have nvidia-smi && gpus=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) && [[ -n $gpus ]]; then
@@ -790,13 +817,9 @@ step_gpu() {
       run_plan "gpu: would install the NVIDIA Container Toolkit from NVIDIA's apt repository and configure Docker" \
         "$(nvidia_toolkit_install_plan "$(has_systemd && echo systemd || echo sighup)")" ||
         fail_with_log "$E_DOCKER" "\`$APPLY_FAILED_LINE\` failed while installing the NVIDIA Container Toolkit; check the network and run again."
-      if has_systemd && [[ ! -e /etc/udev/rules.d/71-nvidia-dev-char.rules ]]; then
-        # Prevents "Failed to initialize NVML: Unknown Error" in long-running containers.
-        run_plan "gpu: would add the NVML device-node rule" "$(nvml_prevention_plan)" ||
-          warn "could not add the NVIDIA device-node udev rule (\`$APPLY_FAILED_LINE\`); containers may lose the GPU after a systemd reload."
-      fi
       ((DRY_RUN)) || DAEMON_RESTART=1
     fi
+    nvml_prevention
     image=$(ollama_image)
     if ((!DRY_RUN)) && [[ -n $image ]] && docker image inspect "$image" >/dev/null 2>&1; then
       if names=$(gpu_container_check "$image" 2>>"$LANAI_BOOTSTRAP_LOG"); then

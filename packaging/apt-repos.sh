@@ -243,14 +243,19 @@ nvidia_toolkit_install_plan() {
   fi
 }
 
+# nvml_udev_rule: the content of $NVIDIA_DEV_CHAR_RULE that nvml_prevention_plan writes.
+nvml_udev_rule() {
+  printf '%s\n' \
+    "# Written by bootstrap.sh (lanai): /dev/char symlinks for the NVIDIA device nodes, so" \
+    "# that containers keep their GPU after \`systemctl daemon-reload\` (NVIDIA/nvidia-docker#1730)." \
+    'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"'
+}
+
 # nvml_prevention_plan: the documented prevention of containers losing their GPU with
 # "Failed to initialize NVML: Unknown Error" (needs nvidia-ctk, so after the toolkit).
 nvml_prevention_plan() {
-  local rule=(
-    "# Written by bootstrap.sh (lanai): /dev/char symlinks for the NVIDIA device nodes, so"
-    "# that containers keep their GPU after \`systemctl daemon-reload\` (NVIDIA/nvidia-docker#1730)."
-    'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"'
-  )
+  local rule=()
+  _ar_lines rule nvml_udev_rule || return 1
   printf '%s\n' \
     "# Prevent \"Failed to initialize NVML: Unknown Error\" in GPU containers. With Docker's" \
     "# systemd cgroup driver (the default on cgroup v2: Debian 12/13, Ubuntu 22.04/24.04), runc" \

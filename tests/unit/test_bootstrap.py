@@ -547,6 +547,55 @@ def test_gpu_without_a_driver_is_advised_or_installed(env: dict[str, str],
     assert "reboot the server, then run bootstrap.sh again" in plan
 
 
+SYSTEMD = "has_systemd() { true; }"  # a booted systemd, as /run/systemd/system would say
+
+
+def nvml_run(env: dict[str, str], tmp_path: Path, extra: str = "") -> tuple[str, Path, Path]:
+    """nvml_prevention for real, with the rule's paths under tmp_path and an nvidia-ctk
+    stand-in that records its arguments; returns (output, rule file, the calls log)."""
+    bin_dir = fake_bin(tmp_path, '{"nvidia":{},"runc":{}}')
+    calls = tmp_path / "nvidia-ctk.calls"
+    (bin_dir / "nvidia-ctk").write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
+    (bin_dir / "nvidia-ctk").chmod(0o755)
+    rule = tmp_path / "etc/udev/rules.d/71-nvidia-dev-char.rules"
+    env = {**env, "PATH": f"{bin_dir}:{env['PATH']}"}
+    result = sourced(f'mkdir -p "$(dirname "$LANAI_BOOTSTRAP_LOG")"\n'
+                     f"{SYSTEMD}\nNVIDIA_DEV_CHAR_RULE={rule}\n"
+                     f"NVIDIA_DEV_CHAR_RULE_LIB={tmp_path}/lib/udev/rules.d/71-nvidia-dev-char"
+                     f".rules\n{extra}\nnvml_prevention", env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr, rule, calls
+
+
+def test_nvml_prevention_is_added_once_even_when_the_toolkit_was_there(
+        env: dict[str, str], tmp_path: Path) -> None:
+    out, rule, calls = nvml_run(env, tmp_path)
+    assert "✓ gpu: added the NVIDIA device-node rule" in out
+    assert calls.read_text() == "system create-dev-char-symlinks --create-all\n"
+    assert rule.read_text() == sourced("nvml_udev_rule", env).stdout
+    again, _, _ = nvml_run(env, tmp_path)
+    assert again == "" and calls.read_text().count("\n") == 1  # idempotent: nothing run
+
+
+def test_nvml_prevention_keeps_a_rule_made_by_nvidias_instructions(
+        env: dict[str, str], tmp_path: Path) -> None:
+    theirs = tmp_path / "lib/udev/rules.d/71-nvidia-dev-char.rules"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text('ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", '
+                      'RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"\n')
+    out, rule, calls = nvml_run(env, tmp_path)
+    assert out == "" and not rule.exists() and not calls.exists()
+
+
+def test_nvml_prevention_needs_systemd_and_is_shown_in_a_dry_run(
+        env: dict[str, str], tmp_path: Path) -> None:
+    out, rule, calls = nvml_run(env, tmp_path, "has_systemd() { false; }")
+    assert out == "" and not rule.exists() and not calls.exists()
+    dry = gpu_dry_run(env, fake_bin(tmp_path, '{"nvidia":{},"runc":{}}'), SYSTEMD)
+    assert "would add the NVIDIA device-node rule" in dry
+    assert "nvidia-ctk system create-dev-char-symlinks --create-all" in dry
+
+
 def test_docker_comes_from_dockers_repository_on_ubuntu_and_from_debian_on_debian(
         env: dict[str, str]) -> None:
     result = sourced("for os in ubuntu debian; do OS_ID=$os; docker_origin; done\n"
