@@ -106,6 +106,7 @@ def main(host: str | None, ssh_config: str | None) -> None:
       lanai models            the local models: pulled, fitted to the GPU, loaded
       lanai trust             make the family's devices trust the server's HTTPS
       lanai users             family accounts and their one-time passwords
+      lanai backups           Open WebUI's data, backed up (lanai backup, lanai restore)
 
     \b
     From a laptop: `lanai --host ubuntu@gpu-box status` runs the command on the
