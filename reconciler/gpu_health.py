@@ -159,7 +159,7 @@ def docker_exec(client: docker.DockerClient, timeout: float = PROBE_TIMEOUT_S) -
         try:
             return pool.submit(run, container_id).result(timeout=timeout)
         except concurrent.futures.TimeoutError:
-            return Execution(None, "", f"nvidia-smi did not answer within {timeout:.0f} s")
+            return Execution(None, "", f"nvidia-smi did not answer within {timeout:g} s")
         finally:
             pool.shutdown(wait=False)
 

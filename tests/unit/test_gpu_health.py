@@ -10,8 +10,10 @@ and DeviceRequests as Docker 20.10.24 records them for `--gpus all` and compose'
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import docker.errors
 import pytest
 
 from reconciler import gpu_health
@@ -230,3 +232,56 @@ def test_the_double_prints_the_real_listing() -> None:
     """tests/ollama_double carries a copy of the fixture for its nvidia-smi double."""
     copy = Path(__file__).resolve().parents[1] / "ollama_double" / "nvidia-smi-L.txt"
     assert copy.read_text() == fixture("nvidia-smi-L.txt")
+
+
+# ---------------------------------------------------------------- the exec edge
+
+
+class Api:
+    """The three Docker API calls docker_exec makes; exec_start blocks while `hang` is set."""
+
+    def __init__(self, *, hang: bool = False, refuse: str | None = None) -> None:
+        self.released = threading.Event()
+        self.hang, self.refuse = hang, refuse
+        self.argv: list[str] = []
+
+    def exec_create(self, container_id: str, argv: list[str], **_: object) -> dict:
+        if self.refuse:
+            raise docker.errors.APIError("500 Server Error", explanation=self.refuse)
+        self.argv = argv
+        return {"Id": "exec-1"}
+
+    def exec_start(self, exec_id: str, demux: bool) -> tuple[bytes | None, bytes | None]:
+        if self.hang:
+            self.released.wait(30)
+        return None, NVML_LOST.encode() + b"\n"
+
+    def exec_inspect(self, exec_id: str) -> dict:
+        return {"ExitCode": 255}
+
+
+class Client:
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+
+def test_docker_exec_runs_nvidia_smi_l_and_reads_both_streams() -> None:
+    api = Api()
+    done = gpu_health.docker_exec(Client(api))("ollama-id")  # type: ignore[arg-type]
+    assert api.argv == ["nvidia-smi", "-L"]
+    assert done == Execution(255, "", NVML_LOST + "\n")
+
+
+def test_docker_exec_gives_up_on_a_hung_nvidia_smi() -> None:
+    api = Api(hang=True)
+    try:
+        done = gpu_health.docker_exec(Client(api), timeout=0.2)("ollama-id")  # type: ignore[arg-type]
+    finally:
+        api.released.set()
+    assert done == Execution(None, "", "nvidia-smi did not answer within 0.2 s")
+    assert classify(done.exit_code, done.stdout, done.stderr).status == "unknown"
+
+
+def test_docker_exec_refused_for_a_missing_binary_is_no_tool() -> None:
+    done = gpu_health.docker_exec(Client(Api(refuse=OCI_NOT_FOUND)))("ollama-id")  # type: ignore[arg-type]
+    assert classify(done.exit_code, done.stdout, done.stderr).status == "no-tool"
