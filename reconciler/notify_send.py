@@ -199,7 +199,7 @@ def after_reconcile(settings: ServerSettings, applied: Rendered | None,
 
 
 
-def daily_report(settings: ServerSettings, applied: Rendered | None) -> dict[str, Any]:
+def daily_report(settings: ServerSettings, config: LanaiConfig | None) -> dict[str, Any]:
     """The daemon's daily job: write drift-report.json from the tracked drift and send it
     when something differs (an in-sync day sends nothing: daily noise teaches people to
     ignore notices). Never raises."""
@@ -207,8 +207,8 @@ def daily_report(settings: ServerSettings, applied: Rendered | None) -> dict[str
     try:
         report = drift_report.write_report(settings, datetime.now(UTC))
         notice = report_notice(report)
-        if notice is not None and applied is not None:
-            notify_event(settings, applied.config, notice)
+        if notice is not None and config is not None:
+            notify_event(settings, config, notice)
         log.info("drift report written: %s", "in sync" if report["in_sync"]
                  else f"{len(report['drift'])} difference(s) from git")
     except Exception:

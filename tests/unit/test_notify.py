@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from reconciler import notify_send
+from reconciler import drift_report, notify_send
 from reconciler.notify import (
     Notice,
     NotifyState,
@@ -305,3 +305,20 @@ def test_a_missing_notify_secret_is_logged_by_name_and_nothing_is_sent(
     notice = Notice("failure", "k", "t", "b")
     assert notify_send.notify_event(settings, config, notice) is False
     assert "names secret NOTIFY_URL, which is not in" in caplog.text
+
+
+def test_the_daily_report_is_written_always_and_sent_only_when_something_differs(
+        tmp_path: Path, receiver: Receiver):
+    settings = settings_for(tmp_path, {"NOTIFY_URL": f"json://127.0.0.1:{receiver.port}/r"})
+    config = LanaiConfig.model_validate({"notify": {"urls": ["NOTIFY_URL"]}})
+    drift_report.record(settings, [], "c" * 40, datetime.now(UTC))
+    in_sync = notify_send.daily_report(settings, config)
+    assert in_sync["in_sync"] is True and receiver.bodies == []
+    assert drift_report.report_path(settings).exists()
+    stopped = {"service": "web", "kind": "stopped", "detail": "container exited"}
+    drift_report.record(settings, [stopped], "c" * 40, datetime.now(UTC))
+    report = notify_send.daily_report(settings, config)
+    [(_, body)] = receiver.bodies
+    assert body["title"] == "lanai drift report: 1 difference(s) from git (cccccccccccc)"
+    assert body["message"].startswith("web stopped since ")
+    assert drift_report.read_json(drift_report.report_path(settings)) == report
