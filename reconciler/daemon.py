@@ -157,7 +157,8 @@ class Daemon:
         self.report_at = at
 
     def _report(self) -> None:
-        notify_send.daily_report(self.settings, self.engine.applied(self.engine.state()))
+        applied = self.engine.applied(self.engine.state())
+        notify_send.daily_report(self.settings, applied.config if applied else None)
 
     def _schedule_backups(self, at: str | None) -> None:
         """The daily backup (backups.schedule, UTC) runs on the reconcile worker too, so it
