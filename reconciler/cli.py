@@ -37,6 +37,7 @@ from . import desired as desired_mod
 from . import facts as facts_mod
 from . import gpu as gpu_mod
 from . import report as report_mod
+from .backups import Store
 from .caddyfile import lan_ip
 from .control import poke
 from .daemon import Daemon
@@ -427,6 +428,10 @@ def status(as_json: bool) -> None:
     report = report_mod.build(state, applied, facts, repo=settings.repo,
                               suspended=engine.suspended(), daemon=daemon)
     report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
+    if applied is not None and applied.config.backups.service in applied.services:
+        listed = Store(settings.backups_dir).list()
+        report.backups = {"newest": listed[0].to_json() if listed else None,
+                          "count": len(listed), "restore_pin": engine.restore_pin()}
     gpus = gpu_mod.observe_gpus()
     if gpus.gpus or gpus.error:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,

@@ -47,6 +47,7 @@ class StatusReport:
     last_check_ms: float | None = None
     gpu: dict[str, Any] | None = None
     last_heal: dict[str, Any] | None = None
+    backups: dict[str, Any] | None = None  # the newest backup, how many, a restore pin
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))

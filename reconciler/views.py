@@ -140,6 +140,16 @@ def status(report: StatusReport) -> None:
                          for a in report.last_heal["actions"])
         grid.add_row("Last heal", f"{ago(report.last_heal['at'])}: {what or 'drift'}"
                      f" ({done or 'no action'})")
+    if report.backups:
+        newest = report.backups.get("newest")
+        line = (f"{newest['id']} ({newest['kind']}, {ago(newest['created'])}), "
+                f"{report.backups['count']} kept" if newest else "none yet (`lanai backup`)")
+        grid.add_row("Backups", line)
+        pin = report.backups.get("restore_pin")
+        if pin:
+            grid.add_row("Restored", Text(f"{pin['service']} runs {pin['image']} from backup "
+                                          f"{pin['backup']}; drift from git until the next "
+                                          "commit", style="yellow"))
     if report.suspended is not None:
         why = f": {report.suspended.get('reason')}" if report.suspended.get("reason") else ""
         grid.add_row("Suspended", Text(f"since {report.suspended.get('since')}{why}",

@@ -74,7 +74,7 @@ def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPath
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     code, outcome = server.reconcile()
-    assert code == 0, outcome
+    assert code == 0, (outcome.get("error"), outcome.get("notes"))
     yield Family(server, repo, port)
     server.teardown()
     docker_client.images.remove(NEW, noprune=True)
@@ -96,6 +96,7 @@ def test_an_on_demand_backup_is_verified_and_listed_with_its_commit_and_image(fa
     assert "data/webui.db" in names and not any("cache/" in n for n in names)
     text = family.server.lanai("backups")
     assert taken["id"] in text.stdout and "manual" in text.stdout, text.stdout
+    assert family.server.status()["backups"]["newest"]["id"] == taken["id"]
 
 
 def test_download_copies_a_verified_backup_here(family: Family, tmp_path: Path):
@@ -189,6 +190,7 @@ def test_a_restore_onto_another_image_than_git_is_drift_until_the_next_commit(fa
     code, result = family.server.lanai_json("restore", newer["id"], "--yes")
     assert code == 0, result
     assert result["pinned"] == OLD and family.webui_image() == NEW
+    assert family.server.status()["backups"]["restore_pin"]["backup"] == newer["id"]
     ids = family.server.container_ids()
     code, drift = family.server.lanai_json("drift")
     assert code == 1
