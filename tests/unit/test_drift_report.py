@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from reconciler import drift_report
 from reconciler.cli import main
+from reconciler.daemon import Daemon
 from reconciler.settings import ServerSettings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -117,3 +118,24 @@ def test_now_without_report_is_a_usage_error(tmp_path: Path):
     result = CliRunner().invoke(main, ["drift", "--now"],
                                 env={"LANAI_HOME": str(tmp_path)})
     assert result.exit_code == 2 and "--now goes with --report" in result.output
+
+
+def test_the_daemon_schedules_the_report_daily_at_the_declared_time(tmp_path: Path):
+    daemon = Daemon(settings_in(tmp_path))
+    daemon.scheduler.start()  # as in `lanai run`: reconciles (and this) run after the start
+    try:
+        check_report_job(daemon)
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def check_report_job(daemon: Daemon) -> None:
+    daemon._schedule_report("07:30")
+    daemon._schedule_report("07:30")  # every reconcile asks; one job
+    [job] = [j for j in daemon.scheduler.get_jobs() if j.id == "drift-report"]
+    fields = {f.name: str(f) for f in job.trigger.fields}
+    assert (fields["hour"], fields["minute"], fields["day"]) == ("7", "30", "*")
+    assert str(job.trigger.timezone) == "UTC"
+    daemon._schedule_report("21:05")  # a push changed drift_report.at
+    [job] = [j for j in daemon.scheduler.get_jobs() if j.id == "drift-report"]
+    assert {f.name: str(f) for f in job.trigger.fields}["hour"] == "21"
