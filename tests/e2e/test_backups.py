@@ -73,11 +73,13 @@ def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPath
         '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    code, outcome = server.reconcile()
-    assert code == 0, (outcome.get("error"), outcome.get("notes"))
-    yield Family(server, repo, port)
-    server.teardown()
-    docker_client.images.remove(NEW, noprune=True)
+    try:
+        code, outcome = server.reconcile()
+        assert code == 0, (outcome.get("error"), outcome.get("notes"))
+        yield Family(server, repo, port)
+    finally:
+        server.teardown()
+        docker_client.images.remove(NEW, noprune=True)
 
 
 def test_an_on_demand_backup_is_verified_and_listed_with_its_commit_and_image(family: Family):
