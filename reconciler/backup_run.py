@@ -233,7 +233,8 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
     if start:
         _start(client, rendered, data, image, backup.id, progress)
         _wait_healthy(client, rendered.project, config.service, health_timeout)
-    lineage(settings).record(image, commit=backup.commit, how=f"restore {backup.id}")
+    lineage(settings).rewind(backup.created, image, commit=backup.commit,
+                             how=f"restore {backup.id}")
     return {"restored": backup.id, "image": image, "safety_backup": safety.id if safety else None,
             "counts": backup.counts}
 

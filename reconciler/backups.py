@@ -161,6 +161,15 @@ class Lineage:
         return True
 
 
+    def rewind(self, created: str, image: str, *, commit: str | None, how: str) -> None:
+        """The data is back as a backup taken at `created` had it: its history is the
+        history up to then (so the image after it is an upgrade again, not a rollback)."""
+        images = [e for e in self.load() if parse_iso(e["since"]) <= parse_iso(created)]
+        if not images or images[-1]["image"] != image:
+            images.append({"image": image, "since": now_iso(), "commit": commit, "how": how})
+        write_json_atomic(self.path, {"images": images[-50:]})
+
+
 def _version(image: str) -> tuple[int, ...] | None:
     tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
     match = VERSION.match(tag)

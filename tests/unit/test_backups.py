@@ -5,6 +5,7 @@ archive read back, damage found, a full disk (a real tmpfs), and the pure decisi
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import sqlite3
@@ -136,7 +137,7 @@ def test_a_truncated_archive_is_found_damaged(tmp_path: Path):
     write_archive(tmp_path / "staging", {"id": "b", "files": snap["files"]}, archive)
     with archive.open("r+b") as handle:
         handle.truncate(archive.stat().st_size // 2)
-    with pytest.raises(ValueError, match="damaged|not a readable"):
+    with pytest.raises(ValueError, match=r"damaged|not a readable"):
         verify_archive(archive)
 
 
@@ -246,7 +247,7 @@ def test_store_ids_are_unique_and_found_by_prefix(tmp_path: Path):
     assert store.get("20261125-04").id == "20261125-040000-manual"
     with pytest.raises(BackupError, match="matches 2 backups"):
         store.get("20261125")
-    with pytest.raises(BackupError, match="no backup 'nope'.*lanai backups"):
+    with pytest.raises(BackupError, match=r"no backup .nope.*lanai backups"):
         store.get("nope")
 
 
@@ -272,3 +273,20 @@ def test_the_backup_for_a_rollback_is_the_newest_one_before_the_data_moved_on(tm
               backup("older", "scheduled", "2026-11-05T03:30:00.000Z", image="img:v1")]
     assert backup_for(listed, lineage, "img:v1", "open-webui").id == "upgrade"
     assert backup_for(listed, lineage, "img:v3", "open-webui") is None
+
+
+def test_after_a_restore_the_newer_image_is_an_upgrade_again(tmp_path: Path):
+    lineage = Lineage(tmp_path / "webui-data.json")
+    lineage.record("img:v1", commit="a", how="deploy")
+    backup_taken = "2999-01-01T00:00:00.000Z"  # after v1 started, before v2 (see below)
+    lineage.record("img:v2", commit="b", how="deploy")
+    entries = lineage.load()
+    entries[1]["since"] = "2999-01-02T00:00:00.000Z"
+    (tmp_path / "webui-data.json").write_text(json.dumps({"images": entries}))
+    assert is_rollback(lineage.load(), "img:v2", "img:v1")
+    lineage.rewind(backup_taken, "img:v1", commit="a", how="restore")
+    assert [e["image"] for e in lineage.load()] == ["img:v1"]
+    assert not is_rollback(lineage.load(), "img:v1", "img:v2")
+    # a backup of v2's data restored: the data is v2's again
+    lineage.rewind("2999-01-03T00:00:00.000Z", "img:v2", commit="b", how="restore")
+    assert is_rollback(lineage.load(), "img:v2", "img:v1")
