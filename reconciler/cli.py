@@ -349,6 +349,13 @@ def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
                   notes: list[str]) -> dict[str, Any]:
     facts = facts_mod.observe(engine.client, rendered.project, rendered.images)
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
+    decision = engine.data_decision(rendered, facts, applied)
+    if decision is not None:
+        service = rendered.config.backups.service
+        notes.append({"backup": f"{service}'s data is backed up first (its image changes)",
+                      "restore": f"backup {getattr(decision[1], 'id', '?')} is restored first "
+                      "(backups.restore_on_rollback)",
+                      "refuse": f"this commit would be refused: {decision[1]}"}[decision[0]])
     return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
             "actions": [a.to_json() for a in result.actions],
             "drift": [d.to_json() for d in result.drift], "notes": notes}

@@ -585,10 +585,10 @@ class Engine:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
 
-    def _protect_data(self, desired: Rendered, facts: facts_mod.Facts, applied: Rendered | None,
-                      outcome: Outcome) -> Backup | None:
-        """Before a commit changes the data service's image: back its data up, or, for an
-        image the data has outgrown (a rollback across a migration), refuse or restore."""
+    def data_decision(self, desired: Rendered, facts: facts_mod.Facts,
+                      applied: Rendered | None) -> tuple[str, Any] | None:
+        """What a deploy of `desired` does for the data service's data first: ("backup",
+        running image), ("restore", backup), ("refuse", message), or None (nothing)."""
         config = desired.config.backups
         spec = desired.services.get(config.service)
         running = facts.by_service().get(config.service) or []
@@ -598,24 +598,41 @@ class Engine:
         if current == spec.image and not _database_settings_changed(applied, desired,
                                                                       config.service):
             return None
+        lineage = backup_run.lineage(self.settings).load() or [
+            {"image": current, "since": now_iso()}]
+        if not is_rollback(lineage, current, spec.image):
+            return ("backup", current)
+        backup = backup_for(Store(self.settings.backups_dir).list(), lineage, spec.image,
+                            config.service)
+        if backup is None or not config.restore_on_rollback:
+            return ("refuse", _rollback_refusal(config.service, current, spec.image, backup))
+        return ("restore", backup)
+
+    def _protect_data(self, desired: Rendered, facts: facts_mod.Facts, applied: Rendered | None,
+                      outcome: Outcome) -> Backup | None:
+        """Before a commit changes the data service's image: back its data up, or, for an
+        image the data has outgrown (a rollback across a migration), refuse or restore."""
+        decision = self.data_decision(desired, facts, applied)
+        if decision is None:
+            return None
+        config = desired.config.backups
+        spec_image = desired.services[config.service].image
         history = backup_run.lineage(self.settings)
-        if not history.load():
-            history.record(current, commit=applied.commit if applied else None, how="found")
-        lineage = history.load()
-        if is_rollback(lineage, current, spec.image):
-            store = Store(self.settings.backups_dir)
-            backup = backup_for(store.list(), lineage, spec.image, config.service)
-            if backup is None or not config.restore_on_rollback:
-                raise BackupError(_rollback_refusal(config.service, current, spec.image,
-                                                    backup), deterministic=True)
-            self.progress(f"{spec.image} is older than the data: restoring backup {backup.id}")
-            backup_run.restore(self.settings, self.client, desired, backup,
+        if not history.load():  # first upgrade seen: the data so far is the running image's
+            history.record(decision[1] if decision[0] == "backup" else str(spec_image),
+                           commit=applied.commit if applied else None, how="found")
+        kind, detail = decision
+        if kind == "refuse":
+            raise BackupError(detail, deterministic=True)
+        if kind == "restore":
+            self.progress(f"{spec_image} is older than the data: restoring backup {detail.id}")
+            backup_run.restore(self.settings, self.client, desired, detail,
                                progress=self.progress, start=False)
-            outcome.notes.append(f"restored backup {backup.id} ({spec.image}'s data) before "
+            outcome.notes.append(f"restored backup {detail.id} ({spec_image}'s data) before "
                                  f"rolling {config.service} back (backups.restore_on_rollback)")
             return None
         taken = backup_run.take(self.settings, self.client, desired, kind="upgrade",
-                                reason=f"before {config.service} {current} -> {spec.image}",
+                                reason=f"before {config.service} {detail} -> {spec_image}",
                                 progress=self.progress,
                                 commit=applied.commit if applied else None)
         if taken is not None:
