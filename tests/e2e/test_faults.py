@@ -82,6 +82,15 @@ class Deployment:
     def status(self) -> dict[str, Any]:
         return self.server.status()
 
+    def wait_settled(self, commit: str, timeout: float, what: str) -> dict[str, Any]:
+        """Wait for `settled`; at the deadline, fail with the status and the daemon's log."""
+        try:
+            return wait_for(lambda: self.settled(commit), timeout, what)
+        except AssertionError as exc:
+            log = self.server.daemon_log.read_text(errors="replace").splitlines()[-40:]
+            raise AssertionError(f"{exc}\nstatus: {json.dumps(self.status())[:3000]}\n"
+                                 "daemon log:\n" + "\n".join(log)) from None
+
     def settled(self, commit: str) -> dict[str, Any] | None:
         """The status once `commit` is applied, in sync and healthy."""
         status = self.status()
@@ -119,7 +128,7 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
         installed = server.lanai("hook", "install", str(repo.bare))
         assert installed.returncode == 0, installed.stderr
         server.start_daemon()
-        wait_for(lambda: deployment.settled(repo.head()), FIRST_DEPLOY_S, "the first deploy")
+        deployment.wait_settled(repo.head(), FIRST_DEPLOY_S, "the first deploy")
         wait_for(deployment.answers, 120, "Open WebUI to answer")
         deployment.token = chats.signin(deployment.url, ADMIN_EMAIL, ADMIN_PASSWORD)
         deployment.chat_id = chats.create_chat(deployment.url, deployment.token,
@@ -240,7 +249,7 @@ def test_reconciler_sigkilled_mid_apply_and_restarted_as_systemd_would_finishes_
     wait_for(lambda: all(gone(pid) for pid in leftovers), 60, "the compose child to stop")
 
     server.start_daemon()
-    status = wait_for(lambda: deployed.settled(commit), 300, "the commit to be finished")
+    status = deployed.wait_settled(commit, 420, "the commit to be finished")
     assert status["last_error"] is None
     assert server.env_of("open-webui")["TZ"] == "Europe/Oslo"
     assert not lock.exists() or json.loads((lock / "owner.json").read_text())[
@@ -266,7 +275,7 @@ def test_git_remote_unreachable_keeps_the_stack_running_and_catches_up_when_back
         away.rename(repo.bare)
     repo.write("NOTES.md", "The git server was down for a while.\n")
     commit = repo.commit_push("Notes after the outage")  # the hook pokes the daemon
-    status = wait_for(lambda: deployed.settled(commit), 120, "the daemon to catch up")
+    status = deployed.wait_settled(commit, 120, "the daemon to catch up")
     assert status["source_error"] is None
     assert server.container_ids() == before
     deployed.assert_nothing_lost()
@@ -289,7 +298,7 @@ def test_hung_open_webui_fails_its_health_check_and_is_restarted_with_the_event_
             d["service"] == "open-webui" and d["kind"] == "unhealthy" for d in r["drift"])),
             None)
 
-    record = wait_for(healed, 240, "the daemon to restart the hung Open WebUI")
+    record = wait_for(healed, 420, "the daemon to restart the hung Open WebUI")
     assert record["trigger"] == "event"
     assert ("restart", "open-webui", "ok") in [(a["kind"], a["service"], a["result"])
                                                for a in record["actions"]]
@@ -317,7 +326,7 @@ def test_docker_daemon_restart_brings_the_stack_back_and_the_daemon_reconnects(
     server.containers()["proxy"].stop(timeout=5)
     wait_for(lambda: len([r for r in server.history() if r["status"] == "healed"])
              > healed_before, 60, "a heal after the docker restart")
-    wait_for(lambda: deployed.settled(deployed.repo.head()), 120, "in sync and healthy")
+    deployed.wait_settled(deployed.repo.head(), 120, "in sync and healthy")
     deployed.assert_nothing_lost()
 
 
@@ -335,7 +344,7 @@ def test_power_cut_simulated_daemon_killed_stale_lock_of_another_boot_and_docker
         "boot_id": "00000000-0000-4000-8000-000000000000", "purpose": "reconcile"}))
     restart_dockerd(server.client)
     server.start_daemon()
-    wait_for(lambda: deployed.settled(deployed.repo.head()), 300, "a healthy stack in sync")
+    deployed.wait_settled(deployed.repo.head(), 300, "a healthy stack in sync")
     wait_for(lambda: not lock.exists(), 60, "the stale lock to be taken over and released")
     deployed.assert_nothing_lost()
 
@@ -371,7 +380,8 @@ def test_disk_filling_up_during_a_model_pull_is_reported_and_nothing_is_corrupte
     status = deployed.status()
     assert status["health"] == "Healthy"
     # The other models are still there and answer, through Open WebUI.
-    headers = {"Authorization": f"Bearer {chats.signin(deployed.url, ADMIN_EMAIL, ADMIN_PASSWORD)}"}
+    token = chats.signin(deployed.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+    headers = {"Authorization": f"Bearer {token}"}
     tags = httpx.get(f"{deployed.url}/ollama/api/tags", headers=headers, timeout=30).json()
     assert ready <= {m["name"] for m in tags["models"]}
     answer = httpx.post(f"{deployed.url}/ollama/api/generate", headers=headers, timeout=120,
