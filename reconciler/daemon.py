@@ -208,7 +208,9 @@ class Daemon:
                 self.request.settimeout(SOCKET_TIMEOUT_S)
                 try:
                     request = json.loads(self.rfile.readline() or b"{}")
-                except (json.JSONDecodeError, OSError):
+                except (ValueError, OSError):  # ValueError: bad JSON or bytes not UTF-8
+                    request = {}
+                if not isinstance(request, dict):  # a JSON list or string: unknown too
                     request = {}
                 reply = daemon.handle(request)
                 self.wfile.write((json.dumps(reply) + "\n").encode())
