@@ -41,7 +41,7 @@ from .backups import Store
 from .caddyfile import lan_ip
 from .control import poke
 from .daemon import Daemon
-from .engine import Engine, Outcome, held_services
+from .engine import Engine, Outcome
 from .errors import DockerError, ExitCode, LanaiError, LockHeld
 from .hooks import install_hook
 from .models_fit import fit_directory
@@ -428,8 +428,7 @@ def status(as_json: bool) -> None:
     if applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, applied.images)
         facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
-        live = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
-                         held=held_services(state, applied.config))
+        live = engine.live_plan(state, applied, facts)
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
@@ -503,8 +502,7 @@ def drift(as_json: bool, report: bool, fresh: bool) -> None:
                          exit_code=ExitCode.NOT_SET_UP)
     facts = facts_mod.observe(engine.client, applied.project, applied.images)
     facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
-    result = make_plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
-                       held=held_services(state, applied.config))
+    result = engine.live_plan(state, applied, facts)
     items = drift_report.collect(settings, applied, [d.to_json() for d in result.drift])
     if report:
         cli_drift.show_fresh(settings, items, applied.commit, as_json)

@@ -503,13 +503,7 @@ class Engine:
         config = applied.config
         facts = facts_mod.observe(self.client, applied.project, applied.images)
         facts.gpu_lost = self.gpu_prober().lost(facts.containers)
-        held = self._held(state, config, retry)
-        pin = self.restore_pin()
-        if pin:
-            held.add(pin["service"])
-        the_plan = plan(applied, facts, applied=applied, prune=config.sync.prune, held=held)
-        if pin:
-            the_plan.drift = pinned_drift(the_plan.drift, pin, applied)
+        the_plan = self._plan_held(applied, facts, self._held(state, config, retry))
         mark = timer.lap("observe_plan", mark)
         outcome = Outcome("no-op", applied_commit=state.applied_commit,
                           drift=[d.to_json() for d in the_plan.drift])
@@ -562,6 +556,22 @@ class Engine:
             outcome.status = "failed"
             outcome.error = "healing failed: " + " ".join(problems.values())
             outcome.exit_code = int(ExitCode.APPLY_FAILED)
+
+    def live_plan(self, state: State, applied: Rendered, facts: facts_mod.Facts) -> Plan:
+        """What differs now and what a heal would do, as the next drift check sees it
+        (for `lanai status` and `lanai drift`)."""
+        return self._plan_held(applied, facts, held_services(state, applied.config))
+
+    def _plan_held(self, applied: Rendered, facts: facts_mod.Facts, held: set[str]) -> Plan:
+        """The drift plan; a service restored onto another image than git's is held too."""
+        pin = self.restore_pin()
+        if pin:
+            held = held | {pin["service"]}
+        result = plan(applied, facts, applied=applied, prune=applied.config.sync.prune,
+                      held=held)
+        if pin:
+            result.drift = pinned_drift(result.drift, pin, applied)
+        return result
 
     def _held(self, state: State, config: LanaiConfig, retry: bool) -> set[str]:
         if retry:
