@@ -290,3 +290,37 @@ def test_after_a_restore_the_newer_image_is_an_upgrade_again(tmp_path: Path):
     # a backup of v2's data restored: the data is v2's again
     lineage.rewind("2999-01-03T00:00:00.000Z", "img:v2", commit="b", how="restore")
     assert is_rollback(lineage.load(), "img:v2", "img:v1")
+
+
+def test_the_daemon_backs_up_daily_at_backups_schedule_and_not_when_it_is_null(tmp_path: Path):
+    from reconciler.daemon import Daemon
+    from reconciler.settings import ServerSettings
+
+    settings = ServerSettings(home=tmp_path / "home", repo=None, branch=None,
+                              secrets_file=tmp_path / "secrets.env",
+                              config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k")
+    daemon = Daemon(settings)
+    daemon.scheduler.start()
+    try:
+        daemon._schedule_backups("03:30")
+        daemon._schedule_backups("03:30")  # every reconcile asks; one job
+        [job] = [j for j in daemon.scheduler.get_jobs() if j.id == "backup"]
+        fields = {f.name: str(f) for f in job.trigger.fields}
+        assert (fields["hour"], fields["minute"], fields["day"]) == ("3", "30", "*")
+        assert str(job.trigger.timezone) == "UTC"
+        daemon._schedule_backups(None)  # a push set backups.schedule: null
+        assert [j for j in daemon.scheduler.get_jobs() if j.id == "backup"] == []
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+
+
+def test_backups_schedule_is_a_daily_time():
+    from pydantic import ValidationError
+
+    from reconciler.schema import Backups
+
+    assert Backups(schedule="00:05").schedule == "00:05"
+    assert Backups(schedule=None).schedule is None
+    for bad in ("3:30", "24:00", "daily", "03:60"):
+        with pytest.raises(ValidationError, match="HH:MM"):
+            Backups(schedule=bad)
