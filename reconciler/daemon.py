@@ -47,8 +47,9 @@ class Daemon:
     def __init__(self, settings: ServerSettings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.engine = engine or Engine(settings)
+        self._worker = ThreadPoolExecutor(1)
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(1)},
+            executors={"default": self._worker},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone="UTC")
         self.stopping = threading.Event()
@@ -302,6 +303,10 @@ class Daemon:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        # Let a running reconcile finish before shutdown() takes the scheduler's locks: its
+        # follow-ups (reschedule_job, queue) need them, so a stop mid-deploy would deadlock.
+        self.scheduler.pause()
+        self._worker.shutdown(wait=True)
         self.scheduler.shutdown(wait=True)
         self.settings.socket_path.unlink(missing_ok=True)
 

@@ -398,6 +398,10 @@ def test_control_socket_is_owner_and_group_only_and_rejects_unknown_commands(min
             conn.sendall(garbage)
             assert json.loads(conn.makefile().readline())["ok"] is False, garbage
     assert poke(path, {"command": "ping"}) == {"ok": True, "pid": mini.daemon.pid}
+    # SIGTERM, most likely while the first deploy still runs: it finishes, then the daemon
+    # exits by itself (it once deadlocked here, until systemd's SIGKILL) and removes its socket.
+    assert mini.stop_daemon() == 0
+    assert not path.exists()
 
 
 def test_daemon_refuses_to_start_with_a_webhook_and_no_or_a_short_secret(mini: Server):
