@@ -154,6 +154,54 @@ def test_a_push_from_a_laptop_clone_deploys(server: TestServer, tmp_path: Path):
     assert "GREETING=from git" in env_line
 
 
+def test_a_backup_taken_on_the_server_downloads_to_the_laptop_over_ssh(server: TestServer,
+                                                                      tmp_path: Path):
+    """`lanai --host ... backup --download` runs here and reads the archive over SSH. The
+    mini stack's web service stands in for Open WebUI (backups.service), with a SQLite
+    database in its data volume."""
+    env = {**os.environ, "GIT_SSH_COMMAND": f"ssh -F {server.ssh_config_path}"}
+    clone = tmp_path / "state"
+    subprocess.run(["git", "clone", "--quiet", f"{server.host}:/srv/lanai/state.git",
+                    str(clone)], env=env, check=True, capture_output=True, timeout=60)
+    compose = clone / "compose.yaml"
+    compose.write_text(compose.read_text().replace(
+        '      GREETING: "from git"\n', '      GREETING: "from git"\n    volumes:\n'
+        '      - webdata:/data\n').replace("volumes:\n  ollama:\n",
+                                          "volumes:\n  ollama:\n  webdata:\n"))
+    settings = clone / "lanai.yaml"
+    settings.write_text(settings.read_text() + "\nbackups:\n  service: web\n"
+                        "  data_path: /data\n  schedule: null\n")
+    git(clone, "commit", "--quiet", "-am", "Back up web's data")
+    head = git(clone, "rev-parse", "HEAD")
+    subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=clone, env=env,
+                   check=True, capture_output=True, timeout=60)
+    wait_for(lambda: json.loads(server.ssh("sudo", "-n", "lanai", "status", "--json").stdout)[
+        "applied_commit"] == head, 90, "the commit with the data volume")
+    made = server.ssh("sudo", "-n", "docker", "exec", "lanai-web-1", "python3", "-c",
+                      "import sqlite3; c = sqlite3.connect('/data/webui.db'); "
+                      "c.execute('CREATE TABLE user (id TEXT)'); "
+                      "c.execute(\"INSERT INTO user VALUES ('me')\"); c.commit()")
+    assert made.returncode == 0, made.stderr
+
+    def lanai(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", "--host", server.host,
+                               "--ssh-config", str(server.ssh_config_path), *args],
+                              capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+
+    taken = lanai("backup", "--json")
+    assert taken.returncode == 0, taken.stderr
+    backup_id = json.loads(taken.stdout)["id"]
+    assert json.loads(taken.stdout)["counts"] == {"users": 1}
+    got = lanai("backup", "--download", "latest", "--to", str(tmp_path / "here"), "--json")
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    path = Path(data["downloaded"])
+    assert (data["id"], data["counts"]) == (backup_id, {"users": 1})
+    assert path.parent == tmp_path / "here" and path.stat().st_mode & 0o777 == 0o600
+    missing = lanai("backup", "--download", "no-such-backup", "--to", str(tmp_path))
+    assert missing.returncode == 10 and "no single backup" in missing.stderr, missing.stderr
+
+
 def test_second_bootstrap_is_a_no_op(server: TestServer, seed_and_images: tuple[Path, Path]):
     seed, _ = seed_and_images
     before = server.ssh("sudo", "-n", "docker", "ps", "-q", "--no-trunc").stdout.split()
