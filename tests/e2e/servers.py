@@ -147,6 +147,19 @@ class TestServer:
                                  f"{result.returncode}: {result.stdout}{result.stderr}")
         return result
 
+    def reboot(self, timeout: float = 180) -> None:
+        """Restart the whole server (its container): systemd boots again, everything in
+        /run is gone, the disk stays. Docker may publish sshd on another port."""
+        self.container.restart(timeout=60)
+        self.container.reload()
+        ports = self.container.attrs["NetworkSettings"]["Ports"] or {}
+        self.ssh_port = int(ports["22/tcp"][0]["HostPort"])
+        self.web_port = int(ports[f"{WEB_PORT_INSIDE}/tcp"][0]["HostPort"])
+        _write_ssh_config(self)
+        self.trust()  # the same host keys, on the new port
+        wait_for(lambda: _system_state(self), timeout, f"systemd in {self.name} to boot again")
+        wait_for(lambda: _ssh_accepts_key(self), timeout, f"sshd in {self.name} after reboot")
+
     def logs(self) -> str:
         """The system journal (for failure messages)."""
         return self.exec("journalctl", "--no-pager", "-n", "200", timeout=60).stdout

@@ -202,6 +202,40 @@ def test_a_backup_taken_on_the_server_downloads_to_the_laptop_over_ssh(server: T
     assert missing.returncode == 10 and "no single backup" in missing.stderr, missing.stderr
 
 
+def daemon_pid(server: TestServer) -> int:
+    out = server.ssh("sudo", "-n", "systemctl", "show", "-p", "MainPID", "--value", "lanai")
+    return int(out.stdout.strip() or 0)
+
+
+def remote_status(server: TestServer) -> dict:
+    result = server.ssh("sudo", "-n", "lanai", "status", "--json")
+    return json.loads(result.stdout) if result.returncode in (0, 1) and result.stdout else {}
+
+
+def test_a_sigkilled_reconciler_is_restarted_by_systemd(server: TestServer):
+    before = daemon_pid(server)
+    assert before > 0
+    killed = server.ssh("sudo", "-n", "systemctl", "kill", "-s", "KILL", "lanai")
+    assert killed.returncode == 0, killed.stderr
+    after = wait_for(lambda: (pid := daemon_pid(server)) not in (0, before) and pid, 60,
+                     "systemd to start lanai again (Restart=on-failure)")
+    wait_for(lambda: (remote_status(server).get("daemon") or {}).get("pid") == after, 60,
+             "the restarted daemon to answer on its socket")
+    assert remote_status(server)["sync"] == "Synced"
+
+
+def test_a_reboot_of_the_server_brings_the_daemon_and_the_stack_back(server: TestServer):
+    """The server's container is restarted: systemd boots it again, Docker starts the stack's
+    containers (restart: unless-stopped), systemd starts lanai, which finds it all in sync."""
+    applied = remote_status(server)["applied_commit"]
+    server.reboot()
+    status = wait_for(lambda: (s := remote_status(server)).get("daemon") and
+                      s.get("health") == "Healthy" and s, 180,
+                      "lanai and a healthy stack after the reboot")
+    assert status["applied_commit"] == applied and status["sync"] == "Synced", status
+    assert server.ssh("sudo", "-n", "systemctl", "is-active", "lanai", "docker").returncode == 0
+
+
 def test_second_bootstrap_is_a_no_op(server: TestServer, seed_and_images: tuple[Path, Path]):
     seed, _ = seed_and_images
     before = server.ssh("sudo", "-n", "docker", "ps", "-q", "--no-trunc").stdout.split()
