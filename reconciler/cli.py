@@ -115,8 +115,9 @@ def main(host: str | None, ssh_config: str | None) -> None:
 
     \b
     Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file,
-    ollama_url), overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH, LANAI_HOME,
-    LANAI_SECRETS_FILE, LANAI_OLLAMA_URL. Exit codes are listed in the README.
+    ollama_url, webhook_listen), overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH,
+    LANAI_HOME, LANAI_SECRETS_FILE, LANAI_OLLAMA_URL, LANAI_WEBHOOK_LISTEN. Exit codes
+    are listed in the README.
     """
     ctx = click.get_current_context()
     ctx.obj = {"host": host, "ssh_config": ssh_config}
@@ -181,7 +182,7 @@ def run(log_level: str) -> None:
     """
     logging.basicConfig(level=log_level.upper(), stream=sys.stdout,
                         format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apscheduler", "urllib3", "git", "docker"):
+    for noisy in ("apscheduler", "urllib3", "git", "docker", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings()
     settings.require_repo()
