@@ -533,9 +533,22 @@ class Engine:
             outcome.status = "failed"
             outcome.error = f"healing failed: {exc.message}"
             outcome.exit_code = int(exc.exit_code)
+            if not self._docker_answers():
+                # Docker itself is going or gone (a restart, an upgrade): this says nothing
+                # about the services, so it must not use up their heal limit.
+                for service in {a.service for a in the_plan.actions}:
+                    state.heals[service] = [t for t in state.heals[service] if t != now]
+                outcome.notes.append("the Docker engine stopped answering during the heal; "
+                                     "this attempt does not count toward sync.heal_limit")
         self._record_compose(timer, report)
         outcome.actions = report.results
         return outcome
+
+    def _docker_answers(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # any failure to reach the engine means no
+            return False
 
     def gpu_prober(self) -> gpu_health.GpuProber:
         if self._gpu_prober is None:
