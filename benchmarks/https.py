@@ -31,11 +31,9 @@ from typing import Any
 import docker
 
 from tests.e2e.harness import (
-    EXAMPLE_STATE,
     REQUIRED_IMAGES,
     Server,
-    StateRepo,
-    free_port,
+    example_repo,
     new_project,
 )
 from tests.e2e.probe import Probe
@@ -89,11 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lanai-bench-https-") as tmp:
         root = Path(tmp)
         project = new_project().replace("e2e", "bench")
-        secure = free_port()
-        repo = StateRepo(root, EXAMPLE_STATE, {
-            "project: lanai": f"project: {project}",
-            '"127.0.0.1:3000:8080"': f'"127.0.0.1:{free_port()}:8080"',
-            '"443:443"': f'"127.0.0.1:{secure}:443"', '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
+        repo, ports = example_repo(root, project)
+        secure = ports.https
         server = Server(root, repo, project, client,
                         {"WEBUI_SECRET_KEY": "bench-secret", "WEBUI_ADMIN_PASSWORD": "bench-pw"})
         try:

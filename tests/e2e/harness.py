@@ -212,3 +212,23 @@ class Server:
 
 def new_project() -> str:
     return f"lanai-e2e-{uuid.uuid4().hex[:6]}"
+
+
+class ExamplePorts:
+    """Free loopback ports for the example state's published ports."""
+
+    def __init__(self) -> None:
+        self.webui, self.https, self.http = free_port(), free_port(), free_port()
+
+
+def example_repo(root: Path, project: str, extra: dict[str, str] | None = None
+                 ) -> tuple[StateRepo, ExamplePorts]:
+    """desired-state/ as a state repo under its own project name, with Open WebUI and the
+    https proxy on free loopback ports (plus `extra` text replacements)."""
+    ports = ExamplePorts()
+    repo = StateRepo(root, EXAMPLE_STATE, {
+        "project: lanai": f"project: {project}",
+        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{ports.webui}:8080"',
+        '"443:443"': f'"127.0.0.1:{ports.https}:443"',
+        '"80:80"': f'"127.0.0.1:{ports.http}:80"', **(extra or {})})
+    return repo, ports

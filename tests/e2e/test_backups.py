@@ -16,7 +16,13 @@ import httpx
 import pytest
 
 from .chats import create_chat, read_chat, signin
-from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project, wait_for
+from .harness import (
+    Server,
+    StateRepo,
+    example_repo,
+    new_project,
+    wait_for,
+)
 
 SECRET = "e2e-backup-secret-51d0c2"
 ADMIN_EMAIL = "admin@lanai.home.arpa"
@@ -65,12 +71,9 @@ def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPath
            ) -> Iterator[Family]:
     docker_client.images.get(OLD).tag(NEW.rsplit(":", 1)[0], NEW.rsplit(":", 1)[1])
     root = tmp_path_factory.mktemp("backups")
-    project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
-        '"443:443"': f'"127.0.0.1:{free_port()}:443"',
-        '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
+    project = new_project()
+    repo, ports = example_repo(root, project)
+    port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     try:

@@ -15,7 +15,7 @@ import docker
 import httpx
 import pytest
 
-from .harness import EXAMPLE_STATE, Server, StateRepo, free_port, new_project
+from .harness import Server, StateRepo, example_repo, new_project
 
 SECRET = "e2e-webui-secret-9f8a7b"
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -33,13 +33,10 @@ class Example:
 def example(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Example]:
     root = tmp_path_factory.mktemp("example")
-    project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
-        # The https proxy on free loopback ports (tests/e2e/test_https.py exercises it).
-        '"443:443"': f'"127.0.0.1:{free_port()}:443"',
-        '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
+    project = new_project()
+    # The https proxy on free loopback ports too (tests/e2e/test_https.py exercises it).
+    repo, ports = example_repo(root, project)
+    port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     yield Example(server, repo, port)

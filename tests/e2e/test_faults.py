@@ -27,7 +27,14 @@ import httpx
 import pytest
 
 from . import chats
-from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project, wait_for
+from .harness import (
+    REPO_ROOT,
+    Server,
+    StateRepo,
+    example_repo,
+    new_project,
+    wait_for,
+)
 
 SECRET = "e2e-faults-secret-51c0"
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -113,14 +120,11 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
              ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("faults")
     disk = ModelsDisk(root)
-    project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
-        '"443:443"': f'"127.0.0.1:{free_port()}:443"',
-        '"80:80"': f'"127.0.0.1:{free_port()}:80"',
+    project = new_project()
+    repo, ports = example_repo(root, project, {
         "\nvolumes:\n  ollama:\n": "\nvolumes:\n  ollama:\n    driver_opts: "
                                    f"{{type: none, o: bind, device: {disk.path}}}\n"})
+    port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     deployment = Deployment(server, repo, disk, port)

@@ -22,7 +22,13 @@ import httpx
 import pytest
 
 from .browser import open_page
-from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project
+from .harness import (
+    REPO_ROOT,
+    Server,
+    StateRepo,
+    example_repo,
+    new_project,
+)
 from .probe import Probe
 
 NAME = "ai.home.arpa"
@@ -61,12 +67,8 @@ def https(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathF
           ) -> Iterator[Https]:
     root = tmp_path_factory.mktemp("https")
     project = new_project()
-    webui, secure, plain = free_port(), free_port(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{webui}:8080"',
-        '"443:443"': f'"127.0.0.1:{secure}:443"',
-        '"80:80"': f'"127.0.0.1:{plain}:80"'})
+    repo, ports = example_repo(root, project)
+    webui, secure, plain = ports.webui, ports.https, ports.http
     server = Server(root, repo, project, docker_client,
                     {"WEBUI_SECRET_KEY": "e2e-https-secret", "WEBUI_ADMIN_PASSWORD": "e2e-pw-7"})
     code, outcome = server.reconcile()

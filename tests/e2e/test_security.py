@@ -36,10 +36,10 @@ import pytest
 from reconciler.control import poke
 
 from .harness import (
-    EXAMPLE_STATE,
     MINI_STATE,
     Server,
     StateRepo,
+    example_repo,
     free_port,
     git,
     new_project,
@@ -92,14 +92,9 @@ class Stack:
 def stack(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("security")
-    project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
-        '"443:443"': f'"127.0.0.1:{free_port()}:443"',
-        '"80:80"': f'"127.0.0.1:{free_port()}:80"',
-        # Only the webhook may start the deploy the argv test watches, never a poll.
-        "poll_interval: 60s": "poll_interval: 1h"})
+    project = new_project()
+    # Only the webhook may start the deploy the argv test watches, never a poll.
+    repo, _ = example_repo(root, project, {"poll_interval: 60s": "poll_interval: 1h"})
     server = Server(root, repo, project, docker_client, SECRETS)
     hook_port = free_port()
     server.env["LANAI_WEBHOOK_LISTEN"] = f"127.0.0.1:{hook_port}"

@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from .browser import open_page
-from .harness import EXAMPLE_STATE, REPO_ROOT, Server, StateRepo, free_port, new_project
+from .harness import (
+    REPO_ROOT,
+    Server,
+    StateRepo,
+    example_repo,
+    new_project,
+)
 
 ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
 
@@ -78,11 +84,9 @@ class Family:
 def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Family]:
     root = tmp_path_factory.mktemp("webui")
-    project, port = new_project(), free_port()
-    repo = StateRepo(root, EXAMPLE_STATE, {
-        "project: lanai": f"project: {project}",
-        '"127.0.0.1:3000:8080"': f'"127.0.0.1:{port}:8080"',
-        '"443:443"': f'"127.0.0.1:{free_port()}:443"', '"80:80"': f'"127.0.0.1:{free_port()}:80"'})
+    project = new_project()
+    repo, ports = example_repo(root, project)
+    port = ports.webui
     repo.write("webui.yaml", WEBUI_YAML)
     repo.commit_push("The family's Open WebUI")
     server = Server(root, repo, project, docker_client,
