@@ -56,8 +56,7 @@ class Daemon:
         self.poll_interval = 60.0
         self._server: socketserver.UnixStreamServer | None = None
         self.last_outcome: Outcome | None = None
-        self.report_at: str | None = None  # drift_report.at of the scheduled daily report
-        self.backup_at: str | None = None  # backups.schedule of the scheduled daily backup
+        self._daily_at: dict[str, str | None] = {}  # daily job id -> its HH:MM (UTC)
         self._pending: set[str] = set()
         self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
@@ -150,30 +149,29 @@ class Daemon:
 
     def _schedule_report(self, at: str) -> None:
         """The daily drift report runs on the reconcile worker, at drift_report.at (UTC)."""
-        if at == self.report_at:
+        self._daily("drift-report", self._report, at)
+
+    def _daily(self, job_id: str, func: Any, at: str | None) -> None:
+        """A job at HH:MM UTC every day on the reconcile worker (so it never overlaps a
+        deploy); rescheduled when the applied commit changes the time, gone with None."""
+        if self._daily_at.get(job_id) == at:
             return
-        hour, minute = (int(part) for part in at.split(":"))
-        self.scheduler.add_job(self._report, "cron", hour=hour, minute=minute,
-                               id="drift-report", replace_existing=True)
-        self.report_at = at
+        if at is None:
+            with contextlib.suppress(Exception):
+                self.scheduler.remove_job(job_id)
+        else:
+            hour, minute = (int(part) for part in at.split(":"))
+            self.scheduler.add_job(func, "cron", hour=hour, minute=minute, id=job_id,
+                                   replace_existing=True)
+        self._daily_at[job_id] = at
 
     def _report(self) -> None:
         applied = self.engine.applied(self.engine.state())
         notify_send.daily_report(self.settings, applied.config if applied else None)
 
     def _schedule_backups(self, at: str | None) -> None:
-        """The daily backup (backups.schedule, UTC) runs on the reconcile worker too, so it
-        never overlaps a deploy."""
-        if at == self.backup_at:
-            return
-        if at is None:
-            with contextlib.suppress(Exception):
-                self.scheduler.remove_job("backup")
-        else:
-            hour, minute = (int(part) for part in at.split(":"))
-            self.scheduler.add_job(self._backup, "cron", hour=hour, minute=minute,
-                                   id="backup", replace_existing=True)
-        self.backup_at = at
+        """The daily backup (backups.schedule, UTC)."""
+        self._daily("backup", self._backup, at)
 
     def _backup(self) -> None:
         applied = self.engine.applied(self.engine.state())
