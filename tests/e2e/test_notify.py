@@ -6,46 +6,15 @@ since when the server differs from git. The token never reaches a log or lanai's
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import docker
 import pytest
 
+from ..http_receiver import Receiver
 from .harness import MINI_STATE, Server, StateRepo, free_port, new_project, wait_for
 
 TOKEN = "tok-9f3a1c77e2"  # stands for an ntfy topic or a webhook secret
-
-
-class Receiver:
-    """What a notification service would get: every POST body, with its path."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[str, dict[str, Any]]] = []
-        posts = self.posts
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                posts.append((self.path, json.loads(self.rfile.read(length))))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def titles(self, kind: str) -> list[str]:
-        return [body["title"] for _, body in self.posts if body.get("type") == kind]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

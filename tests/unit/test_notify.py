@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from reconciler.notify import (
 )
 from reconciler.schema import LanaiConfig
 from reconciler.settings import ServerSettings
+from tests.http_receiver import Receiver
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ALL = Policy(events=frozenset({"failure", "drift", "recovery", "report"}), repeat_after=3600)
@@ -211,30 +210,6 @@ def test_a_bad_report_time_is_refused():
 
 
 # -- sending, for real, to an HTTP receiver on 127.0.0.1 -------------------------------
-
-class Receiver:
-    def __init__(self, status: int = 200) -> None:
-        self.bodies: list[tuple[str, dict[str, Any]]] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                received.append((self.path, json.loads(self.rfile.read(length))))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
