@@ -545,8 +545,14 @@ class Engine:
         return outcome
 
     def _docker_answers(self) -> bool:
+        """Whether Docker takes new connections. A stopping dockerd closes its socket but
+        keeps answering on open ones, so the cached client's ping would say yes."""
         try:
-            return bool(self.client.ping())
+            fresh = self.client_factory()
+            try:
+                return bool(fresh.ping())
+            finally:
+                fresh.close()
         except Exception:  # any failure to reach the engine means no
             return False
 
