@@ -14,6 +14,7 @@ the host's Docker daemon: any other test using the engine at that time sees it g
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -184,9 +185,15 @@ def compose_up_child(daemon_pid: int) -> int | None:
 
 
 def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie (a dockerd that an earlier test started is
+    this process's child, and stays a zombie until it is reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
         return True
     return False
 
