@@ -143,8 +143,10 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
                                                  for m in CONVERSATION]
         yield deployment
     finally:
-        server.teardown()
-        disk.close()
+        try:
+            server.teardown()
+        finally:
+            disk.close()  # even when Docker is gone: no loop device left behind
 
 
 # -- processes, as /proc shows them -----------------------------------------------------
