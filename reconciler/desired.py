@@ -269,6 +269,14 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
             line = settings_lines.line_of(path) if settings_lines else None
             problems.append(Problem(SETTINGS_FILE, path, line,
                                     f"names service {service!r}, which is not in {name}"))
+    # The default names Open WebUI; a stack without it simply has nothing to back up, but
+    # a service named on purpose must exist (a typo would silently mean no backups).
+    if "service" in config.backups.model_fields_set and config.backups.service not in services:
+        path = ("backups", "service")
+        line = settings_lines.line_of(path) if settings_lines else None
+        problems.append(Problem(SETTINGS_FILE, path, line,
+                                f"names service {config.backups.service!r}, which is not in "
+                                f"{name}"))
     return problems
 
 

@@ -422,3 +422,11 @@ def test_is_ollama(image: object, expected: bool) -> None:
 ])
 def test_published_host_ip(port: object, host: str | None) -> None:
     assert published_host_ip(port) == host
+
+
+def test_backups_of_a_service_not_in_compose_names_the_line(state_dir: Path, edit) -> None:
+    line = edit("lanai.yaml", "https:\n", "backups:\n  service: webui\n\nhttps:\n") + 1
+    problem = only_problem(state_dir)
+    assert (problem.file, problem.path, problem.line) == ("lanai.yaml", ("backups", "service"),
+                                                          line)
+    assert problem.message == "names service 'webui', which is not in compose.yaml"
