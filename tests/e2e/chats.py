@@ -23,6 +23,15 @@ def signin(url: str, email: str, password: str) -> str:
     return str(response.json()["token"])
 
 
+def add_user(url: str, admin_token: str, name: str, email: str, password: str) -> None:
+    """An account made by the admin (POST /api/v1/auths/add, role user)."""
+    response = httpx.post(f"{url}/api/v1/auths/add", timeout=TIMEOUT,
+                          headers={"Authorization": f"Bearer {admin_token}"},
+                          json={"name": name, "email": email, "password": password,
+                                "role": "user"})
+    response.raise_for_status()
+
+
 def chat_body(title: str, messages: list[dict[str, str]], model: str = "") -> dict[str, Any]:
     """The frontend's chat document: each message a node linked to its parent."""
     nodes: dict[str, dict[str, Any]] = {}

@@ -1,8 +1,8 @@
 """Survives faults (issue 6): the example state deployed for real under the daemon, then
 one fault per test, each ending with the service answering and nothing lost.
 
-"Nothing lost" is measured through Open WebUI's own API: the admin's chat, stored once
-when the stack is first deployed, reads back identical after every fault.
+"Nothing lost" is measured through Open WebUI's own API: a family member's account and
+chat, made once when the stack is first deployed, reads back identical after every fault.
 
 Ollama's volume lives on its own small disk (an 8 GiB sparse ext4 image, loop-mounted
 and bound into the compose volume), as on a server whose models have their own
@@ -40,6 +40,7 @@ from .harness import (
 SECRET = "e2e-faults-secret-51c0"
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
 ADMIN_PASSWORD = "e2e-faults-admin-7d2e"
+MEMBER = ("sam@example.invalid", "family member pw 42")  # made by the admin before the faults
 CONVERSATION = [
     {"role": "user", "content": "What can I cook tonight with leeks and potatoes?"},
     {"role": "assistant", "content": "Leek and potato soup: sweat the leeks, add potatoes "
@@ -110,9 +111,10 @@ class Deployment:
         return httpx.get(f"{self.url}/health", timeout=5).json().get("status") is True
 
     def assert_nothing_lost(self) -> None:
-        """Open WebUI answers, the admin still signs in, the chat reads back identical."""
+        """Open WebUI answers, the family member made before the faults still signs in,
+        and their chat reads back identical."""
         wait_for(self.answers, 120, "Open WebUI to answer")
-        token = chats.signin(self.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+        token = chats.signin(self.url, *MEMBER)
         assert chats.read_chat(self.url, token, self.chat_id) == self.chat
 
 
@@ -135,7 +137,9 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
         server.start_daemon()
         deployment.wait_settled(repo.head(), FIRST_DEPLOY_S, "the first deploy")
         wait_for(deployment.answers, 120, "Open WebUI to answer")
-        deployment.token = chats.signin(deployment.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+        admin = chats.signin(deployment.url, ADMIN_EMAIL, ADMIN_PASSWORD)
+        chats.add_user(deployment.url, admin, "Sam", MEMBER[0], MEMBER[1])
+        deployment.token = chats.signin(deployment.url, *MEMBER)
         deployment.chat_id = chats.create_chat(deployment.url, deployment.token,
                                                "Dinner with leeks", CONVERSATION)
         deployment.chat = chats.read_chat(deployment.url, deployment.token, deployment.chat_id)
