@@ -70,10 +70,17 @@ class ModelsDisk:
         return stat.f_bfree * stat.f_frsize
 
     def fill(self, name: str, leave: int) -> None:
-        """Another program takes the disk's space, all but `leave` bytes."""
-        take = self.free() - leave
-        assert take > 0, (self.free(), leave)
-        subprocess.run(["fallocate", "-l", str(take), str(self.path / name)], check=True)
+        """Another program takes the disk's space, all but about `leave` bytes. A pull may
+        be writing meanwhile: when the space shrank under us, take a little less."""
+        for attempt in range(10):
+            take = self.free() - leave - attempt * 16 * 1024**2
+            assert take > 0, (self.free(), leave)
+            done = subprocess.run(["fallocate", "-l", str(take), str(self.path / name)],
+                                  capture_output=True, check=False)
+            if done.returncode == 0:
+                return
+            (self.path / name).unlink(missing_ok=True)
+        raise AssertionError(f"could not fill {self.path}: {done.stderr!r}")
 
     def close(self) -> None:
         subprocess.run(["umount", str(self.path)], check=False)
