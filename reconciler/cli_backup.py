@@ -173,8 +173,8 @@ def _stream_ssh(argv: list[str], sink: Any) -> None:
                 shown = time.monotonic()
         error = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
-            raise BackupError(f"the download failed: {error[-300:] or 'ssh exited with '}"
-                              f"{proc.returncode}; nothing was written.")
+            why = error[-300:] or f"ssh exited with {proc.returncode}"
+            raise BackupError(f"the download failed ({why}); nothing was written.")
 
 
 @main.command()
