@@ -648,8 +648,8 @@ class Engine:
         spec_image = desired.services[config.service].image
         history = backup_run.lineage(self.settings)
         if not history.load():  # first upgrade seen: the data so far is the running image's
-            history.record(decision[1] if decision[0] == "backup" else str(spec_image),
-                           commit=applied.commit if applied else None, how="found")
+            running = facts.by_service()[config.service][0].image_ref
+            history.record(running, commit=applied.commit if applied else None, how="found")
         kind, detail = decision
         if kind == "refuse":
             raise BackupError(detail, deterministic=True)
