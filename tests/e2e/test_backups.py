@@ -176,7 +176,7 @@ def test_restore_on_rollback_restores_the_backup_then_deploys_the_older_image(fa
     assert code == 0 and outcome["backup"], outcome
     family.chat("second upgrade")
     family.repo.replace("compose.yaml", NEW, OLD)
-    family.repo.replace("lanai.yaml", "https:", "backups:\n  restore_on_rollback: true\n\nhttps:")
+    family.repo.replace("lanai.yaml", "restore_on_rollback: false", "restore_on_rollback: true")
     family.repo.commit_push("Back to v0.12.4, restoring its data")
     code, outcome = family.server.reconcile()
     assert code == 0, outcome

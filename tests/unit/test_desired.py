@@ -425,7 +425,7 @@ def test_published_host_ip(port: object, host: str | None) -> None:
 
 
 def test_backups_of_a_service_not_in_compose_names_the_line(state_dir: Path, edit) -> None:
-    line = edit("lanai.yaml", "https:\n", "backups:\n  service: webui\n\nhttps:\n") + 1
+    line = edit("lanai.yaml", "backups:\n", "backups:\n  service: webui\n") + 1
     problem = only_problem(state_dir)
     assert (problem.file, problem.path, problem.line) == ("lanai.yaml", ("backups", "service"),
                                                           line)
