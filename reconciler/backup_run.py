@@ -9,6 +9,7 @@ there, so a mistaken restore can itself be undone.
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import tarfile
 import time
@@ -22,6 +23,7 @@ import docker
 import yaml
 
 from . import __version__, compose
+from .apply import Applier, ApplyReport
 from .backup_archive import (
     INCLUDED_DIRS,
     SIDE_FILES,
@@ -33,9 +35,9 @@ from .backup_archive import (
     write_archive,
 )
 from .backups import Backup, Lineage, Store, to_prune
-from .errors import BackupError, DockerError, LanaiError
+from .errors import ApplyError, BackupError, DockerError, LanaiError
 from .facts import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
-from .record import now_iso
+from .record import now_iso, write_json_atomic
 from .render import LABEL_HASH, Rendered
 from .settings import ServerSettings
 
@@ -55,8 +57,25 @@ def lineage(settings: ServerSettings) -> Lineage:
     return Lineage(settings.home / "webui-data.json")
 
 
-def pin_file(settings: ServerSettings) -> Path:
+def _pin_file(settings: ServerSettings) -> Path:
     return settings.home / "restore-pin.json"
+
+
+def load_pin(settings: ServerSettings) -> dict[str, Any] | None:
+    """Set by `lanai restore` when it started another image than git's: the service is
+    held (reported, not healed back) until the next commit."""
+    try:
+        return json.loads(_pin_file(settings).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def save_pin(settings: ServerSettings, pin: dict[str, Any]) -> None:
+    write_json_atomic(_pin_file(settings), pin)
+
+
+def clear_pin(settings: ServerSettings) -> None:
+    _pin_file(settings).unlink(missing_ok=True)
 
 
 def locate(client: docker.DockerClient, project: str, service: str,
@@ -232,7 +251,11 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
     image = backup.image or data.image
     if start:
         _start(client, rendered, data, image, backup.id, progress)
-        _wait_healthy(client, rendered.project, config.service, health_timeout)
+        try:
+            Applier(client, health_timeout=health_timeout, progress=progress).wait_healthy(
+                rendered, [config.service], ApplyReport())
+        except ApplyError as exc:
+            raise BackupError(f"the data is restored but {exc.message}") from None
     lineage(settings).rewind(backup.created, image, commit=backup.commit,
                              how=f"restore {backup.id}")
     return {"restored": backup.id, "image": image, "safety_backup": safety.id if safety else None,
@@ -292,19 +315,3 @@ def _start(client: docker.DockerClient, rendered: Rendered, data: DataDir, image
         raise BackupError(f"the data is restored but {service} did not start with {image} "
                           f"({(result.stderr or '').strip()[-300:]}); see `lanai logs "
                           f"{service}`.")
-
-
-def _wait_healthy(client: docker.DockerClient, project: str, service: str,
-                  timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = client.containers.list(all=True, filters={"label": [
-            f"{LABEL_PROJECT}={project}", f"{LABEL_SERVICE}={service}"]})
-        state = found[0].attrs.get("State", {}) if found else {}
-        health = (state.get("Health") or {}).get("Status")
-        if state.get("Status") == "running" and health in (None, "healthy"):
-            return
-        if time.monotonic() > deadline:
-            raise BackupError(f"the data is restored but {service} is not healthy after "
-                              f"{timeout:.0f}s; see `lanai logs {service}`.")
-        time.sleep(1)

@@ -219,17 +219,26 @@ def reconcile(now: bool, retry: bool, wait_s: int, as_json: bool) -> None:
             return
     settings.require_repo()
     engine = Engine(settings, progress=views.progress)
+    outcome = when_unlocked(wait_s, lambda: engine.reconcile(trigger="cli", retry=retry))
+    _emit_outcome(outcome, as_json)
+
+
+def when_unlocked(wait_s: float, action: Callable[[], T]) -> T:
+    """Run `action` (which takes the reconcile lock), waiting up to `wait_s` while another
+    reconcile holds it; says once who is holding it."""
     deadline = time.monotonic() + wait_s
+    said = ""
     while True:
         try:
-            outcome = engine.reconcile(trigger="cli", retry=retry)
-            break
+            return action()
         except LockHeld as exc:
             if time.monotonic() > deadline:
                 raise
-            views.progress(f"waiting: {exc.message.split(';')[0]}")
+            reason = exc.message.split(";")[0]
+            if reason != said:
+                views.progress(f"waiting: {reason}")
+                said = reason
             time.sleep(1)
-    _emit_outcome(outcome, as_json)
 
 
 def _emit_outcome(outcome: Outcome, as_json: bool) -> None:

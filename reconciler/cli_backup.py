@@ -16,28 +16,12 @@ from rich.table import Table
 from . import backup_run, views
 from .backup_archive import verify_archive
 from .backups import Backup, Store
-from .cli import _settings, guarded, json_option, main, remote_argv
+from .cli import _settings, guarded, json_option, main, remote_argv, when_unlocked
 from .control import poke
 from .engine import Engine
-from .errors import BackupError, ExitCode, LanaiError, LockHeld
-from .record import append_history, now_iso, write_json_atomic
+from .errors import BackupError, ExitCode, LanaiError
+from .record import append_history, now_iso
 from .sizes import human_bytes
-
-
-def _locked(wait_s: float, action: Any) -> Any:
-    """Run `action` when the reconcile lock is free (the daemon may be deploying)."""
-    deadline = time.monotonic() + wait_s
-    announced = False
-    while True:
-        try:
-            return action()
-        except LockHeld:
-            if time.monotonic() > deadline:
-                raise
-            if not announced:
-                views.progress("waiting for the running reconcile to finish")
-                announced = True
-            time.sleep(1)
 
 
 @main.command()
@@ -86,7 +70,7 @@ def backup(download: str | None, target: Path, cat: str | None, wait_s: int,
         return
     settings = _settings()
     engine = Engine(settings, progress=views.progress if not as_json else lambda _m: None)
-    taken = _locked(wait_s, lambda: engine.backup(kind="manual", reason="on demand"))
+    taken = when_unlocked(wait_s, lambda: engine.backup(kind="manual", reason="on demand"))
     if taken is None:
         raise BackupError("there is no Open WebUI container yet, so there is no data to back "
                           "up; deploy first (`lanai reconcile`).", exit_code=ExitCode.NOT_SET_UP)
@@ -244,7 +228,7 @@ def restore(backup_id: str, yes: bool, wait_s: int, as_json: bool) -> None:
                       f"{chosen.counts.get('chats', '?')} chats, {chosen.image})? What is there "
                       "now is backed up first", abort=True, err=True)
     engine = Engine(settings, progress=views.progress if not as_json else lambda _m: None)
-    result = _locked(wait_s, lambda: _restore_locked(engine, chosen))
+    result = when_unlocked(wait_s, lambda: _restore_locked(engine, chosen))
     reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "restore",
                                         "retry": True})
     if not (reply and reply.get("ok")) and settings.repo:
@@ -279,7 +263,7 @@ def _restore_locked(engine: Engine, chosen: Backup) -> dict[str, Any]:
         spec = applied.services.get(chosen.service)
         result["pinned"] = None
         if spec is not None and spec.image != result["image"]:
-            write_json_atomic(backup_run.pin_file(engine.settings), {
+            backup_run.save_pin(engine.settings, {
                 "service": chosen.service, "image": result["image"], "backup": chosen.id,
                 "commit": state.head_commit or applied.commit, "since": now_iso()})
             result["pinned"] = spec.image

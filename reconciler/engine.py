@@ -17,7 +17,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -270,7 +269,7 @@ class Engine:
         previous_source_error, previous_drift = state.source_error, state.drift
         pin = self.restore_pin()
         if pin and head is not None and head != pin.get("commit"):
-            self.settings_pin_file().unlink(missing_ok=True)  # a new commit: git leads again
+            backup_run.clear_pin(self.settings)  # a new commit: git leads again
         state.source_error = source_error.message if source_error else None
 
         applied = self.applied(state)
@@ -430,7 +429,7 @@ class Engine:
         self._record_compose(timer, report)
         outcome.actions = report.results
         self._record_data_image(desired)
-        self.settings_pin_file().unlink(missing_ok=True)  # git's commit runs again
+        backup_run.clear_pin(self.settings)  # git's commit runs again
         if the_plan.empty:
             outcome.status = "no-op"
             outcome.notes.append(f"commit {desired.commit[:12]} changes nothing on the stack")
@@ -603,16 +602,8 @@ class Engine:
 
     # -- Open WebUI's data: backups around upgrades ---------------------------------------
 
-    def settings_pin_file(self) -> Path:
-        return backup_run.pin_file(self.settings)
-
     def restore_pin(self) -> dict[str, Any] | None:
-        """Set by `lanai restore` when it started another image than git's: held until
-        the next commit."""
-        try:
-            return json.loads(self.settings_pin_file().read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return backup_run.load_pin(self.settings)
 
     def data_decision(self, desired: Rendered, facts: facts_mod.Facts,
                       applied: Rendered | None) -> tuple[str, Any] | None:
@@ -726,7 +717,7 @@ def held_services(state: State, config: LanaiConfig) -> set[str]:
             if len([t for t in times if t >= cutoff]) >= limit.restarts}
 
 
-def pinned_drift(drift: list[Any], pin: dict[str, Any], applied: Rendered) -> list[Any]:
+def pinned_drift(drift: list[Drift], pin: dict[str, Any], applied: Rendered) -> list[Drift]:
     """A service restored from a backup onto another image than git's: one honest line."""
     service = pin["service"]
     spec = applied.services.get(service)
