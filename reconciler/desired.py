@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import modelfile, yamlpos
+from . import host_access, modelfile, yamlpos
 from .errors import StateError
 from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
@@ -76,7 +76,8 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     models, models_lines = _load_models(root, problems)
     webui, webui_lines, _missing = _load_file(root, WEBUI_FILE, WebUIConfig, problems)
     if config is not None and compose is not None and located is not None:
-        problems += check_compose(compose, located, config, compose_file, settings_lines)
+        problems += check_compose(compose, located, config, compose_file, settings_lines,
+                                  root=root)
         if models is not None:
             problems += check_models(root, models, models_lines, compose, compose_file)
         if webui is not None and webui.service not in compose["services"]:
@@ -219,7 +220,8 @@ RESTART_POLICIES = re.compile(r"^(no|always|unless-stopped|on-failure(:\d+)?)$")
 
 
 def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: LanaiConfig,
-                  name: str, settings_lines: yamlpos.Located | None = None) -> list[Problem]:
+                  name: str, settings_lines: yamlpos.Located | None = None, *,
+                  root: Path) -> list[Problem]:
     """lanai's own rules on top of what `docker compose config` validates."""
     problems: list[Problem] = []
     services = compose["services"]
@@ -261,6 +263,15 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
                         "Ollama has no authentication and this publishes it on "
                         f"{host_ip or 'every interface'}; publish it on 127.0.0.1 (or not at all) "
                         "or set security.allow_ollama_on_lan: true in lanai.yaml"))
+    for found in host_access.refused(compose, root, config.security.allow):
+        problems.append(Problem(name, found.path, located.line_of(found.path),
+                                host_access_sentence(found)))
+    for service in config.security.allow:
+        if service not in services:
+            path = ("security", "allow", service)
+            line = settings_lines.line_of(path) if settings_lines else None
+            problems.append(Problem(SETTINGS_FILE, path, line,
+                                    f"names service {service!r}, which is not in {name}"))
     if config.https is not None:
         problems += _check_https(config, services, name, settings_lines)
     for service in config.secrets:
@@ -278,6 +289,14 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
                                 f"names service {config.backups.service!r}, which is not in "
                                 f"{name}"))
     return problems
+
+
+def host_access_sentence(found: host_access.Finding) -> str:
+    """The finding and, when lanai.yaml can allow it, the entry that would."""
+    if found.need is None:
+        return found.message
+    return (f"{found.message}; remove it, or allow it in lanai.yaml with security.allow: "
+            f"{{{found.service}: [{found.need}]}}")
 
 
 def _check_https(config: LanaiConfig, services: dict[str, Any], compose_file: str,

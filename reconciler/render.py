@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 
-from . import compose
+from . import compose, host_access
 from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
-from .desired import DesiredState, inside, ollama_service
+from .desired import DesiredState, format_path, host_access_sentence, inside, ollama_service
 from .errors import StateError
 from .models_schema import ModelsConfig
 from .schema import LanaiConfig
@@ -28,7 +28,7 @@ from .secrets import write_env_file
 from .webui_schema import WebUIConfig
 
 DESIRED_FILE = "lanai.desired.json"
-SECRETS_DIR = ".lanai-secrets"
+SECRETS_DIR = host_access.SECRETS_DIR  # each service's secrets file, in the copy of the repo
 LABEL_MANAGED = "io.lanai.managed"
 LABEL_HASH = "io.lanai.config-hash"
 REDACTED = "<secret>"
@@ -168,6 +168,14 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                          f"{compose.error_text(result)}; fix it in the state repo and push "
                          "again.")
     normalized = json.loads(result.stdout)
+    # Again on what compose resolved: interpolation from a .env file, extends and include
+    # can grant what the raw file did not show.
+    refused = host_access.refused(normalized, directory, config.security.allow, resolved=True)
+    if refused:
+        found = refused[0]
+        raise StateError(f"{config.compose_file} as docker compose resolves it: "
+                         f"{format_path(found.path)}: {host_access_sentence(found)}; fix it "
+                         "in the state repo and push again.")
     services: dict[str, ServiceSpec] = {}
     for name, spec in (normalized.get("services") or {}).items():
         names = config.secrets.get(name, [])

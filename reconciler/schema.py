@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from .durations import parse_duration
+from .host_access import ACCESS_NAMES, is_allow_entry
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -63,6 +64,25 @@ class Security(Strict):
         "Ollama has no authentication.")
     require_pinned_images: bool = Field(
         True, description="Refuse images without a version tag (or with :latest).")
+    allow: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per service, the host access its containers may "
+        "have; everything else that reaches past a container's confinement is refused. "
+        "Entries: privileged, host_network, host_pid, host_ipc, host_uts, host_userns, "
+        "host_cgroup, cgroup_parent, devices, security_opt, other_containers, docker_socket; "
+        "a capability beyond Docker's defaults (NET_ADMIN, SYS_ADMIN, ... or ALL); an "
+        "absolute host path the service may mount or read (it and everything below it).")
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for service, entries in value.items():
+            for entry in entries:
+                if not is_allow_entry(entry):
+                    raise ValueError(
+                        f"{entry!r} (service {service!r}) is not something lanai can allow; "
+                        f"use one of {', '.join(ACCESS_NAMES)}, a capability name such as "
+                        "NET_ADMIN, or an absolute host path")
+        return value
 
 
 LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"

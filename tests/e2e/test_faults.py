@@ -133,7 +133,10 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
     project = new_project()
     repo, ports = example_repo(root, project, {
         "\nvolumes:\n  ollama:\n": "\nvolumes:\n  ollama:\n    driver_opts: "
-                                   f"{{type: none, o: bind, device: {disk.path}}}\n"})
+                                   f"{{type: none, o: bind, device: {disk.path}}}\n",
+        # A host path outside the state repo: lanai.yaml must allow it by name.
+        "  require_pinned_images: true\n": "  require_pinned_images: true\n"
+                                           f"  allow: {{ollama: [{disk.path}]}}\n"})
     port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})

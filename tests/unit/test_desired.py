@@ -189,7 +189,7 @@ def test_unknown_key_without_a_close_match_lists_known_keys(state_dir: Path) -> 
     (state_dir / "lanai.yaml").write_text("security:\n  zzz: 1\n")
     problem = only_problem(state_dir)
     assert problem.message == (
-        "unknown key; known keys: allow_ollama_on_lan, require_pinned_images")
+        "unknown key; known keys: allow_ollama_on_lan, require_pinned_images, allow")
 
 
 def test_wrong_type_bool(state_dir: Path, edit) -> None:
@@ -316,8 +316,15 @@ def test_ollama_on_lan_when_allowed(state_dir: Path, edit) -> None:
 
 def test_ollama_on_the_host_network_is_refused(state_dir: Path, edit) -> None:
     line = edit("compose.yaml", "    networks: [internal]\n", "    network_mode: host\n")
+    problems = problems_of(state_dir)
+    assert {(p.path, p.line) for p in problems} == {(("services", "ollama", "network_mode"),
+                                                     line)}
+    assert len(problems) == 2  # the host network (security.allow) and Ollama's lack of auth
+    # Allowing the host network is not allowing Ollama on the LAN.
+    edit("lanai.yaml", "  allow_ollama_on_lan: false\n",
+         "  allow_ollama_on_lan: false\n  allow: {ollama: [host_network]}\n")
     problem = only_problem(state_dir)
-    assert (problem.path, problem.line) == (("services", "ollama", "network_mode"), line)
+    assert problem.message.startswith("Ollama has no authentication")
 
 
 def test_secrets_for_a_service_not_in_compose(state_dir: Path, edit) -> None:

@@ -338,3 +338,23 @@ def test_the_proxy_restarts_only_when_its_https_settings_change(tmp_path: Path,
     assert after.services["proxy"].hash != cpu.services["proxy"].hash
     assert after.services["open-webui"].hash == cpu.services["open-webui"].hash
     assert "https://ai.home.arpa, https://chat.home.arpa" in (changed / CADDYFILE).read_text()
+
+
+def test_host_access_hidden_in_an_extended_file_is_refused_as_compose_resolves_it(
+        d1: Path) -> None:
+    """lanai validate reads compose.yaml only; the server checks compose's resolved config."""
+    (d1 / "base.yaml").write_text("services:\n  base:\n    privileged: true\n")
+    set_text(d1 / "compose.yaml", "    image: ghcr.io/open-webui/open-webui:v0.12.4\n",
+             "    image: ghcr.io/open-webui/open-webui:v0.12.4\n"
+             "    extends: {file: base.yaml, service: base}\n")
+    with pytest.raises(StateError) as info:
+        do_render(d1)
+    assert str(info.value) == (
+        "compose.yaml as docker compose resolves it: services.open-webui.privileged: "
+        "privileged: true gives the container every capability and every host device, which "
+        "is root on the server; remove it, or allow it in lanai.yaml with security.allow: "
+        "{open-webui: [privileged]}; fix it in the state repo and push again.")
+    assert not (d1 / DESIRED_FILE).exists()
+    set_text(d1 / "lanai.yaml", "  require_pinned_images: true\n",
+             "  require_pinned_images: true\n  allow: {open-webui: [privileged]}\n")
+    assert do_render(d1).services["open-webui"].config["privileged"] is True
