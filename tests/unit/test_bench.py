@@ -146,13 +146,10 @@ class Ticking:
 
 
 def nvidia_smi_name() -> str:
-    """The GPU name in the real H100 nvidia-smi output (shared/fixtures)."""
-    rel = Path("fixtures") / "nvidia-smi" / "h100-driver580" / "query-gpu.csv"
-    for parent in Path(__file__).resolve().parents:
-        path = parent / "shared" / rel
-        if path.is_file():
-            return path.read_text().splitlines()[0].split(", ")[2]
-    pytest.fail(f"fixture missing: no shared/{rel} above {__file__}")
+    """The GPU name in the real H100 nvidia-smi output (tests/fixtures/nvidia-smi)."""
+    path = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "h100-driver580" \
+        / "query-gpu.csv"
+    return path.read_text().splitlines()[0].split(", ")[2]
 
 
 def sample(gen_tps: float, *, ttft: float = 0.2, load: float = 0.004) -> Sample:

@@ -14,21 +14,11 @@ from reconciler.gpu import Gpu, GpuFacts, ListedGpu
 UUID = "GPU-bfa079fa-07d9-d56a-3116-ace20916db13"
 NAME = "NVIDIA H100 80GB HBM3"
 DRIVER = "580.159.04"
-FIXTURE_SET = Path("fixtures") / "nvidia-smi" / "h100-driver580"
-
-
-def _fixture_dir() -> Path:
-    # shared/ sits beside the repo in CI (../shared) and inside it on some
-    # machines, so look upward instead of fixing the depth.
-    for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / FIXTURE_SET
-        if candidate.is_dir():
-            return candidate
-    pytest.fail(f"fixtures missing: no shared/{FIXTURE_SET} above {__file__}")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nvidia-smi" / "h100-driver580"
 
 
 def fixture(name: str) -> str:
-    path = _fixture_dir() / name
+    path = FIXTURES / name
     if not path.is_file():
         pytest.fail(f"fixture missing: {path}")
     return path.read_text()
