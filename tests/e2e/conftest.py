@@ -7,6 +7,7 @@ import docker
 import pytest
 
 from .harness import REQUIRED_IMAGES
+from .laptop import pipx_install
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +29,9 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
+
+
+@pytest.fixture(scope="session")
+def laptop_lanai(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`lanai` installed from this checkout with pipx, as the README tells a laptop to."""
+    return pipx_install(tmp_path_factory.mktemp("laptop"))

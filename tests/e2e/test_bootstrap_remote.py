@@ -118,9 +118,9 @@ def test_bootstrap_installs_docker_the_reconciler_and_the_state_repo(
     assert leftovers.stdout.strip() == ""
 
 
-def test_lanai_host_reads_the_server_from_here(server: TestServer):
+def test_lanai_host_reads_the_server_from_here(server: TestServer, laptop_lanai: Path):
     result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "--host", server.host, "--ssh-config",
+        [str(laptop_lanai), "--host", server.host, "--ssh-config",
          str(server.ssh_config_path), "status", "--json"],
         capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
