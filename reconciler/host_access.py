@@ -1,12 +1,12 @@
 """What a compose file lets its containers do to the server, and what lanai.yaml allows.
 
 Whoever can push to the state repo decides what runs as root on the server. These
-rules make every way out of a container's confinement visible: each is refused
-unless `security.allow` in lanai.yaml names it for that service, so a reviewer of a
-push reads the grant where it is made. Pure but for resolving links in the checkout;
-the same rules run on the raw file
-(with lines, before anything happens) and on compose's resolved config on the
-server (after interpolation, `extends` and `include`, which the raw file hides).
+rules make the ways out of a container's confinement that Compose offers visible: each
+is refused unless `security.allow` in lanai.yaml names it for that service, so a
+reviewer of a push reads the grant where it is made. Pure but for resolving links in
+the checkout; the same rules run on the raw file (with lines, before anything happens)
+and on compose's resolved config on the server (after interpolation, `extends` and
+`include`, which the raw file hides).
 """
 
 from __future__ import annotations
