@@ -351,7 +351,8 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
                      "changed")
     address = lan_ip() if state.config.https is not None else None
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address),
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,
+                             lan_ip=address),
                   gpu_runtime=gpu, salt=salt, lan_ip=address)
 
 

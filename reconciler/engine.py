@@ -8,6 +8,7 @@ with self-heal on, healed within the restart limit.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -169,12 +170,13 @@ class Engine:
             return salt
 
     def server_inputs(self) -> str:
-        """A digest of what the server adds to a commit (its secrets file)."""
+        """A digest of what the server adds to a commit (its secrets file), keyed with the
+        server's salt: it is kept in state.json, and a plain one could be guessed from."""
         try:
             data = self.settings.secrets_file.read_bytes()
         except OSError:
             data = b""
-        return hashlib.sha256(data).hexdigest()[:16]
+        return hmac.new(self.hash_salt(), data, hashlib.sha256).hexdigest()[:16]
 
     def gpu_runtime(self) -> bool:
         """Whether Docker here can hand out NVIDIA GPUs (the NVIDIA Container Toolkit)."""
@@ -224,7 +226,7 @@ class Engine:
             gpu_runtime = self.gpu_runtime()
             address = lan_ip() if state.config.https is not None else None
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
-                             lan_ip=address)
+                             salt=self.hash_salt(), lan_ip=address)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -394,7 +396,7 @@ class Engine:
         secrets = read_secrets(self.settings.secrets_file)
         address = lan_ip() if config.https is not None else None
         return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
-                          lan_ip=address) != applied.key
+                          salt=self.hash_salt(), lan_ip=address) != applied.key
 
     def _subject(self, commit: str | None) -> str | None:
         if not commit:
