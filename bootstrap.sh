@@ -1802,6 +1802,11 @@ remote_user() {
 remote_upload() {
   REMOTE_TMP=$("${SSH[@]}" "$TARGET" 'umask 077 && mktemp -d /tmp/lanai-bootstrap.XXXXXX' </dev/null) ||
     die "$E_UNREACHABLE" "could not create a temporary directory on $TARGET; check that /tmp there is writable."
+  if ! remote_tmp_ok "$REMOTE_TMP"; then
+    local made=$REMOTE_TMP
+    REMOTE_TMP=""
+    die "$E_UNREACHABLE" "mktemp on $TARGET answered '${made:0:80}', not a /tmp/lanai-bootstrap.XXXXXX directory; check the server's mktemp and login scripts (nothing was copied)."
+  fi
   say "→ copying lanai to $TARGET:$REMOTE_TMP"
   tar -C "$SCRIPT_DIR" --exclude=__pycache__ --exclude='*.pyc' -czf - \
     bootstrap.sh pyproject.toml README.md reconciler desired-state packaging |
@@ -1821,11 +1826,17 @@ remote_upload() {
   fi
 }
 
+# The only directory the remote side may `rm -rf`: the one its mktemp made (never "",
+# /, or a name with anything a remote shell would read as more than one word).
+remote_tmp_ok() {
+  [[ $1 =~ ^/tmp/lanai-bootstrap\.[A-Za-z0-9]{6}$ ]]
+}
+
 remote_cleanup() {
-  if [[ -n $REMOTE_TMP ]]; then
-    "${SSH[@]}" "$TARGET" "rm -rf $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
-    REMOTE_TMP=""
+  if remote_tmp_ok "$REMOTE_TMP"; then
+    "${SSH[@]}" "$TARGET" "rm -rf -- $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
   fi
+  REMOTE_TMP=""
   if ((${#SSH[@]})); then
     "${SSH[@]}" -O exit "$TARGET" </dev/null >/dev/null 2>&1 || true
   fi

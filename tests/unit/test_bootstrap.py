@@ -160,6 +160,30 @@ def test_an_unreachable_remote_target_fails_cleanly_with_exit_15(env: dict[str, 
     assert not root.exists()
 
 
+@pytest.mark.parametrize("made", ["", "/", "/tmp", "/tmp/lanai-bootstrap.", "~", "/home/admin",
+                                  "/tmp/lanai-bootstrap.ab12CD /",
+                                  "/tmp/lanai-bootstrap.a;rm -rf ~"])
+def test_the_remote_temporary_directory_is_removed_only_when_mktemp_made_it(
+        made: str, tmp_path: Path) -> None:
+    """A stand-in ssh logs what the server would run; mktemp there answers `made`."""
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n'
+                    'case "$*" in *mktemp*) printf "%s\\n" "$FAKE_MKTEMP" ;; esac\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "FAKE_MKTEMP": made}
+    snippet = f'SSH=("{fake}"); TARGET=admin@server; trap remote_cleanup EXIT; remote_upload'
+    result = sourced(snippet, env)
+    assert result.returncode == 15 and "mktemp on admin@server answered" in result.stderr, \
+        result.stderr
+    commands = log.read_text().splitlines()
+    assert not any("rm " in c or "tar " in c for c in commands), commands
+    good = sourced(f'SSH=("{fake}"); TARGET=admin@server; REMOTE_TMP=/tmp/lanai-bootstrap.Ab12Cd; '
+                   "remote_cleanup", env)
+    assert good.returncode == 0
+    assert "admin@server rm -rf -- /tmp/lanai-bootstrap.Ab12Cd" in log.read_text().splitlines()
+
+
 def test_a_remote_target_that_is_not_a_host_name_is_a_usage_error(env: dict[str, str]) -> None:
     result = run(["admin@gpu box;rm"], env)
     assert result.returncode == 2
