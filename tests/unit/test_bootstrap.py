@@ -422,6 +422,51 @@ def test_state_repo_is_seeded_from_the_example_with_a_hook(
         (REPO_ROOT / "desired-state" / "lanai.yaml").read_text()
 
 
+STUB = """#!/bin/sh
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+case "$(basename "$0") $*" in
+  "getent group docker") echo docker:x:999: ;;
+  "getent group lanai") [ -f "$STUB_LOG.lanai" ] && echo lanai:x:998: || exit 2 ;;
+  "groupadd --system lanai") touch "$STUB_LOG.lanai" ;;
+  "groupdel lanai") rm -f "$STUB_LOG.lanai" ;;
+  "id -nG alice") echo alice ;;
+esac
+"""
+
+
+def test_the_git_user_may_push_but_not_change_the_hook_and_purge_takes_every_grant_back(
+        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
+    """groupadd, usermod, gpasswd, groupdel, getent, id and chgrp are stand-ins that log
+    (this machine's users stay as they are); git's system config is a file here."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("groupadd", "groupdel", "usermod", "gpasswd", "getent", "id", "chgrp"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    log, gitconfig = tmp_path / "calls.log", tmp_path / "gitconfig"
+    repo = root / "srv" / "lanai" / "state.git"
+    assert sourced("step_state_repo", env).returncode == 0
+    env = {**env, "PATH": f"{stubs}:{env['PATH']}", "STUB_LOG": str(log),
+           "GIT_CONFIG_SYSTEM": str(gitconfig)}
+    granted = sourced("GIT_USER=alice; grant_git_user", env)
+    assert granted.returncode == 0, granted.stderr
+    for path in (repo / "config", repo / "hooks", repo / "hooks" / "post-receive"):
+        assert not path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
+    assert (repo / "refs" / "heads").stat().st_mode & stat.S_IWGRP  # pushes still work
+    assert repo.stat().st_mode & stat.S_ISVTX  # config and hooks/ cannot be renamed away
+    assert str(repo) in gitconfig.read_text()
+    calls = log.read_text()
+    assert "usermod -aG lanai alice" in calls and "usermod -aG docker alice" in calls
+
+    purged = sourced("revoke_grants", env)
+    assert purged.returncode == 0, purged.stderr
+    calls = log.read_text()
+    for call in ("gpasswd -d alice docker", "gpasswd -d alice lanai", "groupdel lanai"):
+        assert call in calls, calls
+    assert str(repo) not in gitconfig.read_text()
+    assert "took alice out of the docker group" in purged.stdout
+
+
 def test_a_state_repo_path_that_is_not_a_repo_is_refused(env: dict[str, str], root: Path,
                                                          venv: Path) -> None:
     repo = root / "srv" / "lanai" / "state.git"
