@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -213,11 +214,15 @@ class Engine:
 
     # -- preparing a commit ---------------------------------------------------------
 
-    def prepare(self, commit: str) -> Rendered:
-        """Load, validate and render `commit` (cached by commit + secret values)."""
+    def prepare(self, commit: str, *, private: Path | None = None) -> Rendered:
+        """Load, validate and render `commit` (cached by commit + secret values).
+
+        With `private` (a directory of the caller's own: `lanai plan`), a commit not
+        rendered yet is rendered there and nothing under deployments/ is made or removed:
+        the daemon may be writing that very directory."""
         deployments = self.settings.deployments_dir
         deployments.mkdir(parents=True, exist_ok=True, mode=0o700)
-        scratch = deployments / f".export-{commit[:12]}-{uuid.uuid4().hex[:6]}"
+        scratch = (private or deployments) / f".export-{commit[:12]}-{uuid.uuid4().hex[:6]}"
         self.source.export(commit, scratch)
         try:
             state = desired_mod.load_state(scratch, commit)
@@ -231,6 +236,8 @@ class Engine:
             cached = load_rendered(final)
             if cached is not None:
                 return cached
+            if private is not None:
+                final = private / key
             discard(final)
             scratch.rename(final)
             state.root = final
