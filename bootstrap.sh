@@ -1302,6 +1302,7 @@ grant_git_user() {
     die "$E_SETUP" "--git-user $GIT_USER does not exist on this server; create the user or leave the option out."
   if ! getent group lanai >/dev/null; then
     quiet groupadd --system lanai
+    record_grant "group lanai"
     granted=1
   fi
   local group
@@ -1309,12 +1310,14 @@ grant_git_user() {
     getent group "$group" >/dev/null || continue
     if ! id -nG "$GIT_USER" | tr ' ' '\n' | grep -qx "$group"; then
       quiet usermod -aG "$group" "$GIT_USER"
+      record_grant "member $GIT_USER $group"
       granted=1
     fi
   done
   # git refuses a repo owned by another user ("dubious ownership"): vouch for this one.
   if ! git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$repo"; then
     quiet git config --system --add safe.directory "$repo"
+    record_grant "safe.directory $repo"
     granted=1
   fi
   if [[ "$(git -C "$repo" config core.sharedRepository || true)" != group ]] ||
@@ -1325,7 +1328,41 @@ grant_git_user() {
     quiet find "$repo" -type d -exec chmod g+s {} +
     granted=1
   fi
+  protect_repo_code "$repo"
   ((granted))
+}
+
+# The hook runs as whoever pushes, and the config can name programs git runs: the
+# lanai group may push (objects, refs) but not change either. The sticky repo directory
+# keeps group members from renaming root's config or hooks/ away and putting their own.
+protect_repo_code() {
+  local repo=$1
+  chmod go-w "$repo/config" "$repo/hooks"
+  find "$repo/hooks" -type f -exec chmod go-w {} +
+  chmod +t "$repo"
+}
+
+# What bootstrap granted, so that --uninstall --purge can take exactly that back.
+grants_file() { printf '%s/granted\n' "$(dirname "$LANAI_CONFIG")"; }
+
+record_grant() {
+  mkdir -p "$(dirname "$LANAI_CONFIG")"
+  grep -qxF "$1" "$(grants_file)" 2>/dev/null || printf '%s\n' "$1" >>"$(grants_file)"
+}
+
+revoke_grants() {
+  local kind a b file
+  file=$(grants_file)
+  [[ -f $file ]] || return 0
+  while read -r kind a b; do
+    case $kind in
+      member) remove_step "take $a out of the $b group (bootstrap added it)" "took $a out of the $b group" gpasswd -d "$a" "$b" ;;
+      safe.directory) remove_step "remove $a from safe.directory in git's system config" "removed $a from safe.directory" git config --system --fixed-value --unset-all safe.directory "$a" ;;
+    esac
+  done <"$file"
+  if grep -qx "group lanai" "$file" && getent group lanai >/dev/null; then
+    remove_step "remove the lanai group" "removed the lanai group" groupdel lanai
+  fi
 }
 
 # -- step 6b: images shipped with bootstrap (servers without a registry) ------------------
@@ -1678,8 +1715,9 @@ uninstall_main() {
   fi
   if ((PURGE)); then
     purge_stack
+    revoke_grants
     local path
-    for path in "$LANAI_STATE_REPO_DIR" "$LANAI_CONFIG" "$LANAI_SECRETS_FILE" "$LANAI_HOME" "$LANAI_DAEMON_LOG"; do
+    for path in "$LANAI_STATE_REPO_DIR" "$LANAI_CONFIG" "$LANAI_SECRETS_FILE" "$(grants_file)" "$LANAI_HOME" "$LANAI_DAEMON_LOG"; do
       [[ ! -e $path ]] || remove_step "remove $path" "removed $path" remove_tree "$path"
     done
     for path in "$(dirname "$LANAI_STATE_REPO_DIR")" "$(dirname "$LANAI_CONFIG")"; do
@@ -1690,7 +1728,7 @@ uninstall_main() {
     if ((DRY_RUN)); then
       say "dry run: nothing was changed."
     else
-      ok "uninstall: purged; Docker itself stays installed"
+      ok "uninstall: purged; left on purpose: Docker itself and its images (\`docker image prune -a\` removes images no container uses)"
     fi
   else
     ((found)) || ok "uninstall: lanai's daemon and reconciler are not installed; nothing to remove"
@@ -1802,6 +1840,11 @@ remote_user() {
 remote_upload() {
   REMOTE_TMP=$("${SSH[@]}" "$TARGET" 'umask 077 && mktemp -d /tmp/lanai-bootstrap.XXXXXX' </dev/null) ||
     die "$E_UNREACHABLE" "could not create a temporary directory on $TARGET; check that /tmp there is writable."
+  if ! remote_tmp_ok "$REMOTE_TMP"; then
+    local made=$REMOTE_TMP
+    REMOTE_TMP=""
+    die "$E_UNREACHABLE" "mktemp on $TARGET answered '${made:0:80}', not a /tmp/lanai-bootstrap.XXXXXX directory; check the server's mktemp and login scripts (nothing was copied)."
+  fi
   say "→ copying lanai to $TARGET:$REMOTE_TMP"
   tar -C "$SCRIPT_DIR" --exclude=__pycache__ --exclude='*.pyc' -czf - \
     bootstrap.sh pyproject.toml README.md reconciler desired-state packaging |
@@ -1821,11 +1864,17 @@ remote_upload() {
   fi
 }
 
+# The only directory the remote side may `rm -rf`: the one its mktemp made (never "",
+# /, or a name with anything a remote shell would read as more than one word).
+remote_tmp_ok() {
+  [[ $1 =~ ^/tmp/lanai-bootstrap\.[A-Za-z0-9]{6}$ ]]
+}
+
 remote_cleanup() {
-  if [[ -n $REMOTE_TMP ]]; then
-    "${SSH[@]}" "$TARGET" "rm -rf $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
-    REMOTE_TMP=""
+  if remote_tmp_ok "$REMOTE_TMP"; then
+    "${SSH[@]}" "$TARGET" "rm -rf -- $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
   fi
+  REMOTE_TMP=""
   if ((${#SSH[@]})); then
     "${SSH[@]}" -O exit "$TARGET" </dev/null >/dev/null 2>&1 || true
   fi

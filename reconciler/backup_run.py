@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import stat
 import tarfile
 import time
 from collections.abc import Callable
@@ -22,11 +24,12 @@ from typing import Any
 import docker
 import yaml
 
-from . import __version__, compose
+from . import __version__, compose, nofollow
 from .apply import Applier, ApplyReport
 from .backup_archive import (
     INCLUDED_DIRS,
     SIDE_FILES,
+    SQLITE_HEADER,
     check_database,
     extract,
     is_sqlite,
@@ -44,6 +47,7 @@ from .settings import ServerSettings
 MAIN_DATABASE = "webui.db"
 RESTORE_FILE = "lanai.restore.yaml"
 FULL = (errno.ENOSPC, errno.EDQUOT)
+ASIDE = ".lanai-replaced"  # in the data volume: what a restore replaced, until it is done
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,12 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
     if data is None:
         raise BackupError(f"there is no {config.service} container to restore into; deploy "
                           "first (`lanai reconcile`), then restore.")
-    staged = data.path / f".lanai-restore-{backup.id}"
+    # Staged in lanai's root-only home, not in the volume: the container can write the
+    # volume, and a link planted there would send root's writes anywhere on the host.
+    work = settings.home / "restore"
+    work.mkdir(parents=True, exist_ok=True, mode=0o700)
+    work.chmod(0o700)
+    staged = work / backup.id
     shutil.rmtree(staged, ignore_errors=True)
     try:
         progress(f"checking backup {backup.id}")
@@ -239,15 +248,26 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
         raise
     progress(f"stopping {config.service}")
     data.container.stop(timeout=60)
-    aside = data.path / f".lanai-replaced-{backup.id}"
+    aside = f"{ASIDE}-{backup.id}"
     try:
-        _swap(data.path, staged, aside)
-    except OSError as exc:
-        _swap_back(data.path, aside)
-        data.container.start()
-        raise _failure(exc, store, f"restoring {backup.id}") from None
-    shutil.rmtree(aside, ignore_errors=True)
-    shutil.rmtree(staged, ignore_errors=True)
+        try:
+            data_fd = nofollow.open_dir(data.path)
+        except OSError as exc:
+            data.container.start()
+            raise BackupError(f"{config.service}'s data volume ({data.path}) is not a plain "
+                              f"directory ({exc.strerror}); nothing was changed: check it "
+                              "by hand.") from None
+        try:
+            _swap(data_fd, staged, aside)
+        except OSError as exc:
+            _swap_back(data_fd, aside)
+            data.container.start()
+            raise _failure(exc, store, f"restoring {backup.id}") from None
+        finally:
+            nofollow.remove_at(data_fd, aside)
+            os.close(data_fd)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
     image = backup.image or data.image
     if start:
         _start(client, rendered, data, image, backup.id, progress)
@@ -262,30 +282,46 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
             "counts": backup.counts}
 
 
-def _swap(data: Path, staged: Path, aside: Path) -> None:
+def _swap(data_fd: int, staged: Path, aside: str) -> None:
     """Move what a backup covers aside (databases with their WAL files, uploads, vector
-    store), then the staged copy in: renames within one filesystem."""
-    aside.mkdir(exist_ok=True)
-    for entry in list(data.iterdir()):
-        covered = entry.name in INCLUDED_DIRS or (entry.is_file() and (
-            is_sqlite(entry) or entry.name.endswith(SIDE_FILES)))
-        if covered and not entry.name.startswith(".lanai-"):
-            entry.rename(aside / entry.name)
-    for entry in list(staged.iterdir()):
-        entry.rename(data / entry.name)
+    store), then the staged copy in: renames when lanai's home and the volume share a
+    filesystem, else a copy. The volume is the container's to write, so every step
+    acts on names in the open directory and follows no link (nofollow)."""
+    aside_fd = nofollow.make_dir_at(data_fd, aside)
+    try:
+        incoming = sorted(os.listdir(staged))
+        for name in os.listdir(data_fd):
+            if not name.startswith(".lanai-") and (name in incoming or _covered(data_fd, name)):
+                os.rename(name, name, src_dir_fd=data_fd, dst_dir_fd=aside_fd)
+        same_fs = os.stat(staged).st_dev == os.fstat(data_fd).st_dev
+        for name in incoming:
+            if same_fs:
+                os.rename(staged / name, name, dst_dir_fd=data_fd)
+            else:
+                nofollow.copy_into(staged / name, data_fd, name)
+    finally:
+        os.close(aside_fd)
 
 
-def _swap_back(data: Path, aside: Path) -> None:
-    if not aside.is_dir():
+def _covered(data_fd: int, name: str) -> bool:
+    if name in INCLUDED_DIRS:
+        return True
+    head = nofollow.read_head_at(data_fd, name, len(SQLITE_HEADER))
+    return nofollow.kind_at(data_fd, name) == stat.S_IFREG and (
+        head == SQLITE_HEADER or name.endswith(SIDE_FILES))
+
+
+def _swap_back(data_fd: int, aside: str) -> None:
+    try:
+        aside_fd = nofollow.open_dir(Path(aside), dir_fd=data_fd)
+    except OSError:
         return
-    for entry in list(aside.iterdir()):
-        target = data / entry.name
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists():
-            target.unlink()
-        entry.rename(target)
-    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        for name in os.listdir(aside_fd):
+            nofollow.remove_at(data_fd, name)
+            os.rename(name, name, src_dir_fd=aside_fd, dst_dir_fd=data_fd)
+    finally:
+        os.close(aside_fd)
 
 
 def _start(client: docker.DockerClient, rendered: Rendered, data: DataDir, image: str,

@@ -301,7 +301,15 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     if ref and ref.startswith("HEAD"):  # HEAD~1 means the followed branch's parent commit
         ref = branch + ref.removeprefix("HEAD")
     commit = engine.source.resolve(ref) if ref else engine.source.branch_head(branch)
-    rendered = engine.prepare(commit)
+    # A render of its own: the daemon may be rendering the same commit in deployments/.
+    settings.deployments_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix=".plan-", dir=settings.deployments_dir) as tmp:
+        return _plan_commit(engine, commit, Path(tmp), applied, notes, settings)
+
+
+def _plan_commit(engine: Engine, commit: str, private: Path, applied: Rendered | None,
+                 notes: list[str], settings: ServerSettings) -> dict[str, Any]:
+    rendered = engine.prepare(commit, private=private)
     result = _plan_against(engine, rendered, applied, notes)
     if rendered.models is not None:
         # On the server: the facts it recorded, and its own GPU.
@@ -351,7 +359,8 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
                      "changed")
     address = lan_ip() if state.config.https is not None else None
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address),
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,
+                             lan_ip=address),
                   gpu_runtime=gpu, salt=salt, lan_ip=address)
 
 

@@ -8,6 +8,7 @@ with self-heal on, healed within the restart limit.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -169,12 +171,13 @@ class Engine:
             return salt
 
     def server_inputs(self) -> str:
-        """A digest of what the server adds to a commit (its secrets file)."""
+        """A digest of what the server adds to a commit (its secrets file), keyed with the
+        server's salt: it is kept in state.json, and a plain one could be guessed from."""
         try:
             data = self.settings.secrets_file.read_bytes()
         except OSError:
             data = b""
-        return hashlib.sha256(data).hexdigest()[:16]
+        return hmac.new(self.hash_salt(), data, hashlib.sha256).hexdigest()[:16]
 
     def gpu_runtime(self) -> bool:
         """Whether Docker here can hand out NVIDIA GPUs (the NVIDIA Container Toolkit)."""
@@ -211,11 +214,15 @@ class Engine:
 
     # -- preparing a commit ---------------------------------------------------------
 
-    def prepare(self, commit: str) -> Rendered:
-        """Load, validate and render `commit` (cached by commit + secret values)."""
+    def prepare(self, commit: str, *, private: Path | None = None) -> Rendered:
+        """Load, validate and render `commit` (cached by commit + secret values).
+
+        With `private` (a directory of the caller's own: `lanai plan`), a commit not
+        rendered yet is rendered there and nothing under deployments/ is made or removed:
+        the daemon may be writing that very directory."""
         deployments = self.settings.deployments_dir
         deployments.mkdir(parents=True, exist_ok=True, mode=0o700)
-        scratch = deployments / f".export-{commit[:12]}-{uuid.uuid4().hex[:6]}"
+        scratch = (private or deployments) / f".export-{commit[:12]}-{uuid.uuid4().hex[:6]}"
         self.source.export(commit, scratch)
         try:
             state = desired_mod.load_state(scratch, commit)
@@ -224,11 +231,13 @@ class Engine:
             gpu_runtime = self.gpu_runtime()
             address = lan_ip() if state.config.https is not None else None
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
-                             lan_ip=address)
+                             salt=self.hash_salt(), lan_ip=address)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
                 return cached
+            if private is not None:
+                final = private / key
             discard(final)
             scratch.rename(final)
             state.root = final
@@ -394,7 +403,7 @@ class Engine:
         secrets = read_secrets(self.settings.secrets_file)
         address = lan_ip() if config.https is not None else None
         return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
-                          lan_ip=address) != applied.key
+                          salt=self.hash_salt(), lan_ip=address) != applied.key
 
     def _subject(self, commit: str | None) -> str | None:
         if not commit:

@@ -36,5 +36,7 @@ def install_hook(repo: Path, python: str, environ: dict[str, str] | None = None)
         raise ValueError(f"{path} exists and was not written by lanai; merge it by hand "
                          f"(add: {shlex.quote(python)} -m reconciler.control).")
     path.write_text(hook_script(python, env))
-    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    # Executable by all; writable by its owner only: it runs as whoever pushes.
+    mode = path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+    path.chmod(mode & ~(stat.S_IWGRP | stat.S_IWOTH))
     return path

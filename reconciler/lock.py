@@ -2,10 +2,14 @@
 
 The lock directory holds its owner's pid and boot id; a lock whose owner is
 gone (crashed, killed, or from before a reboot) is stale and is taken over.
+Taking over is itself atomic: several processes may find the same stale lock,
+so it is judged again and removed only under a short flock of its own (the
+kernel drops an flock with its process, so that guard is never stale).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -75,8 +79,7 @@ class Lock:
                         f"another reconcile is running ({who}{since}); wait for it to finish "
                         f"(`lanai status`), or remove {self.path} if that process is gone."
                     ) from None
-                self.recovered_from = owner or {}
-                shutil.rmtree(self.path, ignore_errors=True)
+                self._take_over()
                 continue
             owner_data = {"pid": os.getpid(), "host": socket.gethostname(),
                           "boot_id": _boot_id(), "purpose": self.purpose,
@@ -85,6 +88,27 @@ class Lock:
             return self
         raise LockHeld(f"could not take the lock {self.path}; remove it if no lanai process "
                        "is running.")
+
+    def _take_over(self) -> None:
+        """Remove the lock if it is (still) stale. Without the guard, two processes that
+        both found it stale could each remove it, the second removing the lock the first
+        had just made, and both would go on holding it."""
+        guard = os.open(self.path.with_name(f"{self.path.name}.takeover"),
+                        os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            owner = self.owner()
+            if not self.path.exists() or not self._stale(owner):
+                return  # another process took it over first
+            # Renamed aside first, so the lock's name is free at once and a half-done
+            # removal never leaves a lock that looks held.
+            aside = self.path.with_name(f"{self.path.name}.stale-{os.getpid()}")
+            shutil.rmtree(aside, ignore_errors=True)  # left by a killed takeover
+            os.rename(self.path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+            self.recovered_from = owner or {}
+        finally:
+            os.close(guard)  # drops the flock
 
     def release(self) -> None:
         owner = self.owner()

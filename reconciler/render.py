@@ -105,10 +105,12 @@ class Rendered:
 
 
 def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
-               gpu_runtime: bool, lan_ip: str | None = None) -> str:
+               gpu_runtime: bool, salt: bytes, lan_ip: str | None = None) -> str:
     """Changes when the commit, any secret value the state uses, the GPU runtime or (with
-    https) the server's LAN address changes."""
-    digest = hashlib.sha256(f"{commit}\0gpu={gpu_runtime}".encode())
+    https) the server's LAN address changes. Keyed with the server's salt: the key names
+    a directory, and a plain digest of a weak secret could be guessed from it."""
+    digest = hmac.new(salt or b"lanai", f"{commit}\0gpu={gpu_runtime}".encode(),
+                      hashlib.sha256)
     if config.https is not None and config.https.lan_ip:
         digest.update(f"\0lan_ip={lan_ip}".encode())
     for name in sorted(config.secret_names()):

@@ -87,7 +87,16 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for name in sorted(values):
                 handle.write(f"{name}={values[name]}\n")
+            # On disk before the rename, and the rename itself after: a crash then
+            # leaves the old file or the new one, never an empty one.
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

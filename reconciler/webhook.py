@@ -11,6 +11,7 @@ acted on, so a replayed delivery costs one fetch and nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from .errors import NotSetUp, SecretsError
 from .secrets import read_secrets
@@ -31,7 +33,9 @@ PATH = "/hooks/push"
 SECRET_NAME = "LANAI_WEBHOOK_SECRET"
 MIN_SECRET_CHARS = 16
 MAX_BODY_BYTES = 1024 * 1024
-READ_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 10.0  # per read: a client that stalls is dropped
+REQUEST_DEADLINE_S = 30.0  # per connection: one that sends a byte now and then is too
+MAX_HANDLERS = 8  # requests served at once; more are closed unanswered (forges retry)
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_HEADERS = ("X-GitHub-Event", "X-Gitea-Event", "X-Forgejo-Event")
 TRIGGER = "webhook"
@@ -134,7 +138,7 @@ class WebhookServer:
 
     def __init__(self, config: WebhookConfig, queue: Callable[[str], None]) -> None:
         handler = _handler(config.secret, queue)
-        server_class = _IPv6Server if ":" in config.host else ThreadingHTTPServer
+        server_class = _IPv6Server if ":" in config.host else _BoundedServer
         try:
             self.httpd = server_class((config.host, config.port), handler)
         except OSError as exc:
@@ -155,7 +159,44 @@ class WebhookServer:
         self.httpd.server_close()
 
 
-class _IPv6Server(ThreadingHTTPServer):
+class _BoundedServer(ThreadingHTTPServer):
+    """At most MAX_HANDLERS threads, each for at most REQUEST_DEADLINE_S: senders that are
+    slow (or many) cannot pile up threads in the daemon."""
+
+    def server_bind(self) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_HANDLERS)
+        super().server_bind()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("webhook from %s: %d requests already in progress; closed unanswered",
+                        client_address[0], MAX_HANDLERS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        # shutdown() (not close) wakes a read blocked in the handler: it sees the end.
+        cut = threading.Timer(REQUEST_DEADLINE_S, _cut, (request,))
+        cut.daemon = True
+        cut.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            cut.cancel()
+            self._slots.release()
+
+
+def _cut(request: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        request.shutdown(socket.SHUT_RDWR)
+
+
+class _IPv6Server(_BoundedServer):
     address_family = socket.AF_INET6
 
 

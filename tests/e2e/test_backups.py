@@ -154,9 +154,20 @@ def test_restore_asks_for_confirmation_without_a_terminal(family: Family):
     assert result.returncode == 2 and "--yes" in result.stderr, result.stderr
 
 
-def test_restore_puts_the_old_data_and_image_back_and_keeps_what_was_there(family: Family):
+def test_restore_puts_the_old_data_and_image_back_and_keeps_what_was_there(family: Family,
+                                                                        tmp_path: Path):
+    # A compromised Open WebUI plants links in its volume where earlier versions staged the
+    # backup and set the data aside, aimed at a directory of this host: root follows none.
+    host = tmp_path / "host-dir"
+    host.mkdir()
+    webui = family.server.containers()["open-webui"]
+    for name in (".lanai-restore-", ".lanai-replaced-"):
+        planted = webui.exec_run(["ln", "-s", str(host),
+                                  f"/app/backend/data/{name}{family.backups['upgrade']}"])
+        assert planted.exit_code == 0, planted.output
     code, result = family.server.lanai_json("restore", family.backups["upgrade"], "--yes")
     assert code == 0, result
+    assert list(host.iterdir()) == []
     assert result["image"] == OLD and result["reconcile"] == "applied", result
     assert family.server.status()["applied_commit"] == family.repo.head()
     assert family.webui_image() == OLD

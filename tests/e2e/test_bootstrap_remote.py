@@ -299,8 +299,16 @@ def test_uninstall_over_ssh_keeps_the_data_and_purge_removes_it(server: TestServ
     assert server.exec("test", "-f", "/srv/lanai/state.git/HEAD").returncode == 0
     assert server.exec("test", "-f", "/etc/lanai/secrets.env").returncode == 0
     assert server.exec("docker", "ps", "-q").stdout.split()  # the stack keeps serving
+    hook_modes = server.exec("stat", "-c", "%a", "/srv/lanai/state.git/config",
+                             "/srv/lanai/state.git/hooks/post-receive").stdout.split()
+    assert hook_modes == ["644", "755"], hook_modes  # the lanai group pushes, cannot edit
     purged = bootstrap(server, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
+    # What bootstrap granted is taken back; what it leaves is said.
+    assert server.exec("id", "-nG", "admin").stdout.split().count("docker") == 0
+    assert server.exec("getent", "group", "lanai").returncode != 0
+    assert "/srv/lanai" not in server.exec("sh", "-c", "cat /etc/gitconfig || true").stdout
+    assert "left on purpose: Docker itself and its images" in purged.stdout
     assert server.exec("sh", "-c", "ls -d /etc/lanai /srv/lanai/state.git /var/lib/lanai "
                        "2>/dev/null || true").stdout.strip() == ""
     assert server.exec("docker", "ps", "-aq").stdout.split() == []

@@ -324,3 +324,115 @@ def test_backups_schedule_is_a_daily_time():
     for bad in ("3:30", "24:00", "daily", "03:60"):
         with pytest.raises(ValidationError, match="HH:MM"):
             Backups(schedule=bad)
+
+
+# -- a restore never follows a link the container planted in its volume -----------------
+
+
+class _Container:
+    """Stands in for Docker's container object: the volume is a real directory here."""
+
+    def __init__(self, data: Path) -> None:
+        self.attrs = {"Mounts": [{"Destination": "/app/backend/data", "Source": str(data)}],
+                      "Config": {"Image": ABOUT["image"]}, "Image": "sha256:1"}
+        self.labels: dict[str, str] = {}
+        self.running = True
+
+    def stop(self, timeout: int = 0) -> None:
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+
+
+class _Client:
+    def __init__(self, container: _Container) -> None:
+        self.containers = self
+        self.container = container
+
+    def list(self, **_: object) -> list[_Container]:
+        return [self.container]
+
+
+def _restore_setup(tmp_path: Path):
+    from types import SimpleNamespace
+
+    from reconciler.settings import ServerSettings
+
+    home = tmp_path / "var-lib-lanai"
+    home.mkdir()
+    data = make_webui_data(tmp_path, users=3, chats=4)
+    settings = ServerSettings(home=home, repo=None, branch=None,
+                              secrets_file=home / "secrets.env",
+                              config_file=home / "server.yaml", deploy_key=home / "key")
+    backup = archive_data(Store(settings.backups_dir), data, kind="manual", reason="test",
+                          progress=lambda _: None, about=ABOUT)
+    # Open WebUI goes on writing: one more user that the restore takes away again.
+    db = sqlite3.connect(data / "webui.db")
+    db.execute("INSERT INTO \"user\" VALUES ('late', 'late@example.invalid')")
+    db.commit()
+    db.close()
+    rendered = SimpleNamespace(
+        project="lanai", commit="c0ffee", directory=tmp_path,
+        config=SimpleNamespace(backups=SimpleNamespace(service="open-webui",
+                                                       data_path="/app/backend/data")))
+    return settings, data, backup, _Client(_Container(data)), rendered
+
+
+def test_a_restore_does_not_write_through_links_planted_in_the_volume(tmp_path: Path):
+    from reconciler.backup_run import restore
+
+    settings, data, backup, client, rendered = _restore_setup(tmp_path)
+    host = tmp_path / "host-etc"  # what a compromised container would aim root's writes at
+    host.mkdir()
+    (host / "passwd").write_text("root:x:0:0\n")
+    # Links where earlier versions staged the backup and set the data aside.
+    for name in (f".lanai-restore-{backup.id}", f".lanai-replaced-{backup.id}"):
+        (data / name).symlink_to(host)
+
+    result = restore(settings, client, rendered, backup, progress=lambda _: None, start=False)
+
+    assert result["restored"] == backup.id
+    assert sorted(p.name for p in host.iterdir()) == ["passwd"]
+    assert (host / "passwd").read_text() == "root:x:0:0\n"
+    assert (data / "webui.db").is_file() and not (data / "webui.db").is_symlink()
+    assert check_database(data / "webui.db")["counts"] == {"users": 3, "chats": 4}
+    assert (data / "uploads" / "recipe.pdf").read_bytes() == b"%PDF-1.4 soup" * 100
+    assert not (data / f".lanai-replaced-{backup.id}").exists()
+    staging = settings.home / "restore"
+    assert staging.stat().st_mode & 0o777 == 0o700 and list(staging.iterdir()) == []
+
+
+def test_a_restore_refuses_a_volume_that_is_itself_a_link(tmp_path: Path):
+    from reconciler.backup_run import restore
+
+    settings, data, backup, client, rendered = _restore_setup(tmp_path)
+    moved = data.rename(tmp_path / "elsewhere")
+    data.symlink_to(moved)
+    before = check_database(moved / "webui.db")["counts"]
+    with pytest.raises(BackupError, match="not a plain directory"):
+        restore(settings, client, rendered, backup, progress=lambda _: None, start=False)
+    assert check_database(moved / "webui.db")["counts"] == before
+    assert client.container.running
+
+
+def test_copying_into_the_volume_refuses_rather_than_writes_through_a_link(tmp_path: Path):
+    from reconciler import nofollow
+
+    source = tmp_path / "staged"
+    (source / "uploads").mkdir(parents=True)
+    (source / "uploads" / "a.txt").write_text("restored")
+    volume, host = tmp_path / "volume", tmp_path / "host"
+    volume.mkdir()
+    host.mkdir()
+    fd = nofollow.open_dir(volume)
+    try:
+        nofollow.copy_into(source / "uploads", fd, "uploads")
+        assert (volume / "uploads" / "a.txt").read_text() == "restored"
+        (volume / "b.txt").symlink_to(host / "b.txt")
+        (source / "b.txt").write_text("restored")
+        with pytest.raises(FileExistsError):
+            nofollow.copy_into(source / "b.txt", fd, "b.txt")
+        assert list(host.iterdir()) == []
+    finally:
+        os.close(fd)

@@ -160,6 +160,30 @@ def test_an_unreachable_remote_target_fails_cleanly_with_exit_15(env: dict[str, 
     assert not root.exists()
 
 
+@pytest.mark.parametrize("made", ["", "/", "/tmp", "/tmp/lanai-bootstrap.", "~", "/home/admin",
+                                  "/tmp/lanai-bootstrap.ab12CD /",
+                                  "/tmp/lanai-bootstrap.a;rm -rf ~"])
+def test_the_remote_temporary_directory_is_removed_only_when_mktemp_made_it(
+        made: str, tmp_path: Path) -> None:
+    """A stand-in ssh logs what the server would run; mktemp there answers `made`."""
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n'
+                    'case "$*" in *mktemp*) printf "%s\\n" "$FAKE_MKTEMP" ;; esac\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "FAKE_MKTEMP": made}
+    snippet = f'SSH=("{fake}"); TARGET=admin@server; trap remote_cleanup EXIT; remote_upload'
+    result = sourced(snippet, env)
+    assert result.returncode == 15 and "mktemp on admin@server answered" in result.stderr, \
+        result.stderr
+    commands = log.read_text().splitlines()
+    assert not any("rm " in c or "tar " in c for c in commands), commands
+    good = sourced(f'SSH=("{fake}"); TARGET=admin@server; REMOTE_TMP=/tmp/lanai-bootstrap.Ab12Cd; '
+                   "remote_cleanup", env)
+    assert good.returncode == 0
+    assert "admin@server rm -rf -- /tmp/lanai-bootstrap.Ab12Cd" in log.read_text().splitlines()
+
+
 def test_a_remote_target_that_is_not_a_host_name_is_a_usage_error(env: dict[str, str]) -> None:
     result = run(["admin@gpu box;rm"], env)
     assert result.returncode == 2
@@ -396,6 +420,51 @@ def test_state_repo_is_seeded_from_the_example_with_a_hook(
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
     assert (clone / "lanai.yaml").read_text() == \
         (REPO_ROOT / "desired-state" / "lanai.yaml").read_text()
+
+
+STUB = """#!/bin/sh
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+case "$(basename "$0") $*" in
+  "getent group docker") echo docker:x:999: ;;
+  "getent group lanai") [ -f "$STUB_LOG.lanai" ] && echo lanai:x:998: || exit 2 ;;
+  "groupadd --system lanai") touch "$STUB_LOG.lanai" ;;
+  "groupdel lanai") rm -f "$STUB_LOG.lanai" ;;
+  "id -nG alice") echo alice ;;
+esac
+"""
+
+
+def test_the_git_user_may_push_but_not_change_the_hook_and_purge_takes_every_grant_back(
+        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
+    """groupadd, usermod, gpasswd, groupdel, getent, id and chgrp are stand-ins that log
+    (this machine's users stay as they are); git's system config is a file here."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("groupadd", "groupdel", "usermod", "gpasswd", "getent", "id", "chgrp"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    log, gitconfig = tmp_path / "calls.log", tmp_path / "gitconfig"
+    repo = root / "srv" / "lanai" / "state.git"
+    assert sourced("step_state_repo", env).returncode == 0
+    env = {**env, "PATH": f"{stubs}:{env['PATH']}", "STUB_LOG": str(log),
+           "GIT_CONFIG_SYSTEM": str(gitconfig)}
+    granted = sourced("GIT_USER=alice; grant_git_user", env)
+    assert granted.returncode == 0, granted.stderr
+    for path in (repo / "config", repo / "hooks", repo / "hooks" / "post-receive"):
+        assert not path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
+    assert (repo / "refs" / "heads").stat().st_mode & stat.S_IWGRP  # pushes still work
+    assert repo.stat().st_mode & stat.S_ISVTX  # config and hooks/ cannot be renamed away
+    assert str(repo) in gitconfig.read_text()
+    calls = log.read_text()
+    assert "usermod -aG lanai alice" in calls and "usermod -aG docker alice" in calls
+
+    purged = sourced("revoke_grants", env)
+    assert purged.returncode == 0, purged.stderr
+    calls = log.read_text()
+    for call in ("gpasswd -d alice docker", "gpasswd -d alice lanai", "groupdel lanai"):
+        assert call in calls, calls
+    assert str(repo) not in gitconfig.read_text()
+    assert "took alice out of the docker group" in purged.stdout
 
 
 def test_a_state_repo_path_that_is_not_a_repo_is_refused(env: dict[str, str], root: Path,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +137,54 @@ def test_old_lock_with_a_corrupt_owner_file_is_stale(path: Path) -> None:
     old = time.time() - 60
     os.utime(path, (old, old))
     assert Lock(path).acquire().recovered_from == {}
+
+
+def _contender(path: str, start, done, wins, rounds: int) -> None:
+    """One process: at each round, all start together and try to take the same stale lock."""
+    for _ in range(rounds):
+        try:
+            start.wait()
+        except threading.BrokenBarrierError:
+            return
+        won = False
+        try:
+            Lock(Path(path)).acquire()
+            won = True
+        except LockHeld:
+            pass
+        wins.put(won)
+        try:
+            done.wait()  # the winner holds the lock until every contender has tried
+        except threading.BrokenBarrierError:
+            return
+
+
+def test_processes_that_all_find_a_stale_lock_cannot_all_take_it(path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    contenders, rounds = 6, 25
+    start, done = ctx.Barrier(contenders + 1), ctx.Barrier(contenders + 1)
+    wins = ctx.Queue()
+    procs = [ctx.Process(target=_contender, args=(str(path), start, done, wins, rounds))
+             for _ in range(contenders)]
+    for proc in procs:
+        proc.start()
+    try:
+        for round_ in range(rounds):
+            path.mkdir(parents=True, exist_ok=True)
+            (path / OWNER_FILE).write_text(json.dumps({
+                "pid": 1, "host": socket.gethostname(), "boot_id": "an-earlier-boot"}))
+            start.wait(timeout=60)
+            results = [wins.get(timeout=60) for _ in range(contenders)]
+            assert results.count(True) == 1, f"round {round_}: {results.count(True)} owners"
+            done.wait(timeout=60)
+            shutil.rmtree(path)
+    finally:
+        start.abort()
+        done.abort()
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    assert sorted(p.name for p in path.parent.iterdir() if "stale" in p.name) == []

@@ -34,6 +34,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "unit-test-secret-4f1c9a"
 ADMIN_PASSWORD = "unit-test-admin-7d2e"
 SECRETS = {"WEBUI_SECRET_KEY": SECRET, "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD}
+SALT = b"this-servers-salt"
 
 
 def _compose_available() -> bool:
@@ -66,7 +67,7 @@ def do_render(directory: Path, *, secrets: dict[str, str] | None = None,
               gpu_runtime: bool = False, commit: str = COMMIT) -> Rendered:
     state = load_state(directory, commit)
     secrets = SECRETS if secrets is None else secrets
-    key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime)
+    key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime, salt=SALT)
     return render(state, secrets, directory, commit, key, gpu_runtime=gpu_runtime)
 
 
@@ -301,14 +302,33 @@ def test_hash_covers_the_content_of_mounted_repo_files(tmp_path: Path) -> None:
 
 def test_render_key() -> None:
     config = load_state(EXAMPLE_STATE).config
-    key = render_key(COMMIT, config, SECRETS, gpu_runtime=False)
+
+    def key_of(commit: str = COMMIT, secrets: dict[str, str] = SECRETS, gpu: bool = False,
+               salt: bytes = SALT) -> str:
+        return render_key(commit, config, secrets, gpu_runtime=gpu, salt=salt)
+
+    key = key_of()
     assert key.startswith(COMMIT[:12] + "-") and len(key) == 21
-    assert key == render_key(COMMIT, config, dict(SECRETS), gpu_runtime=False)
-    assert key != render_key(COMMIT, config, {"WEBUI_SECRET_KEY": "other"}, gpu_runtime=False)
-    assert key != render_key(COMMIT, config, SECRETS, gpu_runtime=True)
-    assert key != render_key("f" * 40, config, SECRETS, gpu_runtime=False)
+    assert key == key_of(secrets=dict(SECRETS))
+    assert key != key_of(secrets={"WEBUI_SECRET_KEY": "other"})
+    assert key != key_of(gpu=True)
+    assert key != key_of("f" * 40)
     # A secret the state does not use changes nothing.
-    assert key == render_key(COMMIT, config, {**SECRETS, "UNUSED": "x"}, gpu_runtime=False)
+    assert key == key_of(secrets={**SECRETS, "UNUSED": "x"})
+
+
+def test_the_render_key_of_a_secret_cannot_be_guessed_without_the_servers_salt() -> None:
+    """The key names a directory anyone may list: a plain digest of the commit and a weak
+    secret could be matched against guesses."""
+    import hashlib
+
+    config = load_state(EXAMPLE_STATE).config
+    key = render_key(COMMIT, config, SECRETS, gpu_runtime=False, salt=SALT)
+    assert key != render_key(COMMIT, config, SECRETS, gpu_runtime=False, salt=b"another")
+    plain = hashlib.sha256(f"{COMMIT}\0gpu=False".encode())
+    for name in sorted(config.secret_names()):
+        plain.update(f"\0{name}={SECRETS.get(name, '')}".encode())
+    assert key != f"{COMMIT[:12]}-{plain.hexdigest()[:8]}"
 
 
 # ---------------------------------------------------------------- compose says no

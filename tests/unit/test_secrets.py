@@ -165,3 +165,28 @@ def test_write_then_read_round_trips(tmp_path: Path, value: str) -> None:
     path = tmp_path / "secrets.env"
     write_secret(path, "A", value)
     assert read_secrets(path) == {"A": value}
+
+
+def test_the_file_is_on_disk_before_its_rename_and_the_rename_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order of the system calls: fsync(file with the new values), rename, fsync(dir)."""
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        content = Path(target).read_text() if Path(target).is_file() else "<dir>"
+        calls.append(("fsync", f"{Path(target).name}:{content}"))
+        real_fsync(fd)
+
+    def replace(src: str, dst: Path) -> None:
+        calls.append(("rename", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = tmp_path / "secrets.env"
+    write_secret(path, "TOKEN", "s3cret")
+    assert [c[0] for c in calls] == ["fsync", "rename", "fsync"], calls
+    assert calls[0][1].startswith(".secrets.env.") and calls[0][1].endswith(":TOKEN=s3cret\n")
+    assert calls[2][1] == f"{tmp_path.name}:<dir>"

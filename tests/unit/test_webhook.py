@@ -8,12 +8,15 @@ import hmac
 import json
 import logging
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from reconciler import webhook as webhook_mod
 from reconciler.errors import ExitCode, NotSetUp, SecretsError
 from reconciler.settings import load_settings
 from reconciler.webhook import (
@@ -313,3 +316,82 @@ def test_log_names_the_sender_and_outcome_never_the_secret_or_signature(
     for value in (SECRET.decode(), good["X-Hub-Signature-256"], bad["X-Hub-Signature-256"],
                   good["X-Hub-Signature-256"].removeprefix("sha256=")[:16]):
         assert value not in text
+
+
+# -- slow and many senders ------------------------------------------------------------------
+
+def _slow_sender(port: int, stop: threading.Event) -> socket.socket:
+    """A connection that sends its headers one byte at a time, each well within the
+    per-read timeout, until the server closes it or `stop` is set."""
+    conn = socket.create_connection(("127.0.0.1", port))
+
+    def drip() -> None:
+        request = f"POST {PATH} HTTP/1.1\r\nHost: x\r\n" + "X-Slow: " + "a" * 10_000
+        for char in request:
+            if stop.wait(0.05):  # the pace of the attack itself, not a wait for a result
+                return
+            try:
+                conn.send(char.encode())
+            except OSError:
+                return  # the server cut the connection
+
+    threading.Thread(target=drip, daemon=True).start()
+    return conn
+
+
+def _closed_by_server(conn: socket.socket, timeout: float) -> bool:
+    conn.settimeout(timeout)
+    try:
+        return conn.recv(1024) == b""  # unanswered: closed without a reply
+    except (TimeoutError, ConnectionResetError) as exc:
+        return isinstance(exc, ConnectionResetError)
+
+
+def test_a_sender_that_trickles_bytes_is_cut_at_the_request_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhook_mod, "REQUEST_DEADLINE_S", 1.0)
+    server = WebhookServer(WebhookConfig("127.0.0.1", 0, SECRET), [].append).start()
+    stop = threading.Event()
+    try:
+        conn = _slow_sender(server.httpd.server_address[1], stop)
+        # Each byte comes within READ_TIMEOUT_S (10 s): only the deadline ends it.
+        assert _closed_by_server(conn, timeout=8), "the slow sender still holds its thread"
+    finally:
+        stop.set()
+        server.stop()
+
+
+def test_no_more_than_max_handlers_requests_are_served_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhook_mod, "MAX_HANDLERS", 3)
+    monkeypatch.setattr(webhook_mod, "REQUEST_DEADLINE_S", 60.0)
+    queued: list[str] = []
+    server = WebhookServer(WebhookConfig("127.0.0.1", 0, SECRET), queued.append).start()
+    port = server.httpd.server_address[1]
+    stop = threading.Event()
+    try:
+        holders = [_slow_sender(port, stop) for _ in range(3)]
+        # The next connection is closed unanswered while three are in progress.
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.sendall(f"GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert _closed_by_server(extra, timeout=10)
+        stop.set()
+        for conn in holders:
+            conn.close()
+        body = b'{"ref": "refs/heads/main"}'
+
+        def accepted() -> bool:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}{PATH}", content=body,
+                                   headers=push_headers(body), timeout=10)
+            except httpx.TransportError:
+                return False
+            return reply.status_code == 202
+
+        deadline = time.monotonic() + 20
+        while not accepted():  # the slots come back as the holders' threads end
+            assert time.monotonic() < deadline, "the webhook did not serve again"
+        assert queued
+    finally:
+        stop.set()
+        server.stop()
