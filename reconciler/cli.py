@@ -31,6 +31,7 @@ from . import (
     models_lock,
     models_state,
     models_views,
+    tool_versions,
     views,
 )
 from . import desired as desired_mod
@@ -186,7 +187,21 @@ def run(log_level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings()
     settings.require_repo()
+    check_tools()
     Daemon(settings).run()
+
+
+def check_tools() -> None:
+    """Refuse to start on a Compose or Engine older than lanai's floor (README
+    "Requirements"): every deploy would fail on the files lanai generates. An engine that
+    is not up yet is checked by the first reconcile's own errors instead."""
+    tool_versions.check_compose(tool_versions.compose_version())
+    try:
+        found = facts_mod.engine_version(facts_mod.connect(timeout=10))
+    except DockerError:
+        return
+    if found is not None:
+        tool_versions.check_engine(found[0])
 
 
 @main.command()

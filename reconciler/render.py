@@ -12,16 +12,17 @@ import hashlib
 import hmac
 import json
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import compose
+from . import compose, tool_versions
 from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from .desired import DesiredState, inside, ollama_service
-from .errors import StateError
+from .errors import DockerError, LanaiError, StateError
 from .models_schema import ModelsConfig
 from .schema import LanaiConfig
 from .secrets import write_compose_env_file
@@ -164,9 +165,7 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     project = compose.Project(config.project, directory, config.compose_file)
     result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
     if result.returncode != 0:
-        raise StateError(f"{config.compose_file} is rejected by docker compose: "
-                         f"{compose.error_text(result)}; fix it in the state repo and push "
-                         "again.")
+        raise config_error(project, result, timeout)
     normalized = json.loads(result.stdout)
     services: dict[str, ServiceSpec] = {}
     for name, spec in (normalized.get("services") or {}).items():
@@ -196,6 +195,37 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")
     return rendered
+
+
+def config_error(project: compose.Project, result: subprocess.CompletedProcess[str],
+                 timeout: float) -> LanaiError:
+    """Whose file compose rejected: the user's compose file (checked alone), or the
+    override lanai generated, which is never the state repo's to fix."""
+    alone = compose.run(project.config_cmd(override=False), cwd=project.directory,
+                        timeout=timeout)
+    if alone.returncode != 0:
+        return StateError(f"{project.compose_file} is rejected by docker compose: "
+                          f"{compose.error_text(alone)}; fix it in the state repo and push "
+                          "again.")
+    return override_rejected(compose.error_text(result), _compose_version())
+
+
+def override_rejected(error: str, version: str | None) -> DockerError:
+    found = f"Docker Compose {version}" if version else "Docker Compose"
+    if version and not tool_versions.at_least(version, tool_versions.MIN_COMPOSE):
+        return DockerError(f"{found} rejects the file lanai generated ({error}) because lanai "
+                           f"needs Compose {tool_versions.MIN_COMPOSE} or newer; "
+                           f"{tool_versions.upgrade_hint()}.")
+    return DockerError(f"{found} rejects the file lanai generated ({error}), which is a bug "
+                       "in lanai, not in your state repo; report it with this message, and "
+                       "try a newer Compose meanwhile.")
+
+
+def _compose_version() -> str | None:
+    try:
+        return tool_versions.compose_version()
+    except DockerError:
+        return None
 
 
 def _secrets_digest(names: list[str], secrets: dict[str, str], salt: bytes) -> str:
