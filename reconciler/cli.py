@@ -365,9 +365,11 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
         notes.append("cannot read this server's hash key; services with secrets may show as "
                      "changed")
     address = lan_ip() if state.config.https is not None else None
+    fast = engine.start_interval()
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address),
-                  gpu_runtime=gpu, salt=salt, lan_ip=address)
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address,
+                             start_interval=fast),
+                  gpu_runtime=gpu, salt=salt, lan_ip=address, start_interval=fast)
 
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any
 
 SOCKET_TIMEOUT_S = 5
+# A push waits this long for its reconcile's result, so `git push` ends when the server is
+# Synced; a longer deploy (an image pull) goes on and `lanai status` shows it.
+PUSH_WAIT_S = 30
 
 
-def poke(socket_path: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+def poke(socket_path: Path, request: dict[str, Any],
+         timeout: float = SOCKET_TIMEOUT_S) -> dict[str, Any] | None:
     """Ask a running daemon; None when no daemon listens."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
-            conn.settimeout(SOCKET_TIMEOUT_S)
+            conn.settimeout(timeout)
             conn.connect(str(socket_path))
             conn.sendall((json.dumps(request) + "\n").encode())
             data = b""
@@ -44,14 +48,26 @@ def main() -> int:
         print(f"lanai: cannot read the server's configuration ({exc}); the push is stored, "
               "deploy it with `lanai reconcile` on the server.")
         return 0
-    reply = poke(settings.socket_path, {"command": "reconcile", "trigger": "push"})
-    if reply and reply.get("ok"):
+    reply = poke(settings.socket_path,
+                 {"command": "reconcile", "trigger": "push", "wait_s": PUSH_WAIT_S},
+                 timeout=PUSH_WAIT_S + SOCKET_TIMEOUT_S)
+    if reply and reply.get("done"):
+        print(result_line(reply))
+    elif reply and reply.get("ok"):
         print("lanai: deploying; `lanai status` or `lanai history` on the server shows the "
               "result.")
     else:
         print("lanai: the reconciler daemon is not running, so this push is not deployed "
               "yet; on the server run `lanai reconcile` (or `systemctl start lanai`).")
     return 0
+
+
+def result_line(reply: dict[str, Any]) -> str:
+    """What the push prints: the sync status and the commit, or the failure's sentence."""
+    commit = str(reply.get("applied_commit") or reply.get("commit") or "?")[:12]
+    if reply.get("error"):
+        return f"lanai: {reply.get('sync') or 'Failed'}: {reply['error']}"
+    return f"lanai: {reply.get('sync') or 'Synced'} at {commit} ({reply.get('status')})"
 
 
 if __name__ == "__main__":

@@ -44,12 +44,15 @@ def version(request: pytest.FixtureRequest, tmp_path: Path,
     return str(request.param)
 
 
-def do_render(tmp_path: Path, secrets: dict[str, str], *, gpu_runtime: bool = False) -> Rendered:
+def do_render(tmp_path: Path, secrets: dict[str, str], *, gpu_runtime: bool = False,
+              start_interval: bool = False) -> Rendered:
     directory = tmp_path / "d"
     shutil.copytree(EXAMPLE_STATE, directory)
     state = load_state(directory, COMMIT)
-    key = render_key(COMMIT, state.config, secrets, gpu_runtime=gpu_runtime)
-    return render(state, secrets, directory, COMMIT, key, gpu_runtime=gpu_runtime)
+    key = render_key(COMMIT, state.config, secrets, gpu_runtime=gpu_runtime,
+                     start_interval=start_interval)
+    return render(state, secrets, directory, COMMIT, key, gpu_runtime=gpu_runtime,
+                  start_interval=start_interval)
 
 
 def environment(rendered: Rendered, service: str) -> dict[str, str]:
@@ -69,6 +72,16 @@ def test_every_version_reads_the_generated_files(version: str, tmp_path: Path) -
     assert not ((rendered.services["ollama"].config.get("deploy") or {}).get("resources", {})
                 .get("reservations") or {}).get("devices")
     assert rendered.services["ollama"].config["labels"][LABEL_MANAGED] == "true"
+
+
+def test_every_version_reads_the_start_interval_override(version: str, tmp_path: Path) -> None:
+    """Added only on an engine with API 1.44 (Compose refuses it against older engines at
+    `up`), but `config` of every supported Compose must read it."""
+    rendered = do_render(tmp_path, AWKWARD, start_interval=True)
+    for name in ("ollama", "open-webui", "proxy"):
+        check = rendered.services[name].config["healthcheck"]
+        assert check["start_interval"] == "1s", (name, check)
+        assert check["start_period"], (name, check)
 
 
 def test_the_old_format_raw_override_is_lanais_fault_not_the_repos(tmp_path: Path,

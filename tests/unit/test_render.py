@@ -23,6 +23,7 @@ from reconciler.render import (
     SECRETS_DIR,
     Rendered,
     cpu_only_services,
+    fast_start_services,
     gpu_services,
     load_rendered,
     render,
@@ -176,6 +177,31 @@ def test_gpu_services_and_cpu_only(state_dir: Path) -> None:
     assert gpu_services({"services": {"a": {"image": "x:1"}, "b": None}}) == []
     assert gpu_services({"services": {"a": {"deploy": {"resources": {"reservations": {
         "devices": [{"capabilities": ["gpu"]}]}}}}}}) == ["a"]
+
+
+def test_start_interval_only_where_the_engine_has_it(d1: Path, cpu: Rendered) -> None:
+    state = load_state(d1, COMMIT)
+    key = render_key(COMMIT, state.config, SECRETS, gpu_runtime=False, start_interval=True)
+    assert key != cpu.key  # a server whose engine gains it renders again
+    rendered = render(state, SECRETS, d1, COMMIT, key, gpu_runtime=False, start_interval=True)
+    services = override(d1)["services"]
+    # The example's own start_period is kept; the proxy has none, so it gets one interval.
+    assert services["ollama"]["healthcheck"] == {"start_interval": "1s"}
+    assert services["proxy"]["healthcheck"] == {"start_interval": "1s", "start_period": "2s"}
+    webui = rendered.services["open-webui"].config["healthcheck"]
+    assert webui["start_interval"] == "1s" and webui["interval"] == "10s"
+    # Without it (engines before 25) the override has no healthcheck at all.
+    assert all("healthcheck" not in entry for entry in override(cpu.directory)["services"]
+               .values())
+
+
+def test_fast_start_services_skips_disabled_and_own_start_interval() -> None:
+    doc = {"services": {"a": {"healthcheck": {"test": ["CMD", "true"]}},
+                        "b": {"healthcheck": {"disable": True}},
+                        "c": {"healthcheck": {"test": ["CMD", "true"], "start_interval": "2s"}},
+                        "d": {"image": "x"}, "e": None,
+                        "f": {"healthcheck": {"test": ["NONE"]}}}}
+    assert fast_start_services(doc) == ["a"]
 
 
 # ---------------------------------------------------------------- secrets
