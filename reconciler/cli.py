@@ -629,7 +629,7 @@ def hook_install(repo: Path) -> None:
     """Install the post-receive hook into the bare state repo REPO on this server."""
     try:
         # The interpreter lanai runs in: the hook needs the package, not the console script.
-        path = install_hook(repo.resolve(), sys.executable)
+        path = install_hook(repo.resolve(), sys.executable, _settings().socket_path)
     except ValueError as exc:
         _fail(LanaiError(str(exc), exit_code=ExitCode.INVALID))
         return

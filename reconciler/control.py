@@ -38,17 +38,23 @@ def poke(socket_path: Path, request: dict[str, Any],
         return None
 
 
-def main() -> int:
-    """The post-receive hook: queue a reconcile; never fail the push."""
-    from .settings import load_settings
+def main(argv: list[str]) -> int:
+    """The post-receive hook: queue a reconcile, print its result; never fail the push.
 
-    try:
-        settings = load_settings()
-    except Exception as exc:  # a push must not fail because of the server's config
-        print(f"lanai: cannot read the server's configuration ({exc}); the push is stored, "
-              "deploy it with `lanai reconcile` on the server.")
-        return 0
-    reply = poke(settings.socket_path,
+    `--socket PATH` (what the hook written by hooks.py passes) needs no import beyond the
+    standard library; without it the socket comes from the server's settings."""
+    if len(argv) == 2 and argv[0] == "--socket":
+        socket_path = Path(argv[1])
+    else:
+        try:
+            from reconciler.settings import load_settings
+
+            socket_path = load_settings().socket_path
+        except Exception as exc:  # a push must not fail because of the server's config
+            print(f"lanai: cannot read the server's configuration ({exc}); the push is "
+                  "stored, deploy it with `lanai reconcile` on the server.")
+            return 0
+    reply = poke(socket_path,
                  {"command": "reconcile", "trigger": "push", "wait_s": PUSH_WAIT_S},
                  timeout=PUSH_WAIT_S + SOCKET_TIMEOUT_S)
     if reply and reply.get("done"):
@@ -71,4 +77,4 @@ def result_line(reply: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
