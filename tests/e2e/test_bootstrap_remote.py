@@ -142,7 +142,10 @@ def test_a_push_from_a_laptop_clone_deploys(server: TestServer, tmp_path: Path):
     pushed = subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=clone,
                             env=env, capture_output=True, text=True, timeout=60)
     assert pushed.returncode == 0, pushed.stderr
-    assert "lanai: deploying" in pushed.stderr  # the hook reached the daemon's socket
+    # The hook reached the daemon's socket and waited for this commit's deploy (up to
+    # PUSH_WAIT_S; a slower one says it is still deploying).
+    assert (f"lanai: Synced at {head[:12]} (applied)" in pushed.stderr
+            or "lanai: deploying" in pushed.stderr), pushed.stderr
 
     def applied() -> bool:
         out = server.ssh("sudo", "-n", "lanai", "status", "--json").stdout

@@ -30,7 +30,8 @@ def test_a_plan_never_touches_the_render_the_daemon_is_writing(tmp_path: Path) -
                               config_file=home / "server.yaml", deploy_key=home / "key")
     for name in ("WEBUI_SECRET_KEY", "WEBUI_ADMIN_PASSWORD"):
         write_secret(settings.secrets_file, name, f"{name.lower()}-0123456789")
-    no_gpu = SimpleNamespace(info=lambda: {"Runtimes": {}})
+    no_gpu = SimpleNamespace(info=lambda: {"Runtimes": {}},
+                             version=lambda: {"Version": "20.10.24", "ApiVersion": "1.41"})
     daemon = Engine(settings, client_factory=lambda: no_gpu)
     daemon.source.fetch()
     done = daemon.prepare(commit)  # what the daemon renders, to learn the directory's name
