@@ -104,6 +104,14 @@ def knowledge_documents(root: Path, webui: WebUIConfig, located: yamlpos.Located
     if not webui.knowledge:
         return {}
     files = repo_files(root)
+    for name in files:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a name os.walk kept as undecodable bytes
+            problems.append(Problem(WEBUI_FILE, ("knowledge",), None,
+                                    f"the file name {name.encode('utf-8', 'replace').decode()!r} "
+                                    "in the state repo is not UTF-8; rename it"))
+    files = [f for f in files if f.isprintable() and _utf8(f)]
     out: dict[str, list[Doc]] = {}
     for index, base in enumerate(webui.knowledge):
         docs, empty = documents(root, base, files)
@@ -115,6 +123,14 @@ def knowledge_documents(root: Path, webui: WebUIConfig, located: yamlpos.Located
                                     "links are not followed, and * does not match a leading "
                                     "dot); fix the pattern or commit the files"))
     return out
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_presets(webui: WebUIConfig, located: yamlpos.Located,
