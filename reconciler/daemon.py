@@ -28,8 +28,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import notify_send
 from .control import SOCKET_TIMEOUT_S
-from .engine import Engine, Outcome
-from .errors import LanaiError, LockHeld
+from .engine import Engine, Outcome, unexpected
+from .errors import ExitCode, LanaiError, LockHeld
 from .facts import LABEL_PROJECT
 from .notify import Notice
 from .record import parse_iso
@@ -93,8 +93,10 @@ class Daemon:
             log.error("reconcile (%s) failed: %s", trigger, exc.message)
             self._tell(Outcome("failed", error=exc.message, exit_code=int(exc.exit_code)))
             return
-        except Exception:  # the daemon must outlive any one bad reconcile
+        except Exception as exc:  # the daemon must outlive any one bad reconcile
             log.exception("reconcile (%s) crashed", trigger)
+            self._tell(Outcome("failed", error=unexpected("reconciling", exc),
+                               exit_code=int(ExitCode.APPLY_FAILED)))
             return
         self.last_outcome = outcome
         self._log(outcome, trigger, time.monotonic() - started)
