@@ -387,7 +387,7 @@ class Engine:
             or (outcome.status == "drift" and outcome.drift != previous_drift) \
             or (outcome.status == "source-error" and previous_source_error is None) \
             or (previous_source_error is not None and source_error is None) \
-            or bool(outcome.models.get("actions")) or bool(outcome.webui.get("actions")) \
+            or bool(outcome.models.get("actions")) or _any_done(outcome.webui) \
             or self._models_summary() != previous_models or state.problems != previous_problems
         if interesting:
             append_history(self.settings.history_file,
@@ -800,6 +800,12 @@ def unexpected(what: str, exc: Exception) -> str:
         f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
     return (f"lanai failed while {what} ({detail}); the full error is in the daemon's log "
             "(`journalctl -u lanai`); lanai tries again (or `lanai reconcile --retry`).")
+
+
+def _any_done(part: dict[str, Any]) -> bool:
+    """Whether a part changed something; a failure repeated each poll is recorded once, when
+    the part's error (state.problems) changes."""
+    return any(a.get("result") == "ok" for a in part.get("actions") or [])
 
 
 def _part(state: State, part: str, errors: list[str]) -> None:

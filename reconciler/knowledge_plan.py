@@ -31,6 +31,9 @@ class Doc:
     sha256: str
 
 
+PATH_KEY = "lanai_path"  # in an uploaded file's meta.data: its path in the state repo
+
+
 @dataclass(frozen=True)
 class Held:
     """A file in Open WebUI's knowledge base."""
@@ -40,10 +43,16 @@ class Held:
     sha256: str | None  # meta.file_hash: the SHA-256 of the bytes uploaded
 
     @classmethod
-    def from_api(cls, record: dict[str, Any]) -> Held:
+    def from_api(cls, record: dict[str, Any], recorded: dict[str, str]) -> Held:
+        """`record`: Open WebUI's file object. Its name is the repo path lanai sent in
+        meta.data (Open WebUI keeps only the base name as filename); for a file uploaded
+        without it, the path `recorded` (file id -> path, lanai's record) gives it."""
         meta = record.get("meta") or {}
-        return cls(str(record.get("id")), str(record.get("filename") or meta.get("name") or ""),
-                   meta.get("file_hash"))
+        sent = (meta.get("data") or {}) if isinstance(meta.get("data"), dict) else {}
+        file_id = str(record.get("id"))
+        name = sent.get(PATH_KEY) or recorded.get(file_id) or record.get("filename") \
+            or meta.get("name") or ""
+        return cls(file_id, str(name), meta.get("file_hash"))
 
 
 @dataclass(frozen=True)

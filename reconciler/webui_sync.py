@@ -26,6 +26,7 @@ import docker
 
 from . import webui_plan
 from .knowledge_plan import (
+    PATH_KEY,
     Doc,
     DocAction,
     Held,
@@ -238,7 +239,8 @@ class WebUISync:
             records[base.name] = record
             # Judged by what Open WebUI holds now (a restore or a hand edit may have changed
             # it), never by lanai's own record alone.
-            held = [Held.from_api(f) for f in api.knowledge_files(kb["id"])]
+            recorded = {f["file_id"]: path for path, f in record.files.items()}
+            held = [Held.from_api(f, recorded) for f in api.knowledge_files(kb["id"])]
             actions = plan_documents(base.name, docs, held, set(record.files))
             for number, action in enumerate(actions, 1):
                 self.progress(f"open-webui settings: {_VERB[action.kind]} knowledge "
@@ -286,7 +288,8 @@ class WebUISync:
             raise WebUIError("it differs from the commit's file (a file lanai writes has "
                              "the same name); rename it in the state repo")
         kind = mimetypes.guess_type(doc.path)[0] or "text/plain"
-        uploaded = api.upload_file(doc.path, data, content_type=kind)
+        uploaded = api.upload_file(doc.path, data, content_type=kind,
+                                   metadata={PATH_KEY: doc.path})
         try:
             api.wait_processed(uploaded["id"])
             api.add_file_to_knowledge(knowledge_id, uploaded["id"])

@@ -49,10 +49,13 @@ class Api:
     def knowledge_files(self, knowledge_id: str) -> list[dict[str, Any]]:
         return [self.files[f] for f in self.links[knowledge_id]]
 
-    def upload_file(self, name: str, data: bytes, *, content_type: str) -> dict[str, Any]:
+    def upload_file(self, name: str, data: bytes, *, content_type: str,
+                    metadata: dict[str, Any]) -> dict[str, Any]:
         self.uploads += 1
-        record = {"id": f"file{self.uploads}", "filename": name,
-                  "meta": {"name": name, "file_hash": hashlib.sha256(data).hexdigest()}}
+        base = name.rsplit("/", 1)[-1]  # as Open WebUI keeps it
+        record = {"id": f"file{self.uploads}", "filename": base,
+                  "meta": {"name": base, "file_hash": hashlib.sha256(data).hexdigest(),
+                           "data": metadata}}
         self.files[record["id"]] = record
         return record
 
@@ -124,7 +127,7 @@ def test_knowledge_follows_what_open_webui_holds_after_a_restore(
     assert not first.errors and api.uploads == 2
     # A restore brings back Open WebUI's data from before: b.md is gone there, while lanai's
     # record still lists both files with ids Open WebUI no longer knows.
-    api.links["kb0"] = [f for f in api.links["kb0"] if api.files[f]["filename"] == "docs/a.md"]
+    api.links["kb0"] = [f for f in api.links["kb0"] if api.files[f]["filename"] == "a.md"]
     record = json.loads(sync.knowledge_file.read_text())
     record["knowledge"]["Family"]["files"]["docs/a.md"]["file_id"] = "gone"
     sync.knowledge_file.write_text(json.dumps(record))
@@ -133,8 +136,23 @@ def test_knowledge_follows_what_open_webui_holds_after_a_restore(
         sync._knowledge(api, rendered, CONFIG, out)  # type: ignore[arg-type]
         assert not out.errors
     assert api.uploads == 3  # b.md once; a.md, already there by content, never again
-    assert sorted(api.files[f]["filename"] for f in api.links["kb0"]) == [
+    assert sorted(api.files[f]["meta"]["data"]["lanai_path"] for f in api.links["kb0"]) == [
         "docs/a.md", "docs/b.md"]
+
+
+def test_an_edit_replaces_the_file_also_one_uploaded_by_an_older_lanai(
+        sync: WebUISync, tmp_path: Path) -> None:
+    api = Api()
+    sync._knowledge(api, deployment(tmp_path, {"docs/a.md": "A\n"}),  # type: ignore[arg-type]
+                    CONFIG, WebUIOutcome())
+    [old] = api.links["kb0"]
+    del api.files[old]["meta"]["data"]  # as lanai before meta.data uploaded it
+    out = WebUIOutcome()
+    sync._knowledge(api, deployment(tmp_path, {"docs/a.md": "A, edited\n"}),  # type: ignore[arg-type]
+                    CONFIG, out)
+    assert [(a["kind"], a["result"]) for a in out.actions] == [("replace", "ok")]
+    [new] = api.links["kb0"]
+    assert new != old and old not in api.files
 
 
 def test_a_refused_upload_leaves_no_file_behind_and_is_reported(
