@@ -4,6 +4,8 @@ disk is the source; the failing phase is made to raise as a real bug would."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from reconciler import working
 from reconciler.engine import Engine
 from reconciler.errors import ExitCode
 from reconciler.record import State, read_history
-from reconciler.render import Rendered
+from reconciler.render import Rendered, load_rendered
 from reconciler.report import build
 from reconciler.settings import ServerSettings
 
@@ -104,3 +106,38 @@ def test_a_part_that_did_not_converge_is_degraded_with_its_sentence() -> None:
     result = report(state)
     assert (result.sync, result.health) == ("Synced", "Degraded")
     assert result.problems == {"open-webui settings": "knowledge Family: a.md: refused."}
+
+
+def test_a_deployment_of_an_older_lanai_gets_its_documents_from_the_commit(
+        tmp_path: Path) -> None:
+    from .conftest import EXAMPLE_STATE
+
+    bare = tmp_path / "state.git"
+    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(bare))
+    work = tmp_path / "work"
+    shutil.copytree(EXAMPLE_STATE, work)
+    (work / "docs").mkdir()
+    (work / "docs" / "a.md").write_text("# a\n")
+    with (work / "webui.yaml").open("a") as handle:
+        handle.write("knowledge:\n  - name: Family\n    files: ['docs/*.md']\n")
+    git(work, "init", "-q", "--initial-branch=main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "Knowledge")
+    git(work, "push", "-q", str(bare), "main")
+    settings = ServerSettings(home=tmp_path / "home", repo=str(bare), branch="main",
+                              secrets_file=tmp_path / "secrets.env",
+                              config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k")
+    engine = Engine(settings, progress=lambda _m: None)
+    engine.source.fetch()
+    head = engine.source.branch_head("main")
+    deployment = tmp_path / "home" / "deployments" / "old"
+    deployment.mkdir(parents=True)
+    (deployment / "docs").mkdir()
+    (deployment / "docs" / "a.md").write_text("# a\n")
+    old = Rendered(directory=deployment, commit=head, key="old", project="lanai",
+                   compose_file="compose.yaml", services={})
+    listed = engine._list_documents(old)
+    assert listed.documents == {"Family": [
+        ["docs/a.md", hashlib.sha256(b"# a\n").hexdigest()]]}
+    assert load_rendered(deployment).documents == listed.documents
+    assert [p.name for p in (tmp_path / "home" / "deployments").iterdir()] == ["old"]
