@@ -283,6 +283,15 @@ def kb_files(family: Family, name: str) -> list[dict[str, Any]]:
     return files["items"] if isinstance(files, dict) else files
 
 
+def uploads_left(doing: str | None) -> int:
+    """From "open-webui settings: uploading knowledge Everything 3/10": 7."""
+    prefix = "open-webui settings: uploading knowledge Everything "
+    if not doing or not doing.startswith(prefix):
+        return 0
+    done, total = doing.removeprefix(prefix).split("/")
+    return int(total) - int(done)
+
+
 def repo_path(record: dict[str, Any]) -> str:
     return ((record.get("meta") or {}).get("data") or {}).get("lanai_path") or record["filename"]
 
@@ -306,10 +315,9 @@ def test_everything_is_the_commits_own_files_and_status_is_progressing_until_upl
                                  env=family.server.env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: (family.server.status().get("doing") or "").startswith(
-            "open-webui settings: uploading knowledge Everything 1/"), 600,
-            "the first upload to Everything")
-        ollama.pause()
+        wait_for(lambda: uploads_left(family.server.status().get("doing")) >= 2, 600,
+                 "uploads to Everything with at least two to go")
+        ollama.pause()  # the next document's embedding waits until the unpause
         status = family.server.status()
         assert status["sync"] == "Progressing", status
         assert status["doing"].startswith("open-webui settings: uploading knowledge Everything")
