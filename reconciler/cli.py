@@ -33,6 +33,7 @@ from . import (
     models_views,
     tool_versions,
     views,
+    working,
 )
 from . import desired as desired_mod
 from . import facts as facts_mod
@@ -467,7 +468,9 @@ def status(as_json: bool) -> None:
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
-                              suspended=engine.suspended(), daemon=daemon)
+                              suspended=engine.suspended(), daemon=daemon,
+                              working=working.read(working.file(settings.home),
+                                                   settings.lock_dir))
     report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
     if applied is not None and applied.config.backups.service in applied.services:
         listed = Store(settings.backups_dir).list()

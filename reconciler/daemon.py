@@ -29,8 +29,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from . import notify_send
 from .control import SOCKET_TIMEOUT_S
-from .engine import Engine, Outcome
-from .errors import LanaiError, LockHeld
+from .engine import Engine, Outcome, unexpected
+from .errors import ExitCode, LanaiError, LockHeld
 from .facts import LABEL_PROJECT
 from .notify import Notice
 from .record import parse_iso
@@ -109,10 +109,12 @@ class Daemon:
             self._answer(waiters, failed)
             self._tell(failed)
             return
-        except Exception:  # the daemon must outlive any one bad reconcile
+        except Exception as exc:  # the daemon must outlive any one bad reconcile
             log.exception("reconcile (%s) crashed", trigger)
-            self._answer(waiters, Outcome("failed", error="the reconcile crashed; see "
-                                          "`journalctl -u lanai`.", exit_code=3))
+            failed = Outcome("failed", error=unexpected("reconciling", exc),
+                             exit_code=int(ExitCode.APPLY_FAILED))
+            self._answer(waiters, failed)
+            self._tell(failed)
             return
         self.last_outcome = outcome
         self._answer(waiters, outcome)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import host_access, modelfile, yamlpos
 from .errors import StateError
+from .knowledge_plan import Doc, documents, repo_files
 from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
 from .webui_schema import WEBUI_FILE, WebUIConfig
@@ -61,6 +62,8 @@ class DesiredState:
     commit: str | None = None
     models: ModelsConfig | None = None  # None: no models.yaml, Ollama's models are left alone
     webui: WebUIConfig | None = None  # None: no webui.yaml, Open WebUI's settings are left alone
+    # Knowledge base name -> its documents: the commit's own files, read before rendering.
+    documents: dict[str, list[Doc]] = field(default_factory=dict)
 
     @property
     def services(self) -> dict[str, dict[str, Any]]:
@@ -85,11 +88,68 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
             problems.append(Problem(WEBUI_FILE, path, webui_lines.line_of(path),
                                     f"names service {webui.service!r}, which is not in "
                                     f"{compose_file}"))
+    documents: dict[str, list[Doc]] = {}
+    if webui is not None:
+        documents = knowledge_documents(root, webui, webui_lines, problems)
+        problems += check_presets(webui, webui_lines, models)
     if problems:
         raise InvalidState(problems)
     assert config is not None and compose is not None and located is not None
     return DesiredState(root=root, config=config, compose=compose, compose_lines=located,
-                        commit=commit, models=models, webui=webui)
+                        commit=commit, models=models, webui=webui, documents=documents)
+
+
+def knowledge_documents(root: Path, webui: WebUIConfig, located: yamlpos.Located,
+                        problems: list[Problem]) -> dict[str, list[Doc]]:
+    """Each knowledge base's documents; a pattern that matches no file is a problem."""
+    if not webui.knowledge:
+        return {}
+    files = repo_files(root)
+    for name in files:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # a name os.walk kept as undecodable bytes
+            problems.append(Problem(WEBUI_FILE, ("knowledge",), None,
+                                    f"the file name {name.encode('utf-8', 'replace').decode()!r} "
+                                    "in the state repo is not UTF-8; rename it"))
+    files = [f for f in files if f.isprintable() and _utf8(f)]
+    out: dict[str, list[Doc]] = {}
+    for index, base in enumerate(webui.knowledge):
+        docs, empty = documents(root, base, files)
+        out[base.name] = docs
+        for pattern in empty:
+            path = ("knowledge", index, "files", base.files.index(pattern))
+            problems.append(Problem(WEBUI_FILE, path, located.line_of(path),
+                                    f"{pattern!r} matches no file in the state repo (symbolic "
+                                    "links are not followed, and * does not match a leading "
+                                    "dot); fix the pattern or commit the files"))
+    return out
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_presets(webui: WebUIConfig, located: yamlpos.Located,
+                  models: ModelsConfig | None) -> list[Problem]:
+    """A preset's base model must be one the server has: declared in models.yaml, or
+    possibly served by a cloud connection (whose model list cannot be read offline)."""
+    if models is None or webui.connections.openai:
+        return []
+    known = {m.name for m in models.local} | {p.id for p in webui.presets}
+    problems = []
+    for index, preset in enumerate(webui.presets):
+        if preset.base_model not in known:
+            path = ("presets", index, "base_model")
+            problems.append(Problem(WEBUI_FILE, path, located.line_of(path),
+                                    f"{preset.base_model!r} is not under local in {MODELS_FILE} "
+                                    "and no cloud connection (connections.openai) is declared "
+                                    "to serve it; declare the model or fix the name"))
+    return problems
 
 
 def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str | None:

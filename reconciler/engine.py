@@ -7,6 +7,7 @@ with self-heal on, healed within the restart limit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,15 +24,15 @@ from typing import Any
 
 import docker
 
-from . import backup_run, gpu_health, models_state, tool_versions
+from . import backup_run, gpu_health, models_state, tool_versions, working
 from . import desired as desired_mod
 from . import facts as facts_mod
 from .apply import Applier, ApplyReport
 from .backups import Backup, Store, backup_for, is_rollback
 from .caddyfile import lan_ip
-from .errors import BackupError, DockerError, ExitCode, LanaiError, SourceError
+from .errors import ApplyError, BackupError, DockerError, ExitCode, LanaiError, SourceError
 from .lock import Lock
-from .models_sync import ModelSync, first_gpu
+from .models_sync import ModelsOutcome, ModelSync, first_gpu
 from .plan import Drift, Plan, plan
 from .record import (
     Failure,
@@ -44,12 +45,12 @@ from .record import (
     save_state,
     write_json_atomic,
 )
-from .render import Rendered, discard, load_rendered, render, render_key
+from .render import DESIRED_FILE, Rendered, discard, load_rendered, render, render_key
 from .schema import LanaiConfig
 from .secrets import read_secrets, require
 from .settings import ServerSettings
 from .source import GitSource
-from .webui_sync import WebUISync
+from .webui_sync import WebUIOutcome, WebUISync
 
 log = logging.getLogger("lanai")
 KEEP_DEPLOYMENTS = 10
@@ -97,7 +98,8 @@ class Engine:
                  progress: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.client_factory = client_factory
-        self.progress = progress or (lambda msg: log.info(msg))
+        self._report = progress or (lambda msg: log.info(msg))
+        self._doing: tuple[str | None, str] | None = None  # this reconcile: commit, step
         self._client: docker.DockerClient | None = None
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
@@ -108,6 +110,13 @@ class Engine:
         self._branch_for: tuple[str | None, str] = (None, "main")
 
     # -- plumbing -----------------------------------------------------------------
+
+    def progress(self, message: str) -> None:
+        """Report a step; during a reconcile it is also what `lanai status` shows."""
+        self._report(message)
+        if self._doing is not None:
+            with contextlib.suppress(OSError):  # status is a courtesy, never a failure
+                working.note(working.file(self.settings.home), self._doing[0], message)
 
     @property
     def client(self) -> docker.DockerClient:
@@ -265,7 +274,46 @@ class Engine:
     def reconcile(self, *, trigger: str = "manual", retry: bool = False,
                   force: bool = False) -> Outcome:
         with self.lock():
-            return self._reconcile(trigger=trigger, retry=retry, force=force)
+            self._doing = (None, "fetching the state repo")
+            try:
+                return self._reconcile(trigger=trigger, retry=retry, force=force)
+            except Exception as exc:  # any failure ends recorded, never lost
+                return self._crashed(exc, trigger)
+            finally:
+                self._doing = None
+                working.clear(working.file(self.settings.home))
+
+    def _step(self, what: str, commit: str | None = None) -> None:
+        """What this reconcile does now, named in the sentence if it fails unexpectedly."""
+        if self._doing is not None:
+            self._doing = (commit or self._doing[0], what)
+
+    def _crashed(self, exc: Exception, trigger: str) -> Outcome:
+        """An unexpected failure (a bug, or something lanai does not know yet) ends like any
+        failed reconcile: one sentence in the state, the history and the notices; the
+        traceback goes to the log. It is retried on the transient backoff."""
+        log.error("reconcile (%s) failed unexpectedly", trigger, exc_info=exc)
+        commit, what = self._doing or (None, "reconciling")
+        state = self.state()  # what the failed reconcile had saved
+        commit = commit or state.head_commit
+        error = ApplyError(unexpected(what, exc), deterministic=False,
+                           exit_code=exc.exit_code if isinstance(exc, LanaiError) else None)
+        outcome = Outcome("failed", commit=commit, applied_commit=state.applied_commit)
+        if commit is not None:
+            state.head_commit = commit
+            self._fail(state, commit, None, error, outcome)
+            assert state.failure is not None
+            state.failure.phase = what
+        else:
+            outcome.error, outcome.exit_code = error.message, int(error.exit_code)
+        state.last_check = now_iso()
+        with contextlib.suppress(Exception):
+            self.save(state)
+        with contextlib.suppress(Exception):
+            append_history(self.settings.history_file,
+                           {"at": now_iso(), "trigger": trigger, **outcome.to_json(),
+                            "subject": None})
+        return outcome
 
     def _reconcile(self, *, trigger: str, retry: bool, force: bool) -> Outcome:
         timer = Timer()
@@ -281,6 +329,7 @@ class Engine:
             branch = self.branch()
             head = self.source.branch_head(branch)
             state.branch, state.head_commit = branch, head
+            self._step(f"checking commit {head[:12]}", head)
         except SourceError as exc:
             source_error = exc
             head = None
@@ -292,6 +341,9 @@ class Engine:
         state.source_error = source_error.message if source_error else None
 
         applied = self.applied(state)
+        if state.failure is not None and state.failure.phase \
+                and state.failure.commit == state.applied_commit:
+            state.failure = None  # lanai failed checking the applied commit: this is the retry
         outcome: Outcome
         desired: Rendered | None = None
         failure_to_record: LanaiError | None = None
@@ -306,6 +358,7 @@ class Engine:
                        and (state.failure.deterministic
                             or not _due(state.failure.next_retry)))
             if not blocked:
+                self._step(f"loading commit {head[:12]}")
                 try:
                     desired = self.prepare(head)
                 except LanaiError as exc:
@@ -315,10 +368,12 @@ class Engine:
                         and state.failure.deterministic and not retry:
                     desired = None  # same inputs failed before: wait for a change
         if desired is not None:
+            self._step(f"deploying commit {desired.commit[:12]}")
             outcome = self._deploy(state, desired, applied, timer, mark, trigger)
         elif same_files and head is not None:
             outcome = self._same_files_commit(state, head, applied, timer, mark, retry, trigger)
         else:
+            self._step("checking the stack for drift")
             outcome = self._check(state, applied, timer, mark, retry)
             if failure_to_record is not None and head is not None:
                 self._fail(state, head, None, failure_to_record, outcome)
@@ -332,9 +387,11 @@ class Engine:
                     "commit or `lanai reconcile --retry`" if state.failure.deterministic
                     else f"commit {head[:12]} failed with a transient error; retrying")
         previous_models = self._models_summary()
+        previous_problems = dict(state.problems)
         # A commit with the same files as the applied one changes no model or setting; after
         # a clean last sync there is nothing to read (the polls' drift checks still do).
-        if outcome.status != "failed" and not (same_files and self._syncs_clean()):
+        if outcome.status != "failed" and not (same_files and not state.problems
+                                               and self._syncs_clean()):
             self._converge_models(state, outcome, retry, timer)
             self._converge_webui(state, outcome, timer)
         if source_error is not None:
@@ -356,8 +413,8 @@ class Engine:
             or (outcome.status == "drift" and outcome.drift != previous_drift) \
             or (outcome.status == "source-error" and previous_source_error is None) \
             or (previous_source_error is not None and source_error is None) \
-            or bool(outcome.models.get("actions")) or bool(outcome.webui.get("actions")) \
-            or self._models_summary() != previous_models
+            or bool(outcome.models.get("actions")) or _any_done(outcome.webui) \
+            or self._models_summary() != previous_models or state.problems != previous_problems
         if interesting:
             append_history(self.settings.history_file,
                            {"at": now_iso(), "trigger": trigger, **outcome.to_json(),
@@ -373,10 +430,16 @@ class Engine:
         if outcome.status == "applied":
             self.save(state)  # the stack is deployed: `lanai status` says so while models pull
         mark = time.monotonic()
-        result = ModelSync(self.settings, self.client, progress=self.progress,
-                           gpu=self.gpu_info).converge(current, retry=retry)
+        self._step("converging models")
+        try:
+            result = ModelSync(self.settings, self.client, progress=self.progress,
+                               gpu=self.gpu_info).converge(current, retry=retry)
+        except Exception as exc:  # a part's failure is the part's error
+            log.error("converging models failed unexpectedly", exc_info=exc)
+            result = ModelsOutcome(errors=[unexpected("converging the models", exc)])
         timer.lap("models", mark)
         outcome.models = result.to_json()
+        _part(state, "models", result.errors)
         if result.errors and outcome.exit_code == ExitCode.OK:
             outcome.exit_code = ExitCode.APPLY_FAILED
             outcome.error = result.errors[0] + (
@@ -389,14 +452,37 @@ class Engine:
         if current is None or current.webui is None:
             return
         mark = time.monotonic()
-        result = WebUISync(self.settings, self.client, progress=self.progress,
-                           tokens=self._webui_tokens).converge(
-            current, new_commit=outcome.status == "applied")
+        self._step("converging Open WebUI's settings")
+        try:
+            if current.documents is None and current.webui.knowledge:
+                current = self._list_documents(current)
+            result = WebUISync(self.settings, self.client, progress=self.progress,
+                               tokens=self._webui_tokens).converge(
+                current, new_commit=outcome.status == "applied")
+        except Exception as exc:  # a part's failure is the part's error
+            log.error("converging Open WebUI's settings failed unexpectedly", exc_info=exc)
+            result = WebUIOutcome(errors=[unexpected("converging Open WebUI's settings", exc)])
         timer.lap("webui", mark)
         outcome.webui = result.to_json()
+        _part(state, "open-webui settings", result.errors)
         if result.errors and outcome.exit_code == ExitCode.OK:
             outcome.exit_code = ExitCode.APPLY_FAILED
             outcome.error = result.errors[0]
+
+    def _list_documents(self, rendered: Rendered) -> Rendered:
+        """A deployment rendered by an older lanai has no list of the commit's documents:
+        list them from a fresh export of the commit (never from the deployment, which holds
+        lanai's own files too)."""
+        scratch = self.settings.deployments_dir / f".list-{uuid.uuid4().hex[:12]}"
+        try:
+            self.source.export(rendered.commit, scratch)
+            docs = desired_mod.load_state(scratch, rendered.commit).documents
+        finally:
+            discard(scratch)
+        rendered.documents = {name: [[d.path, d.sha256] for d in found]
+                              for name, found in docs.items()}
+        write_json_atomic(rendered.directory / DESIRED_FILE, rendered.to_json())
+        return rendered
 
     def _models_summary(self) -> tuple[tuple[str, str | None, str | None], ...]:
         """Per model: error and drift, so the history records when either changes."""
@@ -771,6 +857,29 @@ class Engine:
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
 
+
+
+def unexpected(what: str, exc: Exception) -> str:
+    """The sentence for a failure lanai did not foresee (its traceback goes to the log)."""
+    detail = exc.message if isinstance(exc, LanaiError) else \
+        f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+    return (f"lanai failed while {what} ({detail}); the full error is in the daemon's log "
+            "(`journalctl -u lanai`); lanai tries again (or `lanai reconcile --retry`).")
+
+
+def _any_done(part: dict[str, Any]) -> bool:
+    """Whether a part changed something; a failure repeated each poll is recorded once, when
+    the part's error (state.problems) changes."""
+    return any(a.get("result") == "ok" for a in part.get("actions") or [])
+
+
+def _part(state: State, part: str, errors: list[str]) -> None:
+    """Keep a part's first error for `lanai status` (Degraded), until it converges."""
+    if errors:
+        state.problems[part] = errors[0] + (f" (and {len(errors) - 1} more)"
+                                            if len(errors) > 1 else "")
+    else:
+        state.problems.pop(part, None)
 
 
 def held_services(state: State, config: LanaiConfig) -> set[str]:

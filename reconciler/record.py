@@ -41,6 +41,7 @@ class Failure:
     inputs: str | None = None  # digest of the server-side inputs (secrets) at the time
     at: str = field(default_factory=now_iso)
     next_retry: str | None = None
+    phase: str | None = None  # set when lanai itself failed unexpectedly (what it was doing)
 
 
 @dataclass
@@ -56,6 +57,9 @@ class State:
     last_check_ms: float | None = None
     heals: dict[str, list[float]] = field(default_factory=dict)  # service -> heal times
     drift: list[dict[str, Any]] = field(default_factory=list)
+    # Parts of the applied commit that did not converge (models, Open WebUI settings):
+    # part -> its error, until that part converges.
+    problems: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

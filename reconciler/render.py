@@ -60,6 +60,9 @@ class Rendered:
     models_settings: dict[str, Any] | None = None  # models.yaml of this commit, if any
     ollama_service: str | None = None
     webui_settings: dict[str, Any] | None = None  # webui.yaml of this commit, if any
+    # Knowledge base -> [[path, sha256], ...]: the commit's own files it names, listed before
+    # lanai wrote its files here (None: rendered by a lanai that did not list them).
+    documents: dict[str, list[list[str]]] | None = None
 
     @property
     def config(self) -> LanaiConfig:
@@ -91,6 +94,7 @@ class Rendered:
                 "compose_file": self.compose_file, "settings": self.settings,
                 "cpu_only": self.cpu_only, "models": self.models_settings,
                 "ollama_service": self.ollama_service, "webui": self.webui_settings,
+                "documents": self.documents,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
@@ -100,7 +104,7 @@ class Rendered:
                    settings=data.get("settings", {}), cpu_only=data.get("cpu_only", []),
                    models_settings=data.get("models"),
                    ollama_service=data.get("ollama_service"),
-                   webui_settings=data.get("webui"),
+                   webui_settings=data.get("webui"), documents=data.get("documents"),
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
@@ -206,7 +210,9 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         models_settings=models.model_dump(mode="json") if models else None,
                         ollama_service=ollama_service(state.compose, models) if models else None,
                         webui_settings=state.webui.model_dump(mode="json") if state.webui
-                        else None)
+                        else None,
+                        documents={name: [[d.path, d.sha256] for d in docs]
+                                   for name, docs in state.documents.items()})
     # Written last: a directory without it is an interrupted render and is redone.
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")

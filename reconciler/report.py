@@ -2,9 +2,11 @@
 
 Sync: Synced (the applied commit is the branch head and nothing drifted),
 OutOfSync (a newer commit or drift), Failed (the head commit failed to
-converge; the last good state keeps running), Unknown (never synced).
-Health per service: Healthy, Progressing (starting), Degraded (unhealthy,
-stopped, crash-looping), Missing.
+converge; the last good state keeps running), Progressing (a reconcile is
+applying a commit or healing now: Synced only once every part is done), Unknown
+(never synced). Health per service: Healthy, Progressing (starting), Degraded
+(unhealthy, stopped, crash-looping), Missing; and Degraded when a part of the
+commit (models, Open WebUI's settings) did not converge.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class StatusReport:
     gpu: dict[str, Any] | None = None
     last_heal: dict[str, Any] | None = None
     backups: dict[str, Any] | None = None  # the newest backup, how many, a restore pin
+    doing: str | None = None  # while Progressing: what the running reconcile does now
+    problems: dict[str, str] = field(default_factory=dict)  # part -> why it is Degraded
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
@@ -86,7 +90,9 @@ def sync_status(state: State) -> str:
 
 
 def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: str | None,
-          suspended: dict[str, Any] | None, daemon: dict[str, Any] | None) -> StatusReport:
+          suspended: dict[str, Any] | None, daemon: dict[str, Any] | None,
+          working: dict[str, Any] | None = None) -> StatusReport:
+    """`working`: the running reconcile's record (reconciler.working), if one runs."""
     services: list[ServiceStatus] = []
     if applied is not None and facts is not None:
         live = facts.by_service()
@@ -94,14 +100,19 @@ def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: 
             health, status, detail = service_health(spec.hash, live.get(name, []))
             services.append(ServiceStatus(name, health, status, spec.image, detail))
     overall = max((s.health for s in services), key=HEALTH_RANK.__getitem__, default="Unknown")
+    if state.problems and overall != "Unknown":
+        overall = max(overall, "Degraded", key=HEALTH_RANK.__getitem__)
     failure = state.failure
+    sync = "Progressing" if working is not None else sync_status(state)
     return StatusReport(
-        sync=sync_status(state), health=overall, branch=state.branch, repo=repo,
+        sync=sync, health=overall, branch=state.branch, repo=repo,
         head_commit=state.head_commit, applied_commit=state.applied_commit,
         applied_at=state.applied_at, services=services,
         last_error=failure.error if failure else None, source_error=state.source_error,
         drift=state.drift, suspended=suspended, daemon=daemon, last_check=state.last_check,
-        last_check_ms=state.last_check_ms)
+        last_check_ms=state.last_check_ms,
+        doing=working.get("doing") if working is not None else None,
+        problems=dict(state.problems))
 
 
 def last_heal(history: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import git
 
-from .errors import SourceError
+from .errors import SourceError, StateError
 
 FETCH_TIMEOUT_S = 60
 # No prompts: a daemon must fail with a message, not wait for a password forever.
@@ -123,7 +123,13 @@ class GitSource:
         dest.mkdir(parents=True)
         with tarfile.open(fileobj=buffer) as tar:
             if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4; Debian 12 has 3.11.2
-                tar.extractall(dest, filter="data")
+                try:
+                    tar.extractall(dest, filter="data")
+                except tarfile.FilterError as exc:  # e.g. a link to /etc/shadow
+                    raise StateError(
+                        f"the commit has {exc.tarinfo.name}, a symbolic link that points "
+                        f"outside the state repo ({exc}); remove it, lanai reads only the "
+                        "repo's own files.") from None
             else:  # git archive of our own mirror: no absolute paths or device files
                 tar.extractall(dest)
 

@@ -128,8 +128,12 @@ def status(report: StatusReport) -> None:
         sync.append(f" (branch is at {short(report.head_commit)})")
     elif report.sync == "OutOfSync":
         sync.append(" (drift; `lanai drift`)")
+    elif report.sync == "Progressing" and report.doing:
+        sync.append(f" ({report.doing})")
     grid.add_row("Sync", sync)
     grid.add_row("Health", _styled(report.health))
+    for part, problem in sorted(report.problems.items()):
+        grid.add_row("Problem", Text(f"{part}: {problem}", style="red"))
     if report.last_error:
         grid.add_row("Last error", Text(report.last_error, style="red"))
     if report.source_error:

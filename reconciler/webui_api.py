@@ -76,6 +76,7 @@ Whisper model could not be loaded (see there).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -485,10 +486,12 @@ class WebUI:
     # --- documents (files router) --------------------------------------------------------
 
     def upload_file(self, name: str, data: bytes, *, content_type: str = "text/plain",
-                    process: bool = True) -> dict[str, Any]:
+                    process: bool = True,
+                    metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Upload a document; the answer is its record (files.upload_file): ``id``,
         ``filename``, ``meta`` (name, content_type, size, ``file_hash``: the SHA-256 of
-        the bytes sent), ``hash`` (of the extracted text; null until processed), ``data``.
+        the bytes sent; ``data``: the ``metadata`` sent), ``hash`` (of the extracted text;
+        null until processed), ``data``.
 
         With ``process`` Open WebUI extracts, splits and embeds the text into the file's
         own collection after it has answered (``data.status`` "pending"): call
@@ -496,9 +499,12 @@ class WebUI:
         is only stored, and a knowledge base refuses it.
         """
         what = f"upload the file {name}"
+        parts: dict[str, Any] = {"file": (name, data, content_type)}
+        if metadata:  # kept as the file's meta.data (Open WebUI keeps only the base name)
+            parts["metadata"] = (None, json.dumps(dict(metadata)))
         record = _as_dict(self._request(
             "POST", "/api/v1/files/", what, params={"process": _flag(process)},
-            files={"file": (name, data, content_type)}, idempotent=False), what)
+            files=parts, idempotent=False), what)
         # upload_file answers {"status": true, **record}; the processing status is data.status.
         record.pop("status", None)
         if not isinstance(record.get("id"), str):

@@ -10,6 +10,7 @@ overwritten only for areas listed under `managed` (every area, on a new commit).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -24,7 +25,16 @@ from typing import Any
 import docker
 
 from . import webui_plan
-from .knowledge_plan import DocAction, KnowledgeRecord, documents, plan_documents, preset_differs
+from .knowledge_plan import (
+    PATH_KEY,
+    Doc,
+    DocAction,
+    Held,
+    KnowledgeRecord,
+    plan_documents,
+    preset_differs,
+    read_document,
+)
 from .record import now_iso, write_json_atomic
 from .render import Rendered
 from .secrets import read_secrets
@@ -42,6 +52,7 @@ from .webui_schema import WebUIConfig
 log = logging.getLogger("lanai")
 WEBUI_PORT = 8080
 GROUPS = ("auth", "models", "ollama", "openai", "audio", "embedding")
+_VERB = {"upload": "uploading", "replace": "replacing", "remove": "removing"}
 
 
 @dataclass
@@ -177,6 +188,8 @@ class WebUISync:
                 api.add_user(user.name, user.email, password, user.role)
                 passwords[user.email] = {"name": user.name, "password": password,
                                          "at": now_iso()}
+                # Kept at once: a failure with the next account must not lose this one.
+                self._save_passwords(passwords)
                 out.actions.append({"kind": "user", "email": user.email, "role": user.role,
                                     "result": "ok", "reason": "created; `lanai users` shows "
                                     "the one-time password"})
@@ -185,7 +198,6 @@ class WebUISync:
                 out.actions.append({"kind": "user", "email": user.email, "role": user.role,
                                     "result": "ok", "reason": f"role {have.get('role')} -> "
                                     f"{user.role}"})
-        self._save_passwords(passwords)
 
     # -- knowledge bases and presets ------------------------------------------------------
 
@@ -207,29 +219,38 @@ class WebUISync:
         existing = {kb["id"]: kb for kb in api.knowledge_bases()}
         by_name = {kb.get("name"): kb for kb in existing.values()}
         ids: dict[str, str] = {}
+        listed = rendered.documents or {}
 
         def save() -> None:  # after every file: an interrupted sync resumes where it was
             write_json_atomic(self.knowledge_file, {
                 **data, "knowledge": {n: r.to_json() for n, r in records.items()}})
 
         for base in config.knowledge:
-            docs, empty = documents(rendered.directory, base)
-            out.errors += [f"knowledge {base.name}: {p} matches no file in the state repo"
-                           for p in empty]
+            if base.name not in listed:
+                out.errors.append(f"knowledge {base.name}: the deployment has no list of the "
+                                  "commit's files for it; push a commit or run `lanai reconcile "
+                                  "--retry` to render it again")
+                continue
+            docs = [Doc(path, sha) for path, sha in listed[base.name]]
             record = records.get(base.name) or KnowledgeRecord()
             kb = existing.get(record.id or "") or by_name.get(base.name)
             if kb is None:
                 kb = api.create_knowledge(base.name, base.description)
-                record = KnowledgeRecord(id=kb["id"])  # a new base holds none of the old files
                 out.actions.append({"kind": "knowledge", "name": base.name, "result": "ok",
                                     "reason": "created"})
             elif (kb.get("description") or "") != base.description:
                 api.update_knowledge(kb["id"], name=base.name, description=base.description)
             record.id = kb["id"]
             records[base.name] = record
-            present = {f.get("id") for f in api.knowledge(kb["id"]).get("files") or []}
-            for action in plan_documents(base.name, docs, record, present):
-                self._document(api, rendered, record, action, out)
+            # Judged by what Open WebUI holds now (a restore or a hand edit may have changed
+            # it), never by lanai's own record alone.
+            recorded = {f["file_id"]: path for path, f in record.files.items()}
+            held = [Held.from_api(f, recorded) for f in api.knowledge_files(kb["id"])]
+            actions = plan_documents(base.name, docs, held, set(record.files))
+            for number, action in enumerate(actions, 1):
+                self.progress(f"open-webui settings: {_VERB[action.kind]} knowledge "
+                              f"{base.name} {number}/{len(actions)}")
+                self._document(api, rendered, record, action, docs, out)
                 save()
             ids[base.name] = kb["id"]
         for name in sorted(set(records) - {b.name for b in config.knowledge}):
@@ -242,28 +263,46 @@ class WebUISync:
         return ids
 
     def _document(self, api: WebUI, rendered: Rendered, record: KnowledgeRecord,
-                  action: DocAction, out: WebUIOutcome) -> None:
+                  action: DocAction, docs: list[Doc], out: WebUIOutcome) -> None:
         assert record.id is not None
         result: dict[str, Any] = {**action.to_json(), "result": "ok"}
         try:
-            old = record.files.get(action.path)
-            if action.kind in ("replace", "remove") and old is not None:
-                self._forget(api, record.id, old["file_id"])
-                record.files.pop(action.path, None)
             if action.kind in ("upload", "replace"):
-                path = rendered.directory / action.path
-                kind = mimetypes.guess_type(path.name)[0] or "text/plain"
-                uploaded = api.upload_file(action.path, path.read_bytes(), content_type=kind)
-                api.wait_processed(uploaded["id"])
-                api.add_file_to_knowledge(record.id, uploaded["id"])
-                record.files[action.path] = {
-                    "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                    "file_id": uploaded["id"]}
-            self.progress(f"knowledge {action.knowledge}: {action.kind} {action.path}")
+                wanted = next(d for d in docs if d.path == action.path)
+                record.files[action.path] = {"sha256": wanted.sha256,
+                                             "file_id": self._upload(api, rendered, record.id,
+                                                                     wanted)}
+            for file_id in action.stale:  # after the upload: a failed one keeps the old copy
+                self._forget(api, record.id, file_id)
+            if action.kind == "remove" and action.reason == "removed from git":
+                record.files.pop(action.path, None)
         except WebUIError as exc:
             result.update(result="failed", error=exc.message)
             out.errors.append(f"knowledge {action.knowledge}: {action.path}: {exc.message}")
         out.actions.append(result)
+
+    def _upload(self, api: WebUI, rendered: Rendered, knowledge_id: str, doc: Doc) -> str:
+        """Upload one document and link it; a file that could not be linked is deleted
+        again, so a failing document never piles up copies in Open WebUI's uploads."""
+        try:
+            data = read_document(rendered.directory, doc.path)
+        except OSError as exc:
+            raise WebUIError(f"cannot read it from the deployment ({exc.strerror or exc})") \
+                from None
+        if hashlib.sha256(data).hexdigest() != doc.sha256:
+            raise WebUIError("it differs from the commit's file (a file lanai writes has "
+                             "the same name); rename it in the state repo")
+        kind = mimetypes.guess_type(doc.path)[0] or "text/plain"
+        uploaded = api.upload_file(doc.path, data, content_type=kind,
+                                   metadata={PATH_KEY: doc.path})
+        try:
+            api.wait_processed(uploaded["id"])
+            api.add_file_to_knowledge(knowledge_id, uploaded["id"])
+        except WebUIError:
+            with contextlib.suppress(WebUIError):
+                api.delete_file(uploaded["id"])
+            raise
+        return str(uploaded["id"])
 
     def _forget(self, api: WebUI, knowledge_id: str, file_id: str) -> None:
         """Take a file out of a knowledge base and delete it (it may be gone already)."""

@@ -7,6 +7,11 @@ stack's network, with its key in the server's secrets file, as a real provider's
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,6 +26,7 @@ from .harness import (
     StateRepo,
     example_repo,
     new_project,
+    wait_for,
 )
 
 ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
@@ -261,3 +267,100 @@ def test_the_family_member_sees_the_preset_in_a_browser_and_the_knowledge_base(
                       before_load=f"localStorage.setItem('token', {token!r});")
     assert "Family helper" in facts.text
     assert shot.stat().st_size > 10_000
+
+
+# -- knowledge from the repo's own files, converged with what Open WebUI really holds ------
+
+EVERYTHING = """\
+  - name: Everything
+    files: ["**/*"]
+"""
+
+
+def kb_files(family: Family, name: str) -> list[dict[str, Any]]:
+    [kb] = [k for k in family.get("/api/v1/knowledge/")["items"] if k["name"] == name]
+    files = family.get(f"/api/v1/knowledge/{kb['id']}/files?page=1&limit=100")
+    return files["items"] if isinstance(files, dict) else files
+
+
+def uploads_left(doing: str | None) -> int:
+    """From "open-webui settings: uploading knowledge Everything 3/10": 7."""
+    prefix = "open-webui settings: uploading knowledge Everything "
+    if not doing or not doing.startswith(prefix):
+        return 0
+    done, total = doing.removeprefix(prefix).split("/")
+    return int(total) - int(done)
+
+
+def repo_path(record: dict[str, Any]) -> str:
+    return ((record.get("meta") or {}).get("data") or {}).get("lanai_path") or record["filename"]
+
+
+def test_everything_is_the_commits_own_files_and_status_is_progressing_until_uploaded(
+        family: Family):
+    """`**/*` once uploaded lanai's secrets env file. Now it sees only the commit's files,
+    never a link (here one at the secrets file), and `lanai status` says Progressing with
+    the upload it is on until the knowledge base is complete. The embedding model (the
+    Ollama double) is paused so the upload is caught in the middle, whatever the speed."""
+    family.repo.write("webui.yaml", family.repo.read("webui.yaml").replace(
+        "    files: [docs/family/*.md]\n", "    files: [docs/family/*.md]\n" + EVERYTHING))
+    link = family.repo.work / "docs" / "family" / "settings.md"
+    link.symlink_to("../../.lanai-secrets/open-webui.env")
+    family.repo.commit_push("Everything in the repo as knowledge")
+    tracked = subprocess.run(["git", "ls-files", "-s"], cwd=family.repo.work, check=True,
+                             capture_output=True, text=True).stdout.splitlines()
+    own = sorted(line.split("\t", 1)[1] for line in tracked if line.startswith("100"))
+    ollama = family.server.containers()["ollama"]
+    reconcile = subprocess.Popen([sys.executable, "-m", "reconciler", "reconcile", "--json"],
+                                 env=family.server.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: uploads_left(family.server.status().get("doing")) >= 2, 600,
+                 "uploads to Everything with at least two to go")
+        ollama.pause()  # the next document's embedding waits until the unpause
+        status = family.server.status()
+        assert status["sync"] == "Progressing", status
+        assert status["doing"].startswith("open-webui settings: uploading knowledge Everything")
+    finally:
+        with contextlib.suppress(docker.errors.APIError):
+            ollama.unpause()
+        out, err = reconcile.communicate(timeout=900)
+    outcome = json.loads(out)
+    assert reconcile.returncode == 0 and not outcome["webui"]["errors"], (outcome, err)
+    held = kb_files(family, "Everything")
+    assert sorted(repo_path(f) for f in held) == own
+    assert "docs/family/settings.md" not in own  # the link is no document
+    for record in held:
+        content = family.get(f"/api/v1/files/{record['id']}")["data"].get("content") or ""
+        assert "e2e-webui-secret" not in content and ADMIN[1] not in content, record["filename"]
+    status = family.server.status()
+    assert (status["sync"], status["doing"], status["problems"]) == ("Synced", None, {})
+
+
+def test_after_a_restore_knowledge_converges_with_what_open_webui_holds(family: Family):
+    """The data goes back to a backup taken before an edit; lanai's record is newer than
+    Open WebUI's data. The sync compares with Open WebUI's files by content: it replaces
+    the old copy once, then leaves Open WebUI alone at every poll."""
+    code, taken = family.server.lanai_json("backup")
+    assert code == 0, taken
+    garden = family.repo.work / "docs" / "family" / "garden.md"
+    garden.write_text("# Garden\nWater the tomatoes every evening in July.\n")
+    family.repo.commit_push("Water more in July")
+    code, outcome = family.server.reconcile()
+    assert code == 0, outcome
+    code, restored = family.server.lanai_json("restore", taken["id"], "--yes")
+    assert code == 0, restored
+    code, outcome = family.server.reconcile()
+    assert code == 0 and not outcome["webui"]["errors"], outcome
+    want = hashlib.sha256(garden.read_bytes()).hexdigest()
+    gardens = [f for f in kb_files(family, "Family")
+               if repo_path(f) in ("docs/family/garden.md", "garden.md")]
+    assert [f["meta"]["file_hash"] for f in gardens] == [want]
+    uploads = family.get("/api/v1/files/count")
+    for _ in range(2):  # polls: nothing uploaded again, nothing recorded as an error
+        code, outcome = family.server.reconcile()
+        assert code == 0 and outcome["webui"]["actions"] == [], outcome
+    assert family.get("/api/v1/files/count") == uploads  # no upload left behind
+    status = family.server.status()
+    assert (status["sync"], status["health"], status["problems"]) == (
+        "Synced", "Healthy", {}), status

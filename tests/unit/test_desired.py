@@ -437,3 +437,50 @@ def test_backups_of_a_service_not_in_compose_names_the_line(state_dir: Path, edi
     assert (problem.file, problem.path, problem.line) == ("lanai.yaml", ("backups", "service"),
                                                           line)
     assert problem.message == "names service 'webui', which is not in compose.yaml"
+
+
+# ---------------------------------------------------------------- webui.yaml against the repo
+
+def test_a_knowledge_pattern_that_matches_nothing_names_its_line(state_dir: Path) -> None:
+    (state_dir / "docs").mkdir()
+    (state_dir / "docs" / "a.md").write_text("# a\n")
+    with (state_dir / "webui.yaml").open("a") as handle:
+        handle.write("knowledge:\n  - name: Family\n    files:\n      - docs/*.md\n"
+                     "      - recipes/*.md\n")
+    line = (state_dir / "webui.yaml").read_text().splitlines().index("      - recipes/*.md") + 1
+    problem = only_problem(state_dir)
+    assert (problem.file, problem.path, problem.line) == (
+        "webui.yaml", ("knowledge", 0, "files", 1), line)
+    assert "'recipes/*.md' matches no file in the state repo" in problem.message
+
+
+def test_knowledge_documents_are_listed_from_the_repo_alone(state_dir: Path) -> None:
+    (state_dir / "docs").mkdir()
+    (state_dir / "docs" / "a.md").write_text("# a\n")
+    (state_dir / "docs" / "passwd.md").symlink_to("/etc/passwd")
+    with (state_dir / "webui.yaml").open("a") as handle:
+        handle.write("knowledge:\n  - name: Everything\n    files: ['**/*']\n")
+    state = load_state(state_dir)
+    paths = [d.path for d in state.documents["Everything"]]
+    assert "docs/a.md" in paths and "compose.yaml" in paths
+    assert "docs/passwd.md" not in paths
+    assert not [p for p in paths if p.startswith(".")]
+
+
+def test_a_preset_on_an_undeclared_model_names_its_line(state_dir: Path) -> None:
+    with (state_dir / "webui.yaml").open("a") as handle:
+        handle.write("presets:\n  - id: helper\n    name: Helper\n"
+                     "    base_model: llama3.1:70b\n")
+    line = (state_dir / "webui.yaml").read_text().splitlines().index(
+        "    base_model: llama3.1:70b") + 1
+    problem = only_problem(state_dir)
+    assert (problem.file, problem.path, problem.line) == (
+        "webui.yaml", ("presets", 0, "base_model"), line)
+    assert "'llama3.1:70b' is not under local in models.yaml" in problem.message
+
+
+def test_a_preset_on_a_declared_model_is_valid(state_dir: Path) -> None:
+    with (state_dir / "webui.yaml").open("a") as handle:
+        handle.write("presets:\n  - id: helper\n    name: Helper\n"
+                     "    base_model: llama3.1:8b-instruct-q4_K_M\n")
+    assert load_state(state_dir).webui.presets[0].base_model == "llama3.1:8b-instruct-q4_K_M"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import SourceError
+from reconciler.errors import SourceError, StateError
 from reconciler.source import GitSource, git_reason
 
 
@@ -85,3 +85,19 @@ def test_ssh_command_uses_the_deploy_key_only_when_it_exists(tmp_path: Path) -> 
         f"ssh -o BatchMode=yes -i '{key}' -o IdentitiesOnly=yes "
         f"-o UserKnownHostsFile={shlex.quote(str(tmp_path / 'known_hosts'))} "
         "-o StrictHostKeyChecking=accept-new")
+
+
+def test_a_link_out_of_the_repo_is_refused_naming_it(remote: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "docs").mkdir()
+    (work / "docs" / "shadow.md").symlink_to("/etc/shadow")
+    (work / "docs" / "inside.md").symlink_to("../compose.yaml")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "Links")
+    git(work, "push", "-q", "origin", "main")
+    source = GitSource(str(remote), tmp_path / "mirror.git")
+    source.fetch()
+    with pytest.raises(StateError) as info:
+        source.export(source.branch_head("main"), tmp_path / "out")
+    assert info.value.message.startswith("the commit has docs/shadow.md, a symbolic link that "
+                                         "points outside the state repo")
