@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import modelfile, yamlpos
+from . import bounded, modelfile, yamlpos
 from .errors import StateError
 from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
@@ -98,7 +98,10 @@ def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str
             problems.append(Problem(name, (), None, "file not found in the state repo"))
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        return bounded.read_text(path)
+    except bounded.LimitExceeded as exc:
+        problems.append(Problem(name, (), exc.line, exc.message))
+        return None
     except UnicodeDecodeError:
         problems.append(Problem(name, (), None, "not UTF-8 text"))
         return None
@@ -371,8 +374,8 @@ def _check_modelfile(root: Path, relative: str, declared: set[str],
         problem(path, f"{relative} is not a file in the state repo")
         return out
     try:
-        parsed = modelfile.parse(file.read_text(encoding="utf-8"))
-    except modelfile.ModelfileError as exc:
+        parsed = modelfile.parse(bounded.read_text(file))
+    except (modelfile.ModelfileError, bounded.LimitExceeded) as exc:
         out.append(Problem(relative, (), exc.line, exc.message))
         return out
     except UnicodeDecodeError:
