@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from . import compose
+from . import compose, safe_tree
 from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from .desired import DesiredState, inside, ollama_service
 from .errors import StateError
@@ -32,6 +32,10 @@ SECRETS_DIR = ".lanai-secrets"
 LABEL_MANAGED = "io.lanai.managed"
 LABEL_HASH = "io.lanai.config-hash"
 REDACTED = "<secret>"
+RESTORE_FILE = "lanai.restore.yaml"  # written by a restore (backup_run) beside the others
+# What lanai writes beside the commit's files: a commit holding one of these names is
+# refused, so lanai never writes over, or through, a file or link of the commit.
+GENERATED = (DESIRED_FILE, compose.OVERRIDE_FILE, SECRETS_DIR, CADDYFILE, RESTORE_FILE)
 
 
 @dataclass
@@ -154,11 +158,12 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
            lan_ip: str | None = None) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
+    safe_tree.refuse_generated(directory, GENERATED)
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
     if config.https is not None:
-        (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip),
-                                           encoding="utf-8")
+        safe_tree.write_generated(directory, CADDYFILE, render_caddyfile(config.https, lan_ip),
+                                  0o644)
     cpu_only = cpu_only_services(state, gpu_runtime)
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only)
     project = compose.Project(config.project, directory, config.compose_file)
@@ -193,8 +198,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         webui_settings=state.webui.model_dump(mode="json") if state.webui
                         else None)
     # Written last: a directory without it is an interrupted render and is redone.
-    (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
-                                          encoding="utf-8")
+    safe_tree.write_generated(directory, DESIRED_FILE, json.dumps(rendered.to_json(), indent=1),
+                              0o644)
     return rendered
 
 
@@ -292,7 +297,7 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
               f"{state.config.compose_file} in the state repo instead.\n"
               "# Secrets reach services through env files readable by root only.\n")
     body = yaml.dump({"services": services}, Dumper=_OverrideDumper, sort_keys=True)
-    (directory / compose.OVERRIDE_FILE).write_text(header + body, encoding="utf-8")
+    safe_tree.write_generated(directory, compose.OVERRIDE_FILE, header + body, 0o644)
 
 
 def discard(directory: Path) -> None:
