@@ -70,10 +70,11 @@ def extract(stream: IO[bytes], dest: Path) -> None:
             path = _relative(member.name)
             if path == PurePosixPath("."):
                 continue
-            budget.add(member.size)
-            if member.isdir():
+            if member.isdir():  # counted by its files: git has no empty directories
                 _mkdir(dest, path)
-            elif member.isreg():
+                continue
+            budget.add(member.size)
+            if member.isreg():
                 source = tar.extractfile(member)
                 assert source is not None  # a regular file always has content
                 _write_member(dest, path, source, member.mode)
