@@ -7,6 +7,7 @@ poked by its post-receive hook) or any URL git can fetch.
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import git
 
-from . import safe_tree
+from . import bounded, safe_tree
 from .errors import SourceError
 
 FETCH_TIMEOUT_S = 60
@@ -99,9 +100,13 @@ class GitSource:
                           "name one that exists (git log shows them).", deterministic=True)
 
     def read_file(self, commit: str, path: str) -> str | None:
+        """A file of `commit`, or None when it is missing or over bounded's size limit (it
+        is then reported when the commit is loaded)."""
         try:
+            if int(self.repo.git.cat_file("-s", f"{commit}:{path}")) > bounded.MAX_FILE_BYTES:
+                return None
             return self.repo.git.show(f"{commit}:{path}")
-        except git.GitCommandError:
+        except (git.GitCommandError, ValueError):
             return None
 
     def info(self, commit: str) -> CommitInfo:
@@ -115,6 +120,13 @@ class GitSource:
         checked by safe_tree: nothing in it leads outside `dest`, and it is not too big."""
         safe_tree.check_listing(self._sizes(commit))
         dest.mkdir(parents=True)
+        try:
+            self._extract(commit, dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)  # no half-unpacked tree left behind
+            raise
+
+    def _extract(self, commit: str, dest: Path) -> None:
         argv = ["git", f"--git-dir={self.repo.git_dir}", "archive", "--format=tar", commit]
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
             assert proc.stdout is not None and proc.stderr is not None

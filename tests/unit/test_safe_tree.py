@@ -52,6 +52,7 @@ class Repo:
             self.source.export(self.commit(), self.out)
         assert caught.value.exit_code == ExitCode.INVALID
         assert "\n" not in str(caught.value)
+        assert not self.out.exists()  # nothing half-unpacked is left behind
         return caught.value
 
 
@@ -222,3 +223,15 @@ def test_a_file_under_a_link_of_the_same_archive_is_refused(tmp_path: Path,
     with pytest.raises(StateError):
         safe_tree.extract(archive, dest)
     assert untouched(outside)
+
+
+def test_read_file_skips_a_file_over_the_size_limit(repo: Repo,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon reads lanai.yaml of main's head for source.branch before the commit is
+    loaded: a huge one is not read into memory (loading the commit reports it)."""
+    commit = repo.commit()
+    size = (repo.work / "lanai.yaml").stat().st_size
+    monkeypatch.setattr(bounded, "MAX_FILE_BYTES", size)
+    assert repo.source.read_file(commit, "lanai.yaml") is not None
+    monkeypatch.setattr(bounded, "MAX_FILE_BYTES", size - 1)
+    assert repo.source.read_file(commit, "lanai.yaml") is None
