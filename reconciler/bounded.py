@@ -22,7 +22,7 @@ GIB = 1024 * MIB
 
 MAX_FILE_BYTES = 2 * MIB  # lanai.yaml, compose.yaml, models.yaml, webui.yaml, a Modelfile
 MAX_YAML_ALIASES = 100  # alias uses (*name) in one file
-MAX_YAML_NODES = 100_000  # values (scalars, lists, mappings) after aliases are expanded
+MAX_YAML_NODES = 20_000  # values (scalars, lists, mappings) after aliases are expanded
 MAX_YAML_DEPTH = 64  # lists and mappings nested in each other, aliases expanded
 MAX_TREE_FILES = 20_000  # entries in the commit's tree (files, links, directories)
 MAX_TREE_BYTES = 2 * GIB  # total size of the commit's files

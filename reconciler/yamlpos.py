@@ -53,8 +53,12 @@ def load(text: str) -> Located:
         if exc.context and exc.problem:
             problem = f"{exc.context}, {exc.problem}"
         raise YamlSyntaxError(f"invalid YAML: {problem}", line) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        raise YamlSyntaxError(f"invalid YAML: {exc.reason} (character {exc.character!r})",
+                              line) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", None) from None
+        raise YamlSyntaxError(f"invalid YAML: {' '.join(str(exc).split())}", None) from None
     located = Located(data=None)
     if node is None:
         return located
