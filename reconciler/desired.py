@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import bounded, modelfile, yamlpos
+from . import bounded, compose_shape, modelfile, yamlpos
 from .errors import StateError
 from .models_schema import MODELS_FILE, ModelsConfig
 from .schema import LanaiConfig
@@ -73,6 +73,9 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     config, settings_lines = _load_settings(root, problems)
     compose_file = config.compose_file if config else "compose.yaml"
     compose, located = _load_compose(root, compose_file, problems)
+    if compose is not None and located is not None \
+            and not _shape_ok(compose, located, compose_file, problems):
+        compose = None  # lanai's rules below read these keys
     models, models_lines = _load_models(root, problems)
     webui, webui_lines, _missing = _load_file(root, WEBUI_FILE, WebUIConfig, problems)
     if config is not None and compose is not None and located is not None:
@@ -216,6 +219,13 @@ def _load_compose(root: Path, name: str, problems: list[Problem]
                                 "service"))
         return None, located
     return data, located
+
+
+def _shape_ok(compose: dict[str, Any], located: yamlpos.Located, name: str,
+              problems: list[Problem]) -> bool:
+    found = compose_shape.shape_problems(compose["services"])
+    problems += [Problem(name, path, located.line_of(path), message) for path, message in found]
+    return not found
 
 
 RESTART_POLICIES = re.compile(r"^(no|always|unless-stopped|on-failure(:\d+)?)$")

@@ -182,3 +182,21 @@ def test_loading_an_alias_bomb_keeps_the_process_under_100_mb(state_dir: Path) -
                             capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert "YAML aliases expand to more than" in result.stderr
     assert int(result.stdout.strip()) < 100
+
+
+@pytest.mark.parametrize(("service", "key_path"), [
+    ("{image: ollama/ollama:0.24.0, ports: 1}", "services.ollama.ports"),
+    ("{image: ollama/ollama:0.24.0, environment: 5}", "services.ollama.environment"),
+    ("{image: [ollama/ollama], restart: always}", "services.ollama.image"),
+    ("{image: x:1, deploy: {resources: {reservations: {devices: [1]}}}}",
+     "services.ollama.deploy.resources.reservations.devices[0]"),
+    ("just-a-string", "services.ollama"),
+])
+def test_a_compose_value_of_the_wrong_type_where_lanai_reads_is_a_problem(
+        state_dir: Path, service: str, key_path: str) -> None:
+    """Found by test_loader_fuzz: these crashed lanai's own compose and models checks."""
+    (state_dir / "compose.yaml").write_text(f"services:\n  ollama: {service}\n")
+    (state_dir / "models.yaml").write_text("ollama: {service: ollama}\nlocal: []\n")
+    (state_dir / "webui.yaml").unlink()
+    (state_dir / "lanai.yaml").write_text("https: null\n")
+    assert problem_of(state_dir).startswith(f"compose.yaml:2: {key_path}: ")

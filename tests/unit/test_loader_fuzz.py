@@ -168,6 +168,27 @@ def test_yaml_spliced_into_the_example_files(root: Path, name: str, line: int,
     check(root, name, "\n".join(rows).encode("utf-8", "surrogatepass"))
 
 
+SERVICE_KEYS = ("image", "ports", "environment", "restart", "network_mode", "deploy", "build",
+                "volumes", "healthcheck", "labels", "command")
+IMAGES = ("ollama/ollama:0.24.0", "ollama/ollama", "ghcr.io/open-webui/open-webui:v0.6.5",
+          "caddy:2.8", "x:latest")
+service = st.tuples(st.sampled_from(IMAGES),
+                    st.lists(st.tuples(st.sampled_from(SERVICE_KEYS), st.one_of(scalar, value)),
+                             max_size=4)).map(
+    lambda p: "{image: " + p[0] + "".join(f", {k}: {v}" for k, v in p[1]) + "}")
+compose_doc = st.lists(st.tuples(st.sampled_from(("ollama", "open-webui", "proxy", "x")),
+                                 st.one_of(service, value)), min_size=1, max_size=3).map(
+    lambda items: "services:\n" + "".join(f"  {k}: {v}\n" for k, v in dict(items).items()))
+
+
+@FUZZ
+@given(text=compose_doc)
+def test_compose_files_with_odd_values_where_lanai_reads(root: Path, text: str) -> None:
+    """Services with the keys lanai's own rules read (ports, environment, deploy, ...)
+    holding any value: a problem naming the key, never a crash."""
+    check(root, "compose.yaml", text.encode("utf-8", "surrogatepass"))
+
+
 WORDS = ("FROM", "from", "PARAMETER", "SYSTEM", "TEMPLATE", "ADAPTER", "LICENSE", "MESSAGE",
          "RENDERER", "PARSER", "REQUIRES", "#", "FROMX", "")
 ARGS = ("phi3:3.8b-mini-4k-instruct-q4_K_M", "./weights.gguf", "../../etc/passwd", "/dev/zero",
