@@ -118,8 +118,9 @@ def _scalar(node: yaml.Node) -> Any:
     except yaml.YAMLError as exc:  # an unknown or unsafe tag (!!python/object), bad !!binary
         problem = getattr(exc, "problem", None) or str(exc)
         raise YamlSyntaxError(f"invalid YAML: {problem}", node.start_mark.line + 1) from None
-    except (ValueError, OverflowError) as exc:  # a tagged value it cannot be (!!int x)
-        raise YamlSyntaxError(f"invalid YAML: {node.value!r} is not a valid {node.tag} ({exc})",
+    except (ValueError, OverflowError, LookupError, TypeError):  # !!int x, !!bool 1
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise YamlSyntaxError(f"invalid YAML: {node.value!r} is not a valid {tag}",
                               node.start_mark.line + 1) from None
     finally:
         loader.dispose()

@@ -115,6 +115,9 @@ def test_unsafe_and_impossible_tags_are_one_problem_each(state_dir: Path) -> Non
     with pytest.raises(yamlpos.YamlSyntaxError) as caught:
         yamlpos.load("a:\n  b: !!int twelve\n")
     assert caught.value.line == 2
+    with pytest.raises(yamlpos.YamlSyntaxError) as caught:
+        yamlpos.load("a: !!bool 1\n")  # found by test_loader_fuzz: a KeyError escaped
+    assert str(caught.value) == "invalid YAML: '1' is not a valid !!bool"
     with pytest.raises(yamlpos.YamlSyntaxError):
         yamlpos.load("? [a, b]\n: 1\n")
 
