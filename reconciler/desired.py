@@ -34,7 +34,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         key = format_path(self.path)
-        return f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+        text = f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a key holds
 
 
 def format_path(path: tuple[str | int, ...]) -> str:

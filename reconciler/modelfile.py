@@ -160,7 +160,8 @@ def parse(text: str, *, source: str | None = None) -> Modelfile:
     rows = text.split("\n")
 
     def fail(message: str, line: int | None) -> ModelfileError:
-        return ModelfileError(message, line, source)
+        # A quoted value may span lines; the message quoting it stays on one.
+        return ModelfileError(message.replace("\r", "\\r").replace("\n", "\\n"), line, source)
 
     froms: list[tuple[int, str]] = []
     adapters: list[tuple[int, str]] = []

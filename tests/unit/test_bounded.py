@@ -203,3 +203,14 @@ def test_a_compose_value_of_the_wrong_type_where_lanai_reads_is_a_problem(
     (state_dir / "webui.yaml").unlink()
     (state_dir / "lanai.yaml").write_text("https: null\n")
     assert problem_of(state_dir).startswith(f"compose.yaml:2: {key_path}: ")
+
+
+def test_values_and_keys_over_several_lines_are_quoted_on_one_line(state_dir: Path) -> None:
+    (state_dir / "helper.Modelfile").write_text('FROM phi3:mini\nPARAMETER num_ctx """4\n096"""\n')
+    (state_dir / "models.yaml").write_text(
+        "local:\n  - phi3:mini\n  - name: helper:v1\n    modelfile: helper.Modelfile\n")
+    assert problem_of(state_dir).startswith(
+        "helper.Modelfile:2: parameter num_ctx must be a whole number, not '4\\n096'")
+    (state_dir / "models.yaml").write_text("local: [phi3:mini]\n")
+    append(state_dir, "webui.yaml", '"x\\ny": 1\n')
+    assert "x\\ny: unknown key" in problem_of(state_dir)

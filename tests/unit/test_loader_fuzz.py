@@ -193,7 +193,8 @@ WORDS = ("FROM", "from", "PARAMETER", "SYSTEM", "TEMPLATE", "ADAPTER", "LICENSE"
          "RENDERER", "PARSER", "REQUIRES", "#", "FROMX", "")
 ARGS = ("phi3:3.8b-mini-4k-instruct-q4_K_M", "./weights.gguf", "../../etc/passwd", "/dev/zero",
         "num_ctx 4096", "num_ctx x", "stop <|end|>", "top_p nan", "use_mmap maybe", "user hi",
-        "robot hi", '"""', '"""never closed', '"quoted"', '"', "a b c", "")
+        "robot hi", '"""', '"""never closed', '"quoted"', '"', "a b c", "",
+        'num_ctx """4\n096"""', '"""a\nb c"""')
 modelfile_line = st.one_of(
     st.tuples(st.sampled_from(WORDS), st.sampled_from(ARGS)).map(" ".join),
     st.text(max_size=20),
