@@ -214,3 +214,17 @@ def test_values_and_keys_over_several_lines_are_quoted_on_one_line(state_dir: Pa
     (state_dir / "models.yaml").write_text("local: [phi3:mini]\n")
     append(state_dir, "webui.yaml", '"x\\ny": 1\n')
     assert "x\\ny: unknown key" in problem_of(state_dir)
+
+
+def test_a_models_lock_over_the_size_limit_is_a_lock_problem(state_dir: Path) -> None:
+    from reconciler import models_lock
+    from reconciler.models_fit import fit_directory
+
+    with (state_dir / "models.lock").open("a", encoding="utf-8") as handle:
+        handle.write("# " + "x" * bounded.MAX_FILE_BYTES + "\n")
+    with pytest.raises(models_lock.LockError, match="larger than 2 MiB"):
+        models_lock.read(state_dir / "models.lock")
+    state = load_state(state_dir)
+    assert state.models is not None
+    report = fit_directory(state_dir, state.models)
+    assert any(p.startswith("models.lock: the file is larger than") for p in report.problems)
