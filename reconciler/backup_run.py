@@ -24,7 +24,7 @@ from typing import Any
 import docker
 import yaml
 
-from . import __version__, compose, nofollow
+from . import __version__, compose, nofollow, safe_tree
 from .apply import Applier, ApplyReport
 from .backup_archive import (
     INCLUDED_DIRS,
@@ -41,11 +41,10 @@ from .backups import Backup, Lineage, Store, to_prune
 from .errors import ApplyError, BackupError, DockerError, LanaiError
 from .facts import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from .record import now_iso, write_json_atomic
-from .render import LABEL_HASH, Rendered
+from .render import LABEL_HASH, RESTORE_FILE, Rendered
 from .settings import ServerSettings
 
 MAIN_DATABASE = "webui.db"
-RESTORE_FILE = "lanai.restore.yaml"
 FULL = (errno.ENOSPC, errno.EDQUOT)
 ASIDE = ".lanai-replaced"  # in the data volume: what a restore replaced, until it is done
 
@@ -341,8 +340,9 @@ def _start(client: docker.DockerClient, rendered: Rendered, data: DataDir, image
     extra = rendered.directory / RESTORE_FILE
     # The hash label marks the container as restored: the reconciler reports it as
     # drift from git instead of mistaking it for the deployed configuration.
-    extra.write_text(yaml.safe_dump({"services": {service: {
-        "image": image, "labels": {LABEL_HASH: f"restored-{backup_id}"}}}}))
+    safe_tree.write_generated(rendered.directory, RESTORE_FILE, yaml.safe_dump(
+        {"services": {service: {"image": image,
+                                "labels": {LABEL_HASH: f"restored-{backup_id}"}}}}), 0o644)
     project = rendered.project_handle
     argv = [*project.base(), "--file", str(extra), "up", "--detach", "--pull", "never",
             "--no-deps", service]

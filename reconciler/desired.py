@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from . import host_access, modelfile, yamlpos
+from . import bounded, compose_shape, host_access, modelfile, yamlpos
 from .errors import StateError
 from .knowledge_plan import Doc, documents, repo_files
 from .models_schema import MODELS_FILE, ModelsConfig
@@ -35,7 +35,8 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         key = format_path(self.path)
-        return f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+        text = f"{where}: {key}: {self.message}" if key else f"{where}: {self.message}"
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever a key holds
 
 
 def format_path(path: tuple[str | int, ...]) -> str:
@@ -76,6 +77,9 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     config, settings_lines = _load_settings(root, problems)
     compose_file = config.compose_file if config else "compose.yaml"
     compose, located = _load_compose(root, compose_file, problems)
+    if compose is not None and located is not None \
+            and not _shape_ok(compose, located, compose_file, problems):
+        compose = None  # lanai's rules below read these keys
     models, models_lines = _load_models(root, problems)
     webui, webui_lines, _missing = _load_file(root, WEBUI_FILE, WebUIConfig, problems)
     if config is not None and compose is not None and located is not None:
@@ -159,7 +163,10 @@ def _read(root: Path, name: str, problems: list[Problem], required: bool) -> str
             problems.append(Problem(name, (), None, "file not found in the state repo"))
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        return bounded.read_text(path)
+    except bounded.LimitExceeded as exc:
+        problems.append(Problem(name, (), exc.line, exc.message))
+        return None
     except UnicodeDecodeError:
         problems.append(Problem(name, (), None, "not UTF-8 text"))
         return None
@@ -274,6 +281,13 @@ def _load_compose(root: Path, name: str, problems: list[Problem]
                                 "service"))
         return None, located
     return data, located
+
+
+def _shape_ok(compose: dict[str, Any], located: yamlpos.Located, name: str,
+              problems: list[Problem]) -> bool:
+    found = compose_shape.shape_problems(compose["services"])
+    problems += [Problem(name, path, located.line_of(path), message) for path, message in found]
+    return not found
 
 
 RESTART_POLICIES = re.compile(r"^(no|always|unless-stopped|on-failure(:\d+)?)$")
@@ -450,8 +464,8 @@ def _check_modelfile(root: Path, relative: str, declared: set[str],
         problem(path, f"{relative} is not a file in the state repo")
         return out
     try:
-        parsed = modelfile.parse(file.read_text(encoding="utf-8"))
-    except modelfile.ModelfileError as exc:
+        parsed = modelfile.parse(bounded.read_text(file))
+    except (modelfile.ModelfileError, bounded.LimitExceeded) as exc:
         out.append(Problem(relative, (), exc.line, exc.message))
         return out
     except UnicodeDecodeError:

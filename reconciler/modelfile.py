@@ -160,7 +160,8 @@ def parse(text: str, *, source: str | None = None) -> Modelfile:
     rows = text.split("\n")
 
     def fail(message: str, line: int | None) -> ModelfileError:
-        return ModelfileError(message, line, source)
+        # A quoted value may span lines; the message quoting it stays on one.
+        return ModelfileError(message.replace("\r", "\\r").replace("\n", "\\n"), line, source)
 
     froms: list[tuple[int, str]] = []
     adapters: list[tuple[int, str]] = []
@@ -374,21 +375,27 @@ def _unquote(value: str) -> tuple[bool, str]:
 def _read_value(first: str, rows: list[str], i: int, word: str, fail: Any) -> tuple[str, int]:
     """The value starting with ``first`` on row ``i``; returns it and the next row."""
     start = i + 1
-    buffer = first
+    done, value = _unquote(first.strip())
+    if done:
+        return value, i + 1
+    quotes = '"""' if first.strip().startswith('"""') else '"'
+    parts = [first]
     while True:
-        done, value = _unquote(buffer.strip())
-        if done:
-            return value, i + 1
         i += 1
         if i >= len(rows):
-            quotes = '"""' if buffer.strip().startswith('"""') else '"'
             kind = "triple-quoted" if quotes == '"""' else "quoted"
             raise fail(
                 f"the {kind} value of {word} is never closed: end it with {quotes} "
                 "at the end of a line",
                 start,
             )
-        buffer += "\n" + rows[i]
+        parts.append(rows[i])
+        # Only a row ending in the quotes can close the value: joining the rows only then
+        # keeps a never-closed quote linear in the file's size, not quadratic.
+        if rows[i].rstrip().endswith(quotes):
+            done, value = _unquote("\n".join(parts).strip())
+            if done:
+                return value, i + 1
 
 
 def _set_parameter(mf: Modelfile, key: str, raw: str, line: int, fail: Any) -> None:

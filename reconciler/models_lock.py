@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from . import bounded
 from .memory import ModelFacts
 
 LOCK_FILE = "models.lock"
@@ -84,9 +85,11 @@ def loads(text: str) -> ModelsLock:
 def read(path: Path) -> ModelsLock | None:
     """The lock at `path`; None when there is none."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = bounded.read_text(path)  # the state repo's lock is read from a commit
     except FileNotFoundError:
         return None
+    except bounded.LimitExceeded as exc:
+        raise LockError(exc.message) from None
     return loads(text)
 
 

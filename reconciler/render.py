@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from . import compose, host_access, tool_versions
+from . import compose, host_access, safe_tree, tool_versions
 from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from .desired import DesiredState, format_path, host_access_sentence, inside, ollama_service
 from .errors import DockerError, LanaiError, StateError
@@ -33,6 +33,10 @@ SECRETS_DIR = host_access.SECRETS_DIR  # each service's secrets file, in the cop
 LABEL_MANAGED = "io.lanai.managed"
 LABEL_HASH = "io.lanai.config-hash"
 REDACTED = "<secret>"
+RESTORE_FILE = "lanai.restore.yaml"  # written by a restore (backup_run) beside the others
+# What lanai writes beside the commit's files: a commit holding one of these names is
+# refused, so lanai never writes over, or through, a file or link of the commit.
+GENERATED = (DESIRED_FILE, compose.OVERRIDE_FILE, SECRETS_DIR, CADDYFILE, RESTORE_FILE)
 
 
 @dataclass
@@ -165,11 +169,12 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
            lan_ip: str | None = None, start_interval: bool = False) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
+    safe_tree.refuse_generated(directory, GENERATED)
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
     if config.https is not None:
-        (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip),
-                                           encoding="utf-8")
+        safe_tree.write_generated(directory, CADDYFILE, render_caddyfile(config.https, lan_ip),
+                                  0o644)
     cpu_only = cpu_only_services(state, gpu_runtime)
     fast_start = fast_start_services(state.compose) if start_interval else []
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only,
@@ -214,8 +219,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         documents={name: [[d.path, d.sha256] for d in docs]
                                    for name, docs in state.documents.items()})
     # Written last: a directory without it is an interrupted render and is redone.
-    (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
-                                          encoding="utf-8")
+    safe_tree.write_generated(directory, DESIRED_FILE, json.dumps(rendered.to_json(), indent=1),
+                              0o644)
     return rendered
 
 
@@ -375,7 +380,7 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
               f"{state.config.compose_file} in the state repo instead.\n"
               "# Secrets reach services through env files readable by root only.\n")
     body = yaml.dump({"services": services}, Dumper=_OverrideDumper, sort_keys=True)
-    (directory / compose.OVERRIDE_FILE).write_text(header + body, encoding="utf-8")
+    safe_tree.write_generated(directory, compose.OVERRIDE_FILE, header + body, 0o644)
 
 
 def discard(directory: Path) -> None:

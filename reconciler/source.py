@@ -6,15 +6,18 @@ poked by its post-receive hook) or any URL git can fetch.
 
 from __future__ import annotations
 
-import io
 import shlex
+import shutil
+import subprocess
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
 
-from .errors import SourceError, StateError
+from . import bounded, safe_tree
+from .errors import SourceError
 
 FETCH_TIMEOUT_S = 60
 # No prompts: a daemon must fail with a message, not wait for a password forever.
@@ -104,9 +107,13 @@ class GitSource:
             return None
 
     def read_file(self, commit: str, path: str) -> str | None:
+        """A file of `commit`, or None when it is missing or over bounded's size limit (it
+        is then reported when the commit is loaded)."""
         try:
+            if int(self.repo.git.cat_file("-s", f"{commit}:{path}")) > bounded.MAX_FILE_BYTES:
+                return None
             return self.repo.git.show(f"{commit}:{path}")
-        except git.GitCommandError:
+        except (git.GitCommandError, ValueError):
             return None
 
     def info(self, commit: str) -> CommitInfo:
@@ -116,22 +123,54 @@ class GitSource:
                           date=c.committed_datetime.isoformat())
 
     def export(self, commit: str, dest: Path) -> None:
-        """Write the tree of `commit` into `dest` (which must not exist yet)."""
-        buffer = io.BytesIO()
-        self.repo.archive(buffer, treeish=commit, format="tar")
-        buffer.seek(0)
+        """Write the tree of `commit` into `dest` (which must not exist yet), streamed and
+        checked by safe_tree: nothing in it leads outside `dest`, and it is not too big."""
+        safe_tree.check_listing(self._sizes(commit))
         dest.mkdir(parents=True)
-        with tarfile.open(fileobj=buffer) as tar:
-            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4; Debian 12 has 3.11.2
-                try:
-                    tar.extractall(dest, filter="data")
-                except tarfile.FilterError as exc:  # e.g. a link to /etc/shadow
-                    raise StateError(
-                        f"the commit has {exc.tarinfo.name}, a symbolic link that points "
-                        f"outside the state repo ({exc}); remove it, lanai reads only the "
-                        "repo's own files.") from None
-            else:  # git archive of our own mirror: no absolute paths or device files
-                tar.extractall(dest)
+        try:
+            self._extract(commit, dest)
+        except BaseException:
+            shutil.rmtree(dest, ignore_errors=True)  # no half-unpacked tree left behind
+            raise
+
+    def _extract(self, commit: str, dest: Path) -> None:
+        argv = ["git", f"--git-dir={self.repo.git_dir}", "archive", "--format=tar", commit]
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            unreadable = False
+            try:
+                safe_tree.extract(proc.stdout, dest)
+                proc.stdout.read()  # the end-of-archive padding, so git exits by itself
+            except tarfile.TarError:  # git failed before writing a whole archive
+                unreadable = True
+                proc.stdout.read()
+            except BaseException:
+                proc.kill()
+                raise
+            error = proc.stderr.read().decode(errors="replace")
+        if proc.returncode != 0 or unreadable:
+            raise SourceError(f"cannot read commit {commit[:12]} from the local mirror "
+                              f"({git_reason(error) or 'git archive failed'}); lanai fetches "
+                              "it again on the next poll.")
+
+    def _sizes(self, commit: str) -> Iterator[int]:
+        """The size of each file of `commit`'s tree, read as git lists them (a tree too big
+        to accept is refused after its first entries, not listed whole)."""
+        argv = ["git", f"--git-dir={self.repo.git_dir}", "ls-tree", "-r", "-z", "--long",
+                commit]
+        with subprocess.Popen(argv, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL) as proc:
+            assert proc.stdout is not None
+            try:
+                pending = b""
+                while chunk := proc.stdout.read(65536):
+                    *entries, pending = (pending + chunk).split(b"\0")
+                    for entry in entries:
+                        # "<mode> <type> <object> <size>\t<path>"; size is "-" for a submodule
+                        size = entry.split(b"\t", 1)[0].split()[-1]
+                        yield int(size) if size.isdigit() else 0
+            finally:
+                proc.kill()
 
 
 def git_reason(stderr: str) -> str:

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from . import bounded
+
 Path_ = tuple[str | int, ...]
 
 
@@ -38,9 +40,12 @@ class YamlSyntaxError(ValueError):
 
 
 def load(text: str) -> Located:
-    """Parse one YAML document; raise YamlSyntaxError with a line on bad input."""
+    """Parse one YAML document; raise YamlSyntaxError with a line on bad input (or input
+    over one of bounded's limits)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = bounded.compose(text)
+    except bounded.LimitExceeded as exc:
+        raise YamlSyntaxError(exc.message, exc.line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -48,8 +53,12 @@ def load(text: str) -> Located:
         if exc.context and exc.problem:
             problem = f"{exc.context}, {exc.problem}"
         raise YamlSyntaxError(f"invalid YAML: {problem}", line) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, ...)
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        raise YamlSyntaxError(f"invalid YAML: {exc.reason} (character {exc.character!r})",
+                              line) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"invalid YAML: {exc}", None) from None
+        raise YamlSyntaxError(f"invalid YAML: {' '.join(str(exc).split())}", None) from None
     located = Located(data=None)
     if node is None:
         return located
@@ -76,8 +85,8 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> Any:
                     for k, v in _build(source, path, merged_lines).items():
                         merged.setdefault(k, v)
                 continue
-            key = _scalar(key_node)
-            if isinstance(key, list | dict):
+            key = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            if not isinstance(key_node, yaml.ScalarNode):
                 raise YamlSyntaxError("invalid YAML: a mapping key must be a plain value, not "
                                       "a list or mapping", key_node.start_mark.line + 1)
             if key in result:
@@ -106,5 +115,12 @@ def _scalar(node: yaml.Node) -> Any:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # an unknown or unsafe tag (!!python/object), bad !!binary
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise YamlSyntaxError(f"invalid YAML: {problem}", node.start_mark.line + 1) from None
+    except (ValueError, OverflowError, LookupError, TypeError):  # !!int x, !!bool 1
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise YamlSyntaxError(f"invalid YAML: {node.value!r} is not a valid {tag}",
+                              node.start_mark.line + 1) from None
     finally:
         loader.dispose()

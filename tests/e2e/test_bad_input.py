@@ -181,3 +181,32 @@ def test_ollama_published_on_the_lan_is_refused(pushed: Mini):
     pushed.repo.commit_push("Publish Ollama")
     expect_failure(pushed, 2, "services.ollama.ports[0]", "no authentication",
                    "allow_ollama_on_lan")
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_naming_file_and_line(pushed: Mini):
+    """9**12 values in 600 bytes: refused by the limits (status names the new head), not
+    expanded while the server stalls."""
+    lines = ["x-0: &x0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"x-{n}: &x{n} [{', '.join([f'*x{n - 1}'] * 9)}]" for n in range(1, 12)]
+    start = len(pushed.repo.read("compose.yaml").splitlines()) + 1
+    pushed.repo.write("compose.yaml", pushed.repo.read("compose.yaml") + "\n".join(lines) + "\n")
+    pushed.repo.commit_push("Alias bomb")
+    message = expect_failure(pushed, 2, "compose.yaml:", "YAML aliases expand to more than")
+    assert start <= int(message.split(":")[1]) < start + 12
+
+
+def test_a_committed_link_out_of_the_repo_is_refused_and_nothing_is_written_through_it(
+        pushed: Mini, tmp_path: Path):
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    (pushed.repo.work / "lanai.override.yaml").symlink_to(victim)
+    pushed.repo.commit_push("A link named like lanai's own file")
+    expect_failure(pushed, 2, "lanai.override.yaml is a symbolic link to", "outside the state "
+                   "repo")
+    assert victim.read_text() == "untouched\n"
+
+
+def test_a_committed_file_named_like_lanais_own_is_refused(pushed: Mini):
+    (pushed.repo.work / "lanai.desired.json").symlink_to("compose.yaml")
+    pushed.repo.commit_push("A link inside the repo named like lanai's own file")
+    expect_failure(pushed, 2, "lanai.desired.json is in the state repo, but lanai generates")
