@@ -118,10 +118,13 @@ def test_a_stopped_open_webui_is_healed_while_the_pull_runs(deployed: Deployment
           "with a pull in flight")
     pull = deployed.pull()
     assert pull is not None and pull["model"] == TINY, "the pull ended before the heal"
-    history = deployed.server.history()
-    assert any(r.get("status") == "healed" and any(a.get("service") == "open-webui"
-                                                   for a in r.get("actions") or [])
-               for r in history), history[:3]
+
+    def heal_recorded() -> bool:  # once Open WebUI is healthy again: the heal waits for it
+        return any(r.get("status") == "healed" and any(
+            a.get("service") == "open-webui" for a in r.get("actions") or [])
+            for r in deployed.server.history())
+
+    deployed.wait(heal_recorded, 300, "the heal in the history")
 
 
 def test_a_pushed_change_deploys_while_the_pull_runs(deployed: Deployment) -> None:
