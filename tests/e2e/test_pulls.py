@@ -24,7 +24,7 @@ SECRETS = {"WEBUI_SECRET_KEY": "e2e-pulls-secret-3f1a",
            "WEBUI_ADMIN_PASSWORD": "e2e-pulls-admin-90b4"}
 TINY = "lanai-test:tiny"  # 26 MB in the double's catalog: at 50 kB/s, about 9 minutes
 SLOW = 'OLLAMA_HOST: "0.0.0.0:11434"\n      OLLAMA_DOUBLE_PULL_BYTES_PER_SEC: "50000"'
-FIRST_DEPLOY_S = 900  # Open WebUI's first start plus the example's model pulls, on two cores
+FIRST_DEPLOY_S = 1500  # Open WebUI's first start plus the example's model pulls, on a busy machine
 
 
 class Deployment:
@@ -61,7 +61,10 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
              ) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("pulls")
     project = new_project()
-    repo, _ports = example_repo(root, project)
+    # Open WebUI's first start can take longer than the example allows on a test machine
+    # shared by many runs: more time for its health check and for lanai's wait.
+    repo, _ports = example_repo(root, project, {"start_period: 180s": "start_period: 900s",
+                                                "health_timeout: 5m": "health_timeout: 15m"})
     server = Server(root, repo, project, docker_client, SECRETS)
     deployment = Deployment(server, repo)
     try:
