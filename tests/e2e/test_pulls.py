@@ -153,12 +153,13 @@ def test_a_commit_that_drops_the_model_stops_its_pull(deployed: Deployment) -> N
         return models if models.get("pull") is None and models.get("sync") == "Synced" \
             else None
 
-    # The worker stops at the pull's next progress report (the double reports every 10%).
-    deployed.wait(stopped, 300, "the pull to stop")
+    # Status no longer counts a pull the applied commit does not want ...
+    deployed.wait(stopped, 300, "the models to be Synced without the pull")
+    # ... and the worker stops it at its next progress report (the double reports every 10%).
+    deployed.wait(lambda: f"pull of {TINY} stopped: no longer wanted by the applied commit"
+                  in server.daemon_log.read_text(), 300, "the worker to stop the pull")
     listed = server.containers()["ollama"].exec_run(["ollama", "list"]).output.decode()
     assert TINY not in listed, listed
-    assert "pull of lanai-test:tiny stopped: no longer wanted by the applied commit" in \
-        server.daemon_log.read_text()
 
 
 def test_a_pull_that_ends_is_recorded_and_the_models_step_finishes(
