@@ -211,6 +211,8 @@ class ModelSync:
             except OllamaError as exc:
                 out.errors.append(exc.message)
             finally:
+                if self.pulls is None:
+                    clear_progress(self.settings.pull_file, only_own=True)
                 if self.state.to_json() != self._loaded:  # an idle poll writes nothing
                     self.state.updated = now_iso()
                     self._save()
@@ -321,12 +323,10 @@ class ModelSync:
             out.pulling.append(name)  # the daemon is pulling it: not twice at once
             return
         self.progress(f"pulling {name} ({action.reason})")
-        try:
-            done = run_pull(ollama, job, progress_writer(
-                self.settings.pull_file, name, self.clock,
-                lambda p: self.progress(_progress_line(p))), clock=self.clock)
-        finally:
-            clear_progress(self.settings.pull_file)
+        # pull.json stays until this converge ends (it says the models are on their way).
+        done = run_pull(ollama, job, progress_writer(
+            self.settings.pull_file, name, self.clock,
+            lambda p: self.progress(_progress_line(p))), clock=self.clock)
         self._record_pull(ollama, rendered, done, out)
 
     def _record_pull(self, ollama: Ollama, rendered: Rendered, done: PullResult,

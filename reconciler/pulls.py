@@ -142,7 +142,15 @@ def load_progress(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def clear_progress(path: Path) -> None:
+def clear_progress(path: Path, *, only_own: bool = False) -> None:
+    """Remove pull.json; with only_own, only when this process wrote it (a `lanai
+    reconcile` by hand never removes the daemon's)."""
+    if only_own:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") != os.getpid():
+                return
+        except (OSError, ValueError, AttributeError):
+            return
     path.unlink(missing_ok=True)
 
 

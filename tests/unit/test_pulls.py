@@ -22,6 +22,7 @@ from reconciler.pulls import (
     PullJob,
     PullResult,
     PullWorker,
+    clear_progress,
     load_progress,
     ollama_puller,
     progress_writer,
@@ -235,6 +236,10 @@ def test_pull_json_is_written_while_pulling_and_ignored_once_its_process_is_gone
     assert data["pid"] == os.getpid()
     path.write_text(path.read_text().replace(f'"pid": {os.getpid()}', '"pid": 999999999'))
     assert load_progress(path) is None  # left by a daemon that was killed mid-pull
+    clear_progress(path, only_own=True)  # another process's: a hand-run reconcile keeps it
+    assert path.exists()
+    clear_progress(path)
+    assert not path.exists()
 
 
 # -- the models step with the worker -----------------------------------------------------------
