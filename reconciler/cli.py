@@ -49,6 +49,7 @@ from .hooks import install_hook
 from .models_fit import fit_directory
 from .models_schema import ModelsConfig
 from .plan import plan as make_plan
+from .pulls import load_progress
 from .record import read_history
 from .render import Rendered, render, render_key
 from .secrets import read_secrets, write_secret
@@ -483,7 +484,8 @@ def status(as_json: bool) -> None:
     models = None
     if applied is not None and applied.models is not None:
         models = cli_models.server_models(applied.models,
-                                          models_state.load(settings.models_file))
+                                          models_state.load(settings.models_file),
+                                          load_progress(settings.pull_file))
     voice = voice_status(applied) if applied is not None and applied.webui else None
     if as_json:
         click.echo(json.dumps({**report.to_json(), "models": models, "voice": voice}, indent=1))

@@ -23,6 +23,7 @@ from .models_plan import runtime_of
 from .models_schema import ModelsConfig
 from .models_sync import OllamaNotReady, connect
 from .ollama import Ollama, OllamaError
+from .pulls import load_progress
 from .render import Rendered
 from .sizes import parse_size
 
@@ -66,7 +67,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
     settings = _settings()
     applied = _deployed_models(Engine(settings))
     assert applied.models is not None
-    data = server_models(applied.models, state_mod.load(settings.models_file))
+    data = server_models(applied.models, state_mod.load(settings.models_file),
+                         load_progress(settings.pull_file))
     if as_json:
         click.echo(json.dumps(data, indent=1))
     else:
@@ -75,13 +77,20 @@ def models(ctx: click.Context, as_json: bool) -> None:
              else ExitCode.OK)
 
 
-def server_models(config: ModelsConfig, state: state_mod.ModelsState) -> dict[str, Any]:
+def server_models(config: ModelsConfig, state: state_mod.ModelsState,
+                  pull: dict[str, Any] | None) -> dict[str, Any]:
+    """Every model of models.yaml with its state; `pull` is the pull in progress
+    (pull.json). sync: Progressing while a wanted model is pulling, Failed when one
+    failed, OutOfSync when one is missing, else Synced."""
     fits = {row["model"]: row for row in state.fits}
     rows = []
+    wanted = {e.name for e in config.pulled}
+    if pull and pull.get("model") not in wanted:
+        pull = None  # a pull left over from a commit before: not this commit's business
     for entry in config.local:
         rec = state.models.get(entry.name)
         fit = fits.get(entry.name, {})
-        if state.pull and state.pull.get("model") == entry.name:
+        if pull and pull.get("model") == entry.name:
             row_state = "pulling"
         elif rec is None or rec.digest is None:
             row_state = "failed" if rec and rec.error else "missing"
@@ -96,7 +105,11 @@ def server_models(config: ModelsConfig, state: state_mod.ModelsState) -> dict[st
                      "estimate": fit.get("total"), "verdict": fit.get("verdict"),
                      "observed": rec.observed if rec else None, "note": note,
                      "default": entry.name == config.default})
-    return {"models": rows, "pull": state.pull, "gpu": state.gpu, "updated": state.updated}
+    states = {r["state"] for r in rows}
+    sync = "Progressing" if pull else "Failed" if "failed" in states \
+        else "OutOfSync" if "missing" in states else "Synced"
+    return {"models": rows, "pull": pull, "sync": sync, "gpu": state.gpu,
+            "updated": state.updated}
 
 
 @models.command(name="fit")

@@ -7,6 +7,11 @@ post-receive hook, `lanai reconcile --now`, `lanai resume`), and Docker events
 of managed containers (a stop, a death, a failing health check), which are
 seen within a second and start a drift check at once. A forge's signed push
 webhook (reconciler.webhook, when server.yaml sets webhook_listen) queues one too.
+
+Model pulls do not run on that worker: a pull of tens of gigabytes would hold back
+every heal, deploy and backup for hours. They run on one pull worker of their own
+(reconciler.pulls), outside the reconcile lock; when one ends it queues a reconcile,
+which records it and finishes the models step.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .engine import Engine, Outcome, unexpected
 from .errors import ExitCode, LanaiError, LockHeld
 from .facts import LABEL_PROJECT
 from .notify import Notice
+from .pulls import PullResult, PullWorker, ollama_puller
 from .record import parse_iso
 from .render import LABEL_MANAGED
 from .report import sync_status
@@ -51,6 +57,8 @@ class Daemon:
     def __init__(self, settings: ServerSettings, engine: Engine | None = None) -> None:
         self.settings = settings
         self.engine = engine or Engine(settings)
+        self.pulls = PullWorker(ollama_puller(settings.pull_file, log.info), self._pulled)
+        self.engine.pulls = self.pulls
         self._worker = ThreadPoolExecutor(1)
         self.scheduler = BackgroundScheduler(
             executors={"default": self._worker},
@@ -132,6 +140,12 @@ class Daemon:
                  "error": outcome.error, "exit_code": outcome.exit_code}
         for waiter in waiters:
             waiter.put(reply)
+
+    def _pulled(self, result: PullResult) -> None:
+        """A background pull ended: the next reconcile records it and finishes the models."""
+        log.info("pull of %s %s after %.0fs", result.model,
+                 "failed" if result.error else "finished", result.seconds)
+        self.queue("models-pulled")
 
     def _log(self, outcome: Outcome, trigger: str, seconds: float) -> None:
         commit = (outcome.commit or "?")[:12]
@@ -349,6 +363,7 @@ class Daemon:
         # Let a running reconcile finish before shutdown() takes the scheduler's locks: its
         # follow-ups (reschedule_job, queue) need them, so a stop mid-deploy would deadlock.
         self.scheduler.pause()
+        self.pulls.stop()  # Ollama keeps what it downloaded: the next start resumes it
         self._worker.shutdown(wait=True)
         self.scheduler.shutdown(wait=True)
         self.settings.socket_path.unlink(missing_ok=True)

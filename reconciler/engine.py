@@ -34,6 +34,7 @@ from .errors import ApplyError, BackupError, DockerError, ExitCode, LanaiError, 
 from .lock import Lock
 from .models_sync import ModelsOutcome, ModelSync, first_gpu
 from .plan import Drift, Plan, plan
+from .pulls import PullWorker
 from .record import (
     Failure,
     State,
@@ -108,6 +109,7 @@ class Engine:
         self._gpu_prober: gpu_health.GpuProber | None = None  # keeps its once-a-minute pace
         self._webui_tokens: dict[str, str] = {}  # Open WebUI session per URL: sign in once
         self._branch_for: tuple[str | None, str] = (None, "main")
+        self.pulls: PullWorker | None = None  # the daemon's; None: pulls in the foreground
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -426,6 +428,8 @@ class Engine:
         """Models follow the stack: after a deploy or a drift check, never blocking it."""
         current = self.applied(state)
         if current is None or current.models is None:
+            if self.pulls is not None:
+                self.pulls.keep_only(set())  # models.yaml is gone: so are its pulls
             return
         if outcome.status == "applied":
             self.save(state)  # the stack is deployed: `lanai status` says so while models pull
@@ -433,7 +437,8 @@ class Engine:
         self._step("converging models")
         try:
             result = ModelSync(self.settings, self.client, progress=self.progress,
-                               gpu=self.gpu_info).converge(current, retry=retry)
+                               gpu=self.gpu_info, pulls=self.pulls).converge(current,
+                                                                             retry=retry)
         except Exception as exc:  # a part's failure is the part's error
             log.error("converging models failed unexpectedly", exc_info=exc)
             result = ModelsOutcome(errors=[unexpected("converging the models", exc)])

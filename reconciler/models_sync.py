@@ -1,6 +1,8 @@
 """Converge Ollama's models to models.yaml, through Ollama's API.
 
-Order: pull what is missing (disk checked first, progress recorded) -> read
+Order: pull what is missing (disk checked first, progress recorded; in the daemon
+the pull runs on its own worker, reconciler.pulls, and this step goes on without
+the model until a later converge records it) -> read
 each model's architecture -> fit contexts to the VRAM budget -> set num_ctx /
 create custom models -> prune -> warm the default model -> check what Ollama
 reports after loading against the estimate. One model's failure is recorded
@@ -37,7 +39,17 @@ from .models_plan import (
     plan_pulls,
 )
 from .models_schema import ModelEntry, ModelsConfig
-from .ollama import Ollama, OllamaError, PullAborted, PullProgress
+from .ollama import Ollama, OllamaError, PullProgress
+from .pulls import (
+    PullJob,
+    PullResult,
+    PullWorker,
+    clear_progress,
+    disk_message,
+    load_progress,
+    progress_writer,
+    run_pull,
+)
 from .record import iso, now_iso, parse_iso
 from .render import Rendered
 from .settings import ServerSettings
@@ -45,7 +57,6 @@ from .sizes import human_bytes
 
 log = logging.getLogger("lanai")
 MiB = 1024**2
-PROGRESS_EVERY_S = 1.0
 DEFAULT_PORT = 11434
 
 
@@ -55,10 +66,18 @@ class ModelsOutcome:
     errors: list[str] = field(default_factory=list)
     drift: list[str] = field(default_factory=list)
     next_retry: str | None = None
+    pulling: list[str] = field(default_factory=list)  # pulls still in flight (the daemon's)
+
+    @property
+    def sync(self) -> str:
+        """Progressing while a pull for this commit is in flight, then Failed or Synced."""
+        if self.pulling:
+            return "Progressing"
+        return "Failed" if self.errors else "Synced"
 
     def to_json(self) -> dict[str, Any]:
         return {"actions": self.actions, "errors": self.errors, "drift": self.drift,
-                "next_retry": self.next_retry}
+                "next_retry": self.next_retry, "pulling": self.pulling, "sync": self.sync}
 
 
 class OllamaNotReady(Exception):
@@ -126,8 +145,10 @@ class ModelSync:
     def __init__(self, settings: ServerSettings, client: docker.DockerClient, *,
                  progress: Callable[[str], None] | None = None,
                  gpu: Callable[[], tuple[str, int] | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 pulls: PullWorker | None = None) -> None:
         self.settings = settings
+        self.pulls = pulls  # the daemon's pull worker; None: pull in the foreground
         self.docker = client
         self.progress = progress or (lambda msg: log.info(msg))
         self._gpu = gpu or first_gpu
@@ -190,7 +211,8 @@ class ModelSync:
             except OllamaError as exc:
                 out.errors.append(exc.message)
             finally:
-                self.state.pull = None
+                if self.pulls is None:
+                    clear_progress(self.settings.pull_file, only_own=True)
                 if self.state.to_json() != self._loaded:  # an idle poll writes nothing
                     self.state.updated = now_iso()
                     self._save()
@@ -199,11 +221,16 @@ class ModelSync:
     def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any,
                   ollama: Ollama, out: ModelsOutcome, retry: bool) -> None:
         bases, fixed = custom_sources(rendered.directory, config)
+        if self.pulls is not None:
+            for done in self.pulls.take_finished():
+                self._record_pull(ollama, rendered, done, out)
         live = self._live(ollama)
         due = self._follow_due(config)
         free_path = host_path(container.attrs.get("Mounts") or [],
                               models_dir(container.attrs.get("Config", {}).get("Env") or []))
         pulls = plan_pulls(config, live, follow_due=due)
+        if self.pulls is not None:
+            self.pulls.keep_only({a.model for a in pulls})
         for action in pulls:
             self._pull(ollama, rendered, config, action, free_path, out, retry)
         if pulls:
@@ -224,6 +251,8 @@ class ModelSync:
         changes = plan_changes(config, live, rows, managed=managed, custom_hashes=hashes,
                                recorded_hashes=recorded)
         for action in changes:
+            if bases.get(action.model) in out.pulling:
+                continue  # its FROM is still being pulled: created once it is there
             self._change(ollama, rendered, config, action, hashes, out)
         self._warm(ollama, config, container, out)
         self._verify(ollama, rows, out)
@@ -268,6 +297,9 @@ class ModelSync:
               retry: bool) -> None:
         name = action.model
         rec = self.state.record(name)
+        if self.pulls is not None and name in self.pulls.in_flight():
+            out.pulling.append(name)
+            return
         if rec.next_retry and not retry and datetime.now(UTC) < parse_iso(rec.next_retry):
             out.errors.append(f"{name}: {rec.error} (next try {rec.next_retry})")
             out.next_retry = _earliest(out.next_retry, rec.next_retry)
@@ -276,43 +308,35 @@ class ModelSync:
         free = free_bytes(free_path) if free_path else None
         if known is not None and free is not None \
                 and known.size > free - config.disk_keep_free:
-            self._failed(rendered, rec, name, self._disk_message(name, known.size, free, config,
-                                                                 free_path), out,
-                         deterministic=True)
+            self._failed(rendered, rec, name, disk_message(name, known.size, free,
+                                                           config.disk_keep_free, free_path),
+                         out, deterministic=True)
+            return
+        job = PullJob(name, ollama.base_url, action.reason, free, free_path,
+                      config.disk_keep_free)
+        if self.pulls is not None:
+            self.pulls.submit(job)
+            out.pulling.append(name)
+            return
+        elsewhere = load_progress(self.settings.pull_file)
+        if elsewhere and elsewhere.get("model") == name and elsewhere.get("pid") != os.getpid():
+            out.pulling.append(name)  # the daemon is pulling it: not twice at once
             return
         self.progress(f"pulling {name} ({action.reason})")
-        last = [0.0]
+        # pull.json stays until this converge ends (it says the models are on their way).
+        done = run_pull(ollama, job, progress_writer(
+            self.settings.pull_file, name, self.clock,
+            lambda p: self.progress(_progress_line(p))), clock=self.clock)
+        self._record_pull(ollama, rendered, done, out)
 
-        def on_progress(p: PullProgress) -> None:
-            now = self.clock()
-            if now - last[0] >= PROGRESS_EVERY_S:
-                last[0] = now
-                self.state.pull = {"model": name, "status": p.status, "completed": p.completed,
-                                   "total": p.total, "rate": p.rate, "eta": p.eta,
-                                   "at": now_iso()}
-                self._save()
-                if p.total:
-                    self.progress(_progress_line(p))
-
-        def should_abort(p: PullProgress) -> str | None:
-            if free is not None and p.total and p.total - p.completed > free - \
-                    config.disk_keep_free:
-                return self._disk_message(name, p.total, free, config, free_path)
-            return None
-
-        started = self.clock()
-        try:
-            ollama.pull(name, on_progress=on_progress, should_abort=should_abort)
-        except PullAborted as exc:
-            self._failed(rendered, rec, name, exc.reason, out, deterministic=True)
-            return
-        except OllamaError as exc:
-            if "no space left on device" in (exc.detail or exc.message):
-                # The disk filled up during the pull: not transient, so wait as for a refusal.
-                self._failed(rendered, rec, name, self._disk_full_message(name, free_path),
-                             out, deterministic=True)
-                return
-            self._failed(rendered, rec, name, f"pulling {name} failed: {exc.message}", out)
+    def _record_pull(self, ollama: Ollama, rendered: Rendered, done: PullResult,
+                     out: ModelsOutcome) -> None:
+        """A pull's end in models.json and the outcome (the foreground's, or the worker's
+        taken up by the next converge)."""
+        name = done.model
+        rec = self.state.record(name)
+        if done.error is not None:
+            self._failed(rendered, rec, name, done.error, out, deterministic=done.deterministic)
             return
         tags = {m.name: m for m in ollama.tags()}
         pulled = tags.get(name)
@@ -322,24 +346,9 @@ class ModelSync:
         rec.pulled_at = rec.followed_at = now_iso()
         rec.error, rec.failures, rec.next_retry = None, 0, None
         changed = "new upstream version" if previous and previous != rec.upstream_digest \
-            else action.reason
+            else done.reason
         out.actions.append({"kind": "pull", "model": name, "reason": changed, "result": "ok",
-                            "seconds": round(self.clock() - started, 2),
-                            "size": pulled.size if pulled else None})
-
-    def _disk_message(self, name: str, size: int, free: int, config: ModelsConfig,
-                      path: str | None) -> str:
-        return (f"not pulling {name}: it needs {human_bytes(size)} and Ollama's volume "
-                f"({path}) has {human_bytes(max(0, free))} free, of which "
-                f"{human_bytes(config.disk_keep_free)} is kept free (disk_keep_free); free "
-                "some space (`lanai models` lists what is there) or remove a model from "
-                "models.yaml")
-
-    def _disk_full_message(self, name: str, path: str | None) -> str:
-        where = f" ({path})" if path else ""
-        return (f"pulling {name} stopped half way: Ollama's volume{where} is full (no space "
-                "left on device); free some space (`lanai models` lists what is there) or "
-                "remove a model from models.yaml, then run `lanai reconcile --retry`")
+                            "seconds": done.seconds, "size": pulled.size if pulled else None})
 
     def _failed(self, rendered: Rendered, rec: state_mod.ModelRecord, name: str, message: str,
                 out: ModelsOutcome, *, deterministic: bool = False) -> None:

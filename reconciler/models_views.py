@@ -59,8 +59,12 @@ def models_table(data: dict[str, Any]) -> None:
         pct = 100 * pull["completed"] / pull["total"] if pull.get("total") else 0
         rate = f" at {_b(int(pull['rate']))}/s" if pull.get("rate") else ""
         eta = f", about {int(pull['eta'])}s left" if pull.get("eta") is not None else ""
-        out.print(Text(f"pulling {pull['model']}: {pct:.0f}% of {_b(pull.get('total'))}"
-                       f"{rate}{eta}", style="bold cyan"))
+        out.print(Text(f"pulling {pull['model']}: {_b(pull.get('completed'))} of "
+                       f"{_b(pull.get('total'))} ({pct:.0f}%){rate}{eta}", style="bold cyan"))
+    if data.get("sync"):
+        out.print(Text(f"Models   {data['sync']}",
+                       style={"Synced": "green", "Progressing": "yellow"}.get(data["sync"],
+                                                                              "red")))
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("MODEL", "STATE", "CONTEXT", "ESTIMATE", "LOADED", "PROCESSOR", "NOTE"):
         table.add_column(column, overflow="fold")

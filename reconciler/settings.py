@@ -61,6 +61,10 @@ class ServerSettings:
         return self.home / "models.json"
 
     @property
+    def pull_file(self) -> Path:
+        return self.home / "pull.json"  # the model pull in progress (reconciler.pulls)
+
+    @property
     def models_lock_file(self) -> Path:
         return self.home / "models.lock"
 

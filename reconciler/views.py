@@ -81,6 +81,9 @@ def outcome(result: Outcome) -> None:
         why = action.get("reason") or action.get("error") or ""
         out.print(f"  {mark} {action['kind']} model {action['model']}" + (f": {why}" if why
                                                                           else ""))
+    for name in (result.models or {}).get("pulling") or []:
+        out.print(Text(f"  … pulling model {name} in the background (`lanai status` shows "
+                       "its progress)", style="yellow"))
     for line in (result.models or {}).get("drift") or []:
         out.print(Text(f"  drift: {line}", style="yellow"))
     for line in result.notes:
