@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(os.path.realpath(__file__)).parent))
 
-import server  # noqa: E402 (the double's catalog, beside this file)
+import server
 
 MANIFEST = re.compile(r"^/v2/(?P<repo>[a-z0-9._/-]+)/manifests/(?P<tag>[A-Za-z0-9._-]+)$")
 BLOB = re.compile(r"^/v2/(?P<repo>[a-z0-9._/-]+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
@@ -76,7 +76,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
         self.answer(404, body, "application/json")
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path in ("/v2", "/v2/"):
             self.answer(200, b"{}", "application/json")
@@ -98,7 +98,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.unknown("NAME_UNKNOWN", "repository name not known to registry")
 
-    do_HEAD = do_GET  # noqa: N815
+    do_HEAD = do_GET
 
 
 class Registry(ThreadingHTTPServer):
