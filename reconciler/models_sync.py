@@ -37,7 +37,7 @@ from .models_plan import (
     plan_pulls,
 )
 from .models_schema import ModelEntry, ModelsConfig
-from .ollama import Ollama, OllamaError, PullAborted, PullProgress
+from .ollama import Ollama, OllamaError, PullAborted, PullProgress, unreached_registry
 from .record import iso, now_iso, parse_iso
 from .render import Rendered
 from .settings import ServerSettings
@@ -312,7 +312,7 @@ class ModelSync:
                 self._failed(rendered, rec, name, self._disk_full_message(name, free_path),
                              out, deterministic=True)
                 return
-            self._failed(rendered, rec, name, f"pulling {name} failed: {exc.message}", out)
+            self._failed(rendered, rec, name, self._pull_failed_message(name, exc), out)
             return
         tags = {m.name: m for m in ollama.tags()}
         pulled = tags.get(name)
@@ -326,6 +326,18 @@ class ModelSync:
         out.actions.append({"kind": "pull", "model": name, "reason": changed, "result": "ok",
                             "seconds": round(self.clock() - started, 2),
                             "size": pulled.size if pulled else None})
+
+    def _pull_failed_message(self, name: str, exc: OllamaError) -> str:
+        unreached = unreached_registry(exc.detail or exc.message)
+        if unreached is None:
+            return f"pulling {name} failed: {exc.message}"
+        host, cause = unreached
+        # Transient (lanai retries with backoff), but also what a stack whose Ollama is
+        # only on `internal: true` networks gets at every try.
+        return (f"pulling {name} failed: Ollama could not reach the model registry {host} "
+                f"({cause}); check the server's internet connection, and that the ollama "
+                "service in compose.yaml joins a network with a route out (not only "
+                "`internal: true` ones; the example's is `egress`)")
 
     def _disk_message(self, name: str, size: int, free: int, config: ModelsConfig,
                       path: str | None) -> str:
