@@ -6,7 +6,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from .harness import REQUIRED_IMAGES
+from .harness import REQUIRED_IMAGES, ModelRegistry
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,16 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_registry(docker_client: docker.DockerClient) -> Iterator[ModelRegistry]:
+    """The stand-in for registry.ollama.ai that every stack's Ollama pulls from; each test
+    Server attaches it to its stack's networks with a route out (harness.ModelRegistry)."""
+    registry = ModelRegistry(docker_client)
+    ModelRegistry.current = registry
+    try:
+        yield registry
+    finally:
+        ModelRegistry.current = None
+        registry.stop()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STATE = REPO_ROOT / "desired-state"
@@ -107,11 +108,70 @@ class StateRepo:
         return git(self.work, "rev-parse", "HEAD")
 
 
+class ModelRegistry:
+    """The stand-in for registry.ollama.ai (tests/ollama_double/registry.py), one container
+    for the session: "the internet" that a stack's Ollama reaches by that host name on each
+    of its networks with a route out (not `internal: true`), and on no other."""
+
+    HOST = "registry.ollama.ai"
+    current: ModelRegistry | None = None  # set for the session by tests/e2e/conftest.py
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self.container = client.containers.run(
+            REQUIRED_IMAGES[0], name=f"lanai-e2e-registry-{uuid.uuid4().hex[:6]}",
+            entrypoint=["python3", "/usr/lib/ollama-double/registry.py"],
+            detach=True,
+            labels={"io.lanai.test": "model-registry"})
+        wait_for(lambda: b"listening" in self.container.logs(), 60, "the model registry")
+
+    def attach(self, project: str, compose_text: str) -> list[str]:
+        """Join the networks with a route out that the stack's ollama service will be on,
+        made now with the labels Compose gives its own so that Compose adopts them (the
+        pull follows the deploy at once). Returns the networks joined."""
+        spec = yaml.safe_load(compose_text) or {}
+        declared = spec.get("networks") or {}
+        ollama = (spec.get("services") or {}).get("ollama") or {}
+        joined = []
+        for key in ollama.get("networks") or ["default"]:
+            options = declared.get(key) or {}
+            if options.get("internal") or options.get("external"):
+                continue
+            name = options.get("name") or f"{project}_{key}"
+            try:
+                network = self.client.networks.get(name)
+            except docker.errors.NotFound:
+                network = self.client.networks.create(name, driver="bridge", labels={
+                    "com.docker.compose.project": project, "com.docker.compose.network": key,
+                    "com.docker.compose.version": compose_version()})
+            network.connect(self.container, aliases=[self.HOST])
+            joined.append(name)
+        return joined
+
+    def requests_from(self, address: str) -> list[str]:
+        """The requests (as "GET /v2/...") the registry logged from one address."""
+        lines = self.container.logs().decode(errors="replace").splitlines()
+        prefix = f"[registry] {address} "
+        return [line[len(prefix):].split('"')[1] for line in lines
+                if line.startswith(prefix) and line.count('"') >= 2]
+
+    def stop(self) -> None:
+        self.container.remove(force=True)
+
+
+def compose_version() -> str:
+    out = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().lstrip("v")
+
+
 class Server:
     """This machine as a lanai server, isolated in a temp dir with its own project name."""
 
     def __init__(self, root: Path, repo: StateRepo, project: str, client: docker.DockerClient,
                  secrets: dict[str, str] | None = None) -> None:
+        if ModelRegistry.current is not None:
+            ModelRegistry.current.attach(project, repo.read("compose.yaml"))
         self.root = root
         self.repo = repo
         self.project = project
@@ -205,6 +265,9 @@ class Server:
             container.remove(force=True, v=True)
         label = f"com.docker.compose.project={self.project}"
         for network in self.client.networks.list(filters={"label": label}):
+            network.reload()
+            for container in network.containers:  # the model registry
+                network.disconnect(container, force=True)
             network.remove()
         for volume in self.client.volumes.list(filters={"label": label}):
             volume.remove(force=True)
