@@ -69,7 +69,8 @@ def test_giving_ollama_a_network_with_a_route_out_lets_it_pull_through_the_regis
     code, _ = server.reconcile()
     assert code == 3
     server.repo.replace("compose.yaml", "networks: [inside]", "networks: [inside, egress]")
-    server.repo.replace("compose.yaml", "    internal: true\n", "    internal: true\n  egress: {}\n")
+    server.repo.replace("compose.yaml", "    internal: true\n",
+                        "    internal: true\n  egress: {}\n")
     server.repo.commit_push("Ollama gets a way out to its registry")
     registry = ModelRegistry.current
     assert registry is not None
