@@ -13,9 +13,14 @@ use with the same JSON shapes as real Ollama (docs/api.md of ollama/ollama):
     DELETE /api/delete
 
 "Models" come from a built-in catalog with real architecture numbers and
-sizes; a pull streams realistic progress (no weights move) and writes a
-manifest and the small blobs (template, license, params) under
-$OLLAMA_MODELS, so pulled models survive a restart of the container.
+sizes. A pull goes over the network as Ollama's does: the manifest from the
+registry (GET /v2/<namespace>/<model>/manifests/<tag> at registry.ollama.ai,
+resolved by host name; the stand-in is registry.py beside this file), then
+each blob by digest, verified; it streams realistic progress paced by the
+declared sizes (the registry serves a few-byte stand-in for the weights) and
+writes the manifest as sent and the small blobs (config, template, license,
+params) under $OLLAMA_MODELS, so pulled models survive a restart of the
+container.
 /api/create derives a model from a pulled (or created) one, with its own
 system prompt, template, parameters, messages and LoRA adapter (a blob
 uploaded first), stored the same way. Loading a model (generate/chat/embed)
@@ -25,6 +30,9 @@ OLLAMA_NUM_PARALLEL, OLLAMA_FLASH_ATTENTION, OLLAMA_KV_CACHE_TYPE,
 OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE) and the model's num_ctx.
 
 Test-only knobs:
+    OLLAMA_DOUBLE_REGISTRY            where the default registry is reached (default
+                                      http://registry.ollama.ai: plain HTTP, where
+                                      Ollama uses HTTPS)
     OLLAMA_DOUBLE_PULL_BYTES_PER_SEC  simulated download speed (default 1e11:
                                       a 5 GB pull takes about 50 ms)
     OLLAMA_DOUBLE_VRAM_BYTES          simulated GPU memory (default 0: no GPU,
