@@ -6,7 +6,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from .harness import REQUIRED_IMAGES, ModelRegistry
+from .harness import REQUIRED_IMAGES, CloudProvider, ModelRegistry, Outside
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +31,22 @@ def tmp(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def model_registry(docker_client: docker.DockerClient) -> Iterator[ModelRegistry]:
-    """The stand-in for registry.ollama.ai that every stack's Ollama pulls from; each test
-    Server attaches it to its stack's networks with a route out (harness.ModelRegistry)."""
+def outside(docker_client: docker.DockerClient) -> Iterator[None]:
+    """The internet, as far as the stacks need it: the stand-in for registry.ollama.ai that
+    every stack's Ollama pulls from, and a cloud provider for Open WebUI's connections. Each
+    test Server attaches them to its stack's networks with a route out (harness.Outside)."""
     registry = ModelRegistry(docker_client)
-    ModelRegistry.current = registry
     try:
-        yield registry
-    finally:
-        ModelRegistry.current = None
+        cloud = CloudProvider(docker_client)
+    except BaseException:
         registry.stop()
+        raise
+    ModelRegistry.current, CloudProvider.current = registry, cloud
+    Outside.started[:] = [registry, cloud]
+    try:
+        yield
+    finally:
+        Outside.started.clear()
+        ModelRegistry.current = CloudProvider.current = None
+        registry.stop()
+        cloud.stop()

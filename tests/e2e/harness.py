@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import docker
 import yaml
@@ -108,32 +108,36 @@ class StateRepo:
         return git(self.work, "rev-parse", "HEAD")
 
 
-class ModelRegistry:
-    """The stand-in for registry.ollama.ai (tests/ollama_double/registry.py), one container
-    for the session: "the internet" that a stack's Ollama reaches by that host name on each
-    of its networks with a route out (not `internal: true`), and on no other."""
+class Outside:
+    """A container that stands for a service on the internet, one for the session: a stack's
+    `service` reaches it by `host` on each of the service's networks with a route out (not
+    `internal: true`), and on no other, as on a real server."""
 
-    HOST = "registry.ollama.ai"
-    current: ModelRegistry | None = None  # set for the session by tests/e2e/conftest.py
+    HOST = ""
+    SERVICE = ""
+    SCRIPT = ""
+    started: ClassVar[list[Outside]] = []  # set for the session by tests/e2e/conftest.py
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, environment: dict[str, str] | None = None
+                 ) -> None:
         self.client = client
         self.container = client.containers.run(
-            REQUIRED_IMAGES[0], name=f"lanai-e2e-registry-{uuid.uuid4().hex[:6]}",
-            entrypoint=["python3", "/usr/lib/ollama-double/registry.py"],
-            detach=True,
-            labels={"io.lanai.test": "model-registry"})
-        wait_for(lambda: b"listening" in self.container.logs(), 60, "the model registry")
+            REQUIRED_IMAGES[0], name=f"lanai-e2e-{self.SERVICE}-outside-{uuid.uuid4().hex[:6]}",
+            entrypoint=["python3", f"/usr/lib/ollama-double/{self.SCRIPT}"],
+            environment=environment or {}, detach=True, labels={"io.lanai.test": self.HOST})
+        wait_for(lambda: b"listening" in self.container.logs(), 60, self.HOST)
 
     def attach(self, project: str, compose_text: str) -> list[str]:
-        """Join the networks with a route out that the stack's ollama service will be on,
-        made now with the labels Compose gives its own so that Compose adopts them (the
-        pull follows the deploy at once). Returns the networks joined."""
+        """Join the networks with a route out that the stack's service will be on, made now
+        with the labels Compose gives its own so that Compose adopts them (lanai talks to
+        the stack right after its deploy). Returns the networks joined."""
         spec = yaml.safe_load(compose_text) or {}
         declared = spec.get("networks") or {}
-        ollama = (spec.get("services") or {}).get("ollama") or {}
+        service = (spec.get("services") or {}).get(self.SERVICE)
+        if service is None:
+            return []
         joined = []
-        for key in ollama.get("networks") or ["default"]:
+        for key in service.get("networks") or ["default"]:
             options = declared.get(key) or {}
             if options.get("internal") or options.get("external"):
                 continue
@@ -144,19 +148,42 @@ class ModelRegistry:
                 network = self.client.networks.create(name, driver="bridge", labels={
                     "com.docker.compose.project": project, "com.docker.compose.network": key,
                     "com.docker.compose.version": compose_version()})
-            network.connect(self.container, aliases=[self.HOST])
+            network.reload()
+            if self.container.id not in {c.id for c in network.containers}:
+                network.connect(self.container, aliases=[self.HOST])
             joined.append(name)
         return joined
 
     def requests_from(self, address: str) -> list[str]:
-        """The requests (as "GET /v2/...") the registry logged from one address."""
+        """The requests (as "GET /v2/... HTTP/1.1") it logged from one address."""
         lines = self.container.logs().decode(errors="replace").splitlines()
-        prefix = f"[registry] {address} "
-        return [line[len(prefix):].split('"')[1] for line in lines
-                if line.startswith(prefix) and line.count('"') >= 2]
+        return [line.split('"')[1] for line in lines
+                if f"] {address} " in line and line.count('"') >= 2]
 
     def stop(self) -> None:
         self.container.remove(force=True)
+
+
+class ModelRegistry(Outside):
+    """registry.ollama.ai (tests/ollama_double/registry.py), where Ollama pulls models."""
+
+    HOST, SERVICE, SCRIPT = "registry.ollama.ai", "ollama", "registry.py"
+    current: ModelRegistry | None = None
+
+
+class CloudProvider(Outside):
+    """An OpenAI-compatible cloud provider (tests/ollama_double/cloud.py) for Open WebUI's
+    cloud connections; a name under .example, so nothing real answers if it is not there."""
+
+    HOST, SERVICE, SCRIPT = "api.cloud.example", "open-webui", "cloud.py"
+    KEY = "sk-cloud-e2e-123"
+    MODELS = ("cloud-large", "cloud-mini")
+    URL = f"http://{HOST}/v1"
+    current: CloudProvider | None = None
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        super().__init__(client, {"CLOUD_API_KEY": self.KEY,
+                                  "CLOUD_MODELS": ",".join(self.MODELS)})
 
 
 def compose_version() -> str:
@@ -170,8 +197,8 @@ class Server:
 
     def __init__(self, root: Path, repo: StateRepo, project: str, client: docker.DockerClient,
                  secrets: dict[str, str] | None = None) -> None:
-        if ModelRegistry.current is not None:
-            ModelRegistry.current.attach(project, repo.read("compose.yaml"))
+        for outside in Outside.started:
+            outside.attach(project, repo.read("compose.yaml"))
         self.root = root
         self.repo = repo
         self.project = project
