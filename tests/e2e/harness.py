@@ -154,6 +154,13 @@ class Outside:
             joined.append(name)
         return joined
 
+    def join(self, network: Any) -> None:
+        """Be reachable by `HOST` on a network a test made itself (a route out)."""
+        network.connect(self.container, aliases=[self.HOST])
+
+    def leave(self, network: Any) -> None:
+        network.disconnect(self.container, force=True)
+
     def requests_from(self, address: str) -> list[str]:
         """The requests (as "GET /v2/... HTTP/1.1") it logged from one address."""
         lines = self.container.logs().decode(errors="replace").splitlines()
