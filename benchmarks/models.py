@@ -34,7 +34,14 @@ from reconciler import desired
 from reconciler.engine import Engine
 from reconciler.models_fit import fit_directory
 from reconciler.settings import load_settings
-from tests.e2e.harness import EXAMPLE_STATE, Server, StateRepo, new_project
+from tests.e2e.harness import (
+    EXAMPLE_STATE,
+    ModelRegistry,
+    Outside,
+    Server,
+    StateRepo,
+    new_project,
+)
 
 STACK = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "stacks" / "models"
 
@@ -72,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="lanai-bench-models-") as tmp:
         root = Path(tmp)
         project = new_project().replace("e2e", "bench")
+        # The double pulls over the network, from a stand-in for registry.ollama.ai.
+        registry = ModelRegistry(client)
+        Outside.started[:] = [registry]
         repo = StateRepo(root, STACK, {"PROJECT": project})
         server = Server(root, repo, project, client)
         try:
@@ -104,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                                           / statistics.median(without), 2)
         finally:
             server.teardown()
+            Outside.started.clear()
+            registry.stop()
     say(f"fit table of the example state x{args.fit_runs}")
     state = desired.load_state(EXAMPLE_STATE)
     assert state.models is not None

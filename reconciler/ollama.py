@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import socket
 import ssl
 import time
@@ -506,6 +507,23 @@ class Ollama:
                 f"{what} ({exc or type(exc).__name__})."
             )
         return OllamaUnreachable(f"Ollama at {url} is not answering ({cause}).")
+
+
+# Go's net/http words for "nothing answered", as Ollama passes them on in a pull's error.
+_REGISTRY_GET = re.compile(r'Get "https?://([^/":]+)')
+_NOT_REACHED = ("no such host", "server misbehaving", "network is unreachable",
+                "no route to host", "connection refused", "i/o timeout",
+                "tls handshake timeout", "connection reset by peer")
+
+
+def unreached_registry(detail: str) -> tuple[str, str] | None:
+    """(host, cause) when Ollama's pull error says its registry could not be reached."""
+    host = _REGISTRY_GET.search(detail)
+    lowered = detail.lower()
+    cause = next((c for c in _NOT_REACHED if c in lowered), None)
+    if host is None or cause is None:
+        return None
+    return host.group(1), cause
 
 
 def _eta(done: int, total: int, rate: float | None) -> float | None:

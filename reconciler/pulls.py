@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .ollama import Ollama, OllamaError, PullAborted, PullProgress
+from .ollama import Ollama, OllamaError, PullAborted, PullProgress, unreached_registry
 from .record import now_iso, write_json_atomic
 from .sizes import human_bytes
 
@@ -101,8 +101,21 @@ def run_pull(ollama: Ollama, job: PullJob, on_progress: Callable[[PullProgress],
         if "no space left on device" in (exc.detail or exc.message):
             # The disk filled up during the pull: not transient, so wait as for a refusal.
             return result(disk_full_message(job.model, job.free_path), deterministic=True)
-        return result(f"pulling {job.model} failed: {exc.message}")
+        return result(pull_failed_message(job.model, exc))
     return result()
+
+
+def pull_failed_message(name: str, exc: OllamaError) -> str:
+    unreached = unreached_registry(exc.detail or exc.message)
+    if unreached is None:
+        return f"pulling {name} failed: {exc.message}"
+    host, cause = unreached
+    # Transient (lanai retries with backoff), but also what a stack whose Ollama is only on
+    # `internal: true` networks gets at every try.
+    return (f"pulling {name} failed: Ollama could not reach the model registry {host} "
+            f"({cause}); check the server's internet connection, and that the ollama "
+            "service in compose.yaml joins a network with a route out (not only "
+            "`internal: true` ones; the example's is `egress`)")
 
 
 # -- pull.json: the pull in progress, for `lanai status` ---------------------------------

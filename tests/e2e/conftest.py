@@ -6,7 +6,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from .harness import REQUIRED_IMAGES
+from .harness import REQUIRED_IMAGES, CloudProvider, ModelRegistry, Outside
 from .laptop import pipx_install
 
 
@@ -35,3 +35,25 @@ def tmp(tmp_path: Path) -> Iterator[Path]:
 def laptop_lanai(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`lanai` installed from this checkout with pipx, as the README tells a laptop to."""
     return pipx_install(tmp_path_factory.mktemp("laptop"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outside(docker_client: docker.DockerClient) -> Iterator[None]:
+    """The internet, as far as the stacks need it: the stand-in for registry.ollama.ai that
+    every stack's Ollama pulls from, and a cloud provider for Open WebUI's connections. Each
+    test Server attaches them to its stack's networks with a route out (harness.Outside)."""
+    registry = ModelRegistry(docker_client)
+    try:
+        cloud = CloudProvider(docker_client)
+    except BaseException:
+        registry.stop()
+        raise
+    ModelRegistry.current, CloudProvider.current = registry, cloud
+    Outside.started[:] = [registry, cloud]
+    try:
+        yield
+    finally:
+        Outside.started.clear()
+        ModelRegistry.current = CloudProvider.current = None
+        registry.stop()
+        cloud.stop()

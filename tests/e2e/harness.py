@@ -13,9 +13,10 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import docker
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STATE = REPO_ROOT / "desired-state"
@@ -107,11 +108,104 @@ class StateRepo:
         return git(self.work, "rev-parse", "HEAD")
 
 
+class Outside:
+    """A container that stands for a service on the internet, one for the session: a stack's
+    `service` reaches it by `host` on each of the service's networks with a route out (not
+    `internal: true`), and on no other, as on a real server."""
+
+    HOST = ""
+    SERVICE = ""
+    SCRIPT = ""
+    started: ClassVar[list[Outside]] = []  # set for the session by tests/e2e/conftest.py
+
+    def __init__(self, client: docker.DockerClient, environment: dict[str, str] | None = None
+                 ) -> None:
+        self.client = client
+        self.container = client.containers.run(
+            REQUIRED_IMAGES[0], name=f"lanai-e2e-{self.SERVICE}-outside-{uuid.uuid4().hex[:6]}",
+            entrypoint=["python3", f"/usr/lib/ollama-double/{self.SCRIPT}"],
+            environment=environment or {}, detach=True, labels={"io.lanai.test": self.HOST})
+        wait_for(lambda: b"listening" in self.container.logs(), 60, self.HOST)
+
+    def attach(self, project: str, compose_text: str) -> list[str]:
+        """Join the networks with a route out that the stack's service will be on, made now
+        with the labels Compose gives its own so that Compose adopts them (lanai talks to
+        the stack right after its deploy). Returns the networks joined."""
+        spec = yaml.safe_load(compose_text) or {}
+        declared = spec.get("networks") or {}
+        service = (spec.get("services") or {}).get(self.SERVICE)
+        if service is None:
+            return []
+        joined = []
+        for key in service.get("networks") or ["default"]:
+            options = declared.get(key) or {}
+            if options.get("internal") or options.get("external"):
+                continue
+            name = options.get("name") or f"{project}_{key}"
+            try:
+                network = self.client.networks.get(name)
+            except docker.errors.NotFound:
+                network = self.client.networks.create(name, driver="bridge", labels={
+                    "com.docker.compose.project": project, "com.docker.compose.network": key,
+                    "com.docker.compose.version": compose_version()})
+            network.reload()
+            if self.container.id not in {c.id for c in network.containers}:
+                network.connect(self.container, aliases=[self.HOST])
+            joined.append(name)
+        return joined
+
+    def join(self, network: Any) -> None:
+        """Be reachable by `HOST` on a network a test made itself (a route out)."""
+        network.connect(self.container, aliases=[self.HOST])
+
+    def leave(self, network: Any) -> None:
+        network.disconnect(self.container, force=True)
+
+    def requests_from(self, address: str) -> list[str]:
+        """The requests (as "GET /v2/... HTTP/1.1") it logged from one address."""
+        lines = self.container.logs().decode(errors="replace").splitlines()
+        return [line.split('"')[1] for line in lines
+                if f"] {address} " in line and line.count('"') >= 2]
+
+    def stop(self) -> None:
+        self.container.remove(force=True)
+
+
+class ModelRegistry(Outside):
+    """registry.ollama.ai (tests/ollama_double/registry.py), where Ollama pulls models."""
+
+    HOST, SERVICE, SCRIPT = "registry.ollama.ai", "ollama", "registry.py"
+    current: ModelRegistry | None = None
+
+
+class CloudProvider(Outside):
+    """An OpenAI-compatible cloud provider (tests/ollama_double/cloud.py) for Open WebUI's
+    cloud connections; a name under .example, so nothing real answers if it is not there."""
+
+    HOST, SERVICE, SCRIPT = "api.cloud.example", "open-webui", "cloud.py"
+    KEY = "sk-cloud-e2e-123"
+    MODELS = ("cloud-large", "cloud-mini")
+    URL = f"http://{HOST}/v1"
+    current: CloudProvider | None = None
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        super().__init__(client, {"CLOUD_API_KEY": self.KEY,
+                                  "CLOUD_MODELS": ",".join(self.MODELS)})
+
+
+def compose_version() -> str:
+    out = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip().lstrip("v")
+
+
 class Server:
     """This machine as a lanai server, isolated in a temp dir with its own project name."""
 
     def __init__(self, root: Path, repo: StateRepo, project: str, client: docker.DockerClient,
                  secrets: dict[str, str] | None = None) -> None:
+        for outside in Outside.started:
+            outside.attach(project, repo.read("compose.yaml"))
         self.root = root
         self.repo = repo
         self.project = project
@@ -205,6 +299,9 @@ class Server:
             container.remove(force=True, v=True)
         label = f"com.docker.compose.project={self.project}"
         for network in self.client.networks.list(filters={"label": label}):
+            network.reload()
+            for container in network.containers:  # the model registry
+                network.disconnect(container, force=True)
             network.remove()
         for volume in self.client.volumes.list(filters={"label": label}):
             volume.remove(force=True)

@@ -15,7 +15,7 @@ import docker
 import httpx
 import pytest
 
-from .harness import Server, StateRepo, example_repo, new_project
+from .harness import ModelRegistry, Server, StateRepo, example_repo, new_project
 
 SECRET = "e2e-webui-secret-9f8a7b"
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -64,6 +64,16 @@ def test_example_state_deploys_and_open_webui_answers_health_and_signup(example:
     pulled = sorted(a["model"] for a in outcome["models"]["actions"] if a["kind"] == "pull")
     assert pulled == ["deepseek-r1:7b-qwen-distill-q4_K_M", "llama3.1:8b-instruct-q4_K_M",
                       "nomic-embed-text:v1.5", "phi3:3.8b-mini-4k-instruct-q4_K_M"]
+    # ... over the network: Ollama asked the registry (registry.ollama.ai, reached on the
+    # stack's egress network) for each manifest and its blobs.
+    assert ModelRegistry.current is not None
+    ollama = example.server.containers()["ollama"]
+    egress = ollama.attrs["NetworkSettings"]["Networks"][f"{example.server.project}_egress"]
+    asked = ModelRegistry.current.requests_from(egress["IPAddress"])
+    for name in pulled:
+        repo, tag = name.split(":")
+        assert f"GET /v2/library/{repo}/manifests/{tag} HTTP/1.1" in asked, asked
+    assert sum("/blobs/sha256:" in line for line in asked) >= len(pulled) * 2
     code, listed = example.server.lanai_json("models")
     assert code == 0, listed
     assert {r["model"]: (r["state"], r["context"]) for r in listed["models"]} == {

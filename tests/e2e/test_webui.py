@@ -1,8 +1,9 @@
 """Open WebUI as code, end to end: webui.yaml pushed to git, converged through the real
 Open WebUI's admin API (the image built from the pinned wheel), read back through it.
 
-The "cloud" provider is the Ollama double's OpenAI-compatible /v1 endpoint on the
-stack's network, with its key in the server's secrets file, as a real provider's.
+The "cloud" provider is outside the stack, as a real one is: the session's stand-in
+(harness.CloudProvider, tests/ollama_double/cloud.py) that Open WebUI reaches by a public
+name over its network with a route out, with its key in the server's secrets file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from .browser import open_page
 from .harness import (
     REPO_ROOT,
+    CloudProvider,
     Server,
     StateRepo,
     example_repo,
@@ -32,7 +34,7 @@ from .harness import (
 ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
 
 ADMIN = ("admin@lanai.home.arpa", "e2e-webui-admin-pw-5")
-CLOUD = "http://ollama:11434/v1"
+CLOUD = CloudProvider.URL
 WEBUI_YAML = f"""\
 signup: pending
 default_model: phi3:3.8b-mini-4k-instruct-q4_K_M
@@ -97,7 +99,7 @@ def family(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPath
     repo.commit_push("The family's Open WebUI")
     server = Server(root, repo, project, docker_client,
                     {"WEBUI_SECRET_KEY": "e2e-webui-secret", "WEBUI_ADMIN_PASSWORD": ADMIN[1],
-                     "CLOUD_API_KEY": "sk-cloud-e2e-123"})
+                     "CLOUD_API_KEY": CloudProvider.KEY})
     yield Family(server, repo, port)
     server.teardown()
 
@@ -131,6 +133,25 @@ def test_a_push_sets_what_the_family_sees_and_reads_back_through_the_api(family:
     # The secret never reaches lanai's own records.
     assert "sk-cloud-e2e-123" not in (family.server.home / "history.jsonl").read_text()
     assert "sk-cloud-e2e-123" not in (family.server.home / "webui.json").read_text()
+
+
+def test_open_webui_lists_the_cloud_providers_models_reached_over_its_way_out(
+        family: Family):
+    models = wait_for(lambda: {m["id"] for m in family.get("/api/models")["data"]}
+                      >= set(CloudProvider.MODELS) and family.get("/api/models")["data"], 60,
+                      "the cloud's models in Open WebUI's list")
+    assert {m["id"] for m in models} >= {*CloudProvider.MODELS,
+                                         "phi3:3.8b-mini-4k-instruct-q4_K_M"}
+    # Open WebUI asked the provider itself, from its address on the stack's lan network
+    # (the way out that the example gives it), with the key from the secrets file.
+    cloud = CloudProvider.current
+    assert cloud is not None
+    webui = family.server.containers()["open-webui"]
+    address = webui.attrs["NetworkSettings"]["Networks"][f"{family.server.project}_lan"]
+    asked = cloud.requests_from(address["IPAddress"])
+    assert any(line.startswith("GET /v1/models ") for line in asked), asked
+    assert not any('" 401 ' in line for line in cloud.container.logs().decode().splitlines()
+                   if address["IPAddress"] in line)
 
 
 def test_a_family_member_gets_an_account_and_a_one_time_password_shown_once(family: Family):

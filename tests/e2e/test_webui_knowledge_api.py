@@ -22,7 +22,7 @@ import pytest
 
 from reconciler.webui_api import PUBLIC_READ, WebUI, WebUIError, is_public, preset_form
 
-from .harness import free_port, wait_for
+from .harness import ModelRegistry, free_port, wait_for
 
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
 OLLAMA_IMAGE = "ollama/ollama:0.24.0"
@@ -53,6 +53,9 @@ class Live:
 def live(docker_client: docker.DockerClient) -> Iterator[Live]:
     suffix = uuid.uuid4().hex[:8]
     network = docker_client.networks.create(f"lanai-e2e-knowledge-{suffix}")
+    registry = ModelRegistry.current
+    assert registry is not None
+    registry.join(network)  # the double pulls from "registry.ollama.ai" over this network
     containers = []
     try:
         ollama_port, webui_port = free_port(), free_port()
@@ -96,6 +99,7 @@ def live(docker_client: docker.DockerClient) -> Iterator[Live]:
     finally:
         for container in containers:
             container.remove(force=True, v=True)
+        registry.leave(network)
         network.remove()
 
 

@@ -13,9 +13,14 @@ use with the same JSON shapes as real Ollama (docs/api.md of ollama/ollama):
     DELETE /api/delete
 
 "Models" come from a built-in catalog with real architecture numbers and
-sizes; a pull streams realistic progress (no weights move) and writes a
-manifest and the small blobs (template, license, params) under
-$OLLAMA_MODELS, so pulled models survive a restart of the container.
+sizes. A pull goes over the network as Ollama's does: the manifest from the
+registry (GET /v2/<namespace>/<model>/manifests/<tag> at registry.ollama.ai,
+resolved by host name; the stand-in is registry.py beside this file), then
+each blob by digest, verified; it streams realistic progress paced by the
+declared sizes (the registry serves a few-byte stand-in for the weights) and
+writes the manifest as sent and the small blobs (config, template, license,
+params) under $OLLAMA_MODELS, so pulled models survive a restart of the
+container.
 /api/create derives a model from a pulled (or created) one, with its own
 system prompt, template, parameters, messages and LoRA adapter (a blob
 uploaded first), stored the same way. Loading a model (generate/chat/embed)
@@ -25,6 +30,9 @@ OLLAMA_NUM_PARALLEL, OLLAMA_FLASH_ATTENTION, OLLAMA_KV_CACHE_TYPE,
 OLLAMA_MAX_LOADED_MODELS, OLLAMA_KEEP_ALIVE) and the model's num_ctx.
 
 Test-only knobs:
+    OLLAMA_DOUBLE_REGISTRY            where the default registry is reached (default
+                                      http://registry.ollama.ai: plain HTTP, where
+                                      Ollama uses HTTPS)
     OLLAMA_DOUBLE_PULL_BYTES_PER_SEC  simulated download speed (default 1e11:
                                       a 5 GB pull takes about 50 ms)
     OLLAMA_DOUBLE_VRAM_BYTES          simulated GPU memory (default 0: no GPU,
@@ -52,15 +60,20 @@ Product code never knows about this double: it talks to "Ollama".
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -417,15 +430,112 @@ def weights_owner(digest: str) -> str | None:
     return _WEIGHTS.get(digest)
 
 
-def registry_url(name: str) -> str:
-    """Where Ollama fetches a model's manifest from, for realistic errors."""
+def registry_location(name: str) -> tuple[str, str, str]:
+    """(base URL, repository, tag) Ollama pulls a model from.
+
+    The default registry is reached at $OLLAMA_DOUBLE_REGISTRY (default
+    http://registry.ollama.ai: by its host name, over plain HTTP where real
+    Ollama speaks HTTPS); a name with its own host is pulled from http://<host>.
+    """
     repo, tag = normalize(name).rsplit(":", 1)
     parts = repo.split("/")
+    default = (os.environ.get("OLLAMA_DOUBLE_REGISTRY") or f"http://{REGISTRY}").rstrip("/")
     if len(parts) == 1:
-        return f"https://{REGISTRY}/v2/{NAMESPACE}/{repo}/manifests/{tag}"
+        return default, f"{NAMESPACE}/{repo}", tag
     if len(parts) == 2:
-        return f"https://{REGISTRY}/v2/{repo}/manifests/{tag}"
-    return f"https://{parts[0]}/v2/{'/'.join(parts[1:])}/manifests/{tag}"
+        return default, repo, tag
+    return f"http://{parts[0]}", "/".join(parts[1:]), tag
+
+
+def registry_url(name: str) -> str:
+    """Where Ollama fetches a model's manifest from."""
+    base, repo, tag = registry_location(name)
+    return f"{base}/v2/{repo}/manifests/{tag}"
+
+
+def manifest_config(entry: dict[str, Any], layers: list[dict[str, Any]]) -> bytes:
+    """The config blob of a model's manifest."""
+    return json.dumps(
+        {
+            "model_format": "gguf",
+            "model_family": entry["family"],
+            "model_families": [entry["family"]],
+            "model_type": entry["parameter_size"],
+            "file_type": entry["quantization_level"],
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
+        }
+    ).encode()
+
+
+def manifest_bytes(config: bytes, layers: list[dict[str, Any]]) -> bytes:
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "config": {
+                "mediaType": MEDIA_CONFIG,
+                "digest": "sha256:" + hashlib.sha256(config).hexdigest(),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+
+
+def weights_stand_in(name: str) -> bytes:
+    """What the registry serves for a catalog model's weights blob.
+
+    Its sha256 is the weights digest the manifest names, so a pull verifies it; the
+    manifest still declares the real model's size (GBs), which lanai's disk and VRAM
+    checks read, while only these few bytes travel.
+    """
+    return ("weights:" + ALIASES.get(normalize(name), normalize(name))).encode()
+
+
+def catalog_manifest(name: str) -> tuple[bytes, dict[str, bytes]]:
+    """What a registry holds for a catalog model: its manifest and blobs by digest."""
+    entry = catalog_entry(name)
+    assert entry is not None
+    layers = catalog_layers(name)
+    blobs = {layers[0]["digest"]: weights_stand_in(name)}
+    for layer in layers[1:]:
+        blobs[layer["digest"]] = layer.pop("body").encode()
+    config = manifest_config(entry, layers)
+    blobs["sha256:" + hashlib.sha256(config).hexdigest()] = config
+    return manifest_bytes(config, layers), blobs
+
+
+class RegistryError(Exception):
+    """A pull could not get something from the registry; the text is Ollama's (Go's)."""
+
+
+def registry_get(url: str, accept: str | None = None) -> bytes:
+    """GET from the registry, failing with the words Go's net/http would use."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"ollama/{VERSION}"})
+    if accept:
+        request.add_header("Accept", accept)
+    host = urllib.parse.urlsplit(url).netloc
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        raise RegistryError(f"{exc.code}" if exc.code != 404 else "file does not exist") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, socket.gaierror):
+            cause = f"dial tcp: lookup {host.split(':')[0]}: no such host"
+        elif isinstance(reason, TimeoutError):
+            cause = f"dial tcp {host}: i/o timeout"
+        elif isinstance(reason, OSError) and reason.errno in (errno.ENETUNREACH,
+                                                               errno.EHOSTUNREACH):
+            cause = f"dial tcp {host}: connect: network is unreachable"
+        elif isinstance(reason, OSError) and reason.errno == errno.ECONNREFUSED:
+            cause = f"dial tcp {host}: connect: connection refused"
+        else:
+            cause = str(reason)
+        raise RegistryError(f'Get "{url}": {cause}') from exc
 
 
 # --------------------------------------------------------------------------
@@ -555,46 +665,19 @@ class Store:
             "modified_at": iso(datetime.fromtimestamp(path.stat().st_mtime, UTC).astimezone()),
         }
 
-    def write(self, name: str) -> None:
-        """Store a pulled catalog model: its manifest and its small blobs."""
-        entry = catalog_entry(name)
-        assert entry is not None
-        layers = catalog_layers(name)
-        for layer in layers:
-            if "body" in layer:
-                self.write_blob(layer.pop("body").encode())
-        self.write_manifest(name, entry, layers)
-
     def write_manifest(
         self, name: str, entry: dict[str, Any], layers: list[dict[str, Any]]
     ) -> None:
-        config = json.dumps(
-            {
-                "model_format": "gguf",
-                "model_family": entry["family"],
-                "model_families": [entry["family"]],
-                "model_type": entry["parameter_size"],
-                "file_type": entry["quantization_level"],
-                "architecture": "amd64",
-                "os": "linux",
-                "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]},
-            }
-        )
-        config_digest, _ = self.write_blob(config.encode())
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "config": {
-                "mediaType": MEDIA_CONFIG,
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": layers,
-        }
+        config = manifest_config(entry, layers)
+        self.write_blob(config)
+        self.write_raw_manifest(name, manifest_bytes(config, layers))
+
+    def write_raw_manifest(self, name: str, raw: bytes) -> None:
+        """A manifest as the registry sent it: its sha256 is the model's digest."""
         path = self.manifest_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps(manifest))
+        tmp.write_bytes(raw)
         tmp.replace(path)
 
     # -- blobs ------------------------------------------------------------
@@ -1117,34 +1200,56 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def pull_events(self, name: str) -> Iterator[dict[str, Any]]:
+        """Ollama's PullModel: the manifest from the registry, then each blob by digest
+        (verified), then the manifest written as the registry sent it."""
         yield {"status": "pulling manifest"}
         if self.pull_should_fail(name):
-            host = registry_url(name).split("/")[2]
-            yield {
-                "error": f'pull model manifest: Get "{registry_url(name)}": '
-                f"dial tcp: lookup {host}: no such host"
-            }
+            # What Ollama says when the registry's name does not resolve.
+            _, repo, tag = registry_location(name)
+            host = REGISTRY if normalize(name).count("/") < 2 else normalize(name).split("/")[0]
+            url = f"https://{host}/v2/{repo}/manifests/{tag}"
+            yield {"error": f'pull model manifest: Get "{url}": dial tcp: lookup {host}: '
+                   "no such host"}
             return
-        if catalog_entry(name) is None:
-            yield {"error": "pull model manifest: file does not exist"}
+        base, repo, _ = registry_location(name)
+        try:
+            raw = registry_get(registry_url(name), MEDIA_MANIFEST)
+            manifest = json.loads(raw)
+            config = str(manifest["config"]["digest"])
+            layers = list(manifest["layers"])
+        except RegistryError as exc:
+            yield {"error": f"pull model manifest: {exc}"}
+            return
+        except (ValueError, KeyError, TypeError):
+            yield {"error": "pull model manifest: invalid manifest"}
             return
         rate = float(os.environ.get("OLLAMA_DOUBLE_PULL_BYTES_PER_SEC") or 1e11)
         writes = bool(os.environ.get("OLLAMA_DOUBLE_PULL_WRITES"))
-        have = self.store.read(name) is not None
-        for layer in catalog_layers(name):
-            small = layer.pop("body", None) is not None
-            total = layer["size"]
-            status = f"pulling {layer['digest'][7:19]}"
+        fetched: dict[str, bytes] = {}
+        for layer in layers:
+            digest, total = layer["digest"], int(layer["size"])
+            status = f"pulling {digest[7:19]}"
+            blob = self.store.blob_path(digest)
+            weights = layer.get("mediaType") == MEDIA_MODEL
+            # The weights blob is only written with OLLAMA_DOUBLE_PULL_WRITES (GBs of
+            # zeros); otherwise a model pulled before stands for it.
+            have = (blob is not None and blob.is_file()) or (
+                weights and not writes and self.store.read(name) is not None)
             if have:
-                yield {
-                    "status": status,
-                    "digest": layer["digest"],
-                    "total": total,
-                    "completed": total,
-                }
+                yield {"status": status, "digest": digest, "total": total, "completed": total}
                 continue
-            yield {"status": status, "digest": layer["digest"], "total": total}
-            partial = self.partial_path(layer["digest"]) if writes else None
+            yield {"status": status, "digest": digest, "total": total}
+            try:
+                data = registry_get(f"{base}/v2/{repo}/blobs/{digest}")
+            except RegistryError as exc:
+                yield {"error": f"download blob {digest}: {exc}"}
+                return
+            if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+                yield {"error": f"digest mismatch, file must be downloaded again: want {digest}"}
+                return
+            if not weights:
+                fetched[digest] = data
+            partial = self.partial_path(digest) if writes and weights else None
             # about ten progress events per layer, paced by the simulated rate
             step = max(1, math.ceil(total / 10))
             done = 0
@@ -1158,22 +1263,22 @@ class Handler(BaseHTTPRequestHandler):
                         yield {"error": f"write {partial}: {os.strerror(exc.errno or 0).lower()}"}
                         return
                 done += chunk
-                yield {
-                    "status": status,
-                    "digest": layer["digest"],
-                    "total": total,
-                    "completed": done,
-                }
+                yield {"status": status, "digest": digest, "total": total, "completed": done}
             if partial is not None:
-                # The weights become their blob; small layers are written with their body
-                # by store.write below.
-                if small:
-                    partial.unlink()
-                else:
-                    partial.replace(partial.with_name(partial.name.removesuffix("-partial")))
+                partial.replace(partial.with_name(partial.name.removesuffix("-partial")))
+        try:
+            fetched[config] = registry_get(f"{base}/v2/{repo}/blobs/{config}")
+        except RegistryError as exc:
+            yield {"error": f"download blob {config}: {exc}"}
+            return
         yield {"status": "verifying sha256 digest"}
+        if "sha256:" + hashlib.sha256(fetched[config]).hexdigest() != config:
+            yield {"error": f"digest mismatch, file must be downloaded again: want {config}"}
+            return
+        for data in fetched.values():
+            self.store.write_blob(data)
         yield {"status": "writing manifest"}
-        self.store.write(name)
+        self.store.write_raw_manifest(name, raw)
         yield {"status": "success"}
 
     def delete(self) -> None:

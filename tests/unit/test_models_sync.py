@@ -21,7 +21,7 @@ from reconciler.models_sync import (
     models_dir,
     ollama_port,
 )
-from reconciler.ollama import Ollama
+from reconciler.ollama import Ollama, unreached_registry
 from reconciler.render import Rendered
 from reconciler.schema import LanaiConfig
 from reconciler.settings import ServerSettings
@@ -95,6 +95,37 @@ def test_a_tag_that_is_not_the_declared_quantization_is_an_error(tmp_path: Path,
     out = converge(tmp_path, ollama, target)
     assert out.errors == [f"{PHI3} is Q4_K_M but models.yaml asks for Q8_0; name the tag "
                           "with that quantization"]
+
+
+def test_a_pull_that_cannot_reach_the_registry_says_so_and_is_retried(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with serving(tmp_path / "models", monkeypatch, registry=False) as url, Ollama(url) as api:
+        out = converge(tmp_path, api, rendered(tmp_path, f"local:\n  - {PHI3}\n"))
+    assert len(out.errors) == 1
+    assert out.errors[0].startswith(f"pulling {PHI3} failed: Ollama could not reach the "
+                                    "model registry 127.0.0.1 (connection refused); ")
+    assert "joins a network with a route out" in out.errors[0]
+    assert out.next_retry is not None  # transient: retried with backoff
+
+
+@pytest.mark.parametrize(("detail", "expected"), [
+    # Ollama's words on a server whose Ollama is only on an internal network (Docker's DNS
+    # answers nothing for outside names there) and on one without internet.
+    ('pull model manifest: Get "https://registry.ollama.ai/v2/library/phi3/manifests/'
+     'latest": dial tcp: lookup registry.ollama.ai on 127.0.0.11:53: server misbehaving',
+     ("registry.ollama.ai", "server misbehaving")),
+    ('pull model manifest: Get "https://registry.ollama.ai/v2/library/phi3/manifests/'
+     'latest": dial tcp 104.21.75.227:443: connect: network is unreachable',
+     ("registry.ollama.ai", "network is unreachable")),
+    ('max retries exceeded: Get "https://dd20bb891979d25aebc8bec07b2b3bbc.r2.cloudflarestorage'
+     '.com/ollama/docker/registry/v2/blobs/sha256/6a/6a0746a1ec1a/data": net/http: TLS '
+     "handshake timeout", ("dd20bb891979d25aebc8bec07b2b3bbc.r2.cloudflarestorage.com",
+                           "tls handshake timeout")),
+    ("pull model manifest: file does not exist", None),
+    ("write /root/.ollama/models/blobs/sha256-x-partial: no space left on device", None),
+])
+def test_which_pull_errors_mean_the_registry_was_not_reached(detail: str, expected):
+    assert unreached_registry(detail) == expected
 
 
 def test_ollamas_port_comes_from_ollama_host() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -524,3 +525,51 @@ def test_pull_failure_injection_file(ollama):
     knob.unlink()  # read at every pull: removing it heals the "registry"
     assert pull(ollama, "llama3.1:8b")[-1] == {"status": "success"}
     assert ollama.get("/api/tags").json()["models"]  # the knob is no model
+
+
+# -- pulls go over the network, to the registry stand-in -------------------------------------
+
+def test_pull_fetches_the_manifest_and_blobs_from_the_registry_and_keeps_its_digest(
+        ollama, monkeypatch):
+    registry_url = os.environ["OLLAMA_DOUBLE_REGISTRY"]
+    raw = httpx.get(f"{registry_url}/v2/library/lanai-test/manifests/tiny",
+                    headers={"Accept": double.MEDIA_MANIFEST})
+    assert raw.status_code == 200
+    assert raw.headers["content-type"] == double.MEDIA_MANIFEST
+    served = raw.json()
+    assert pull(ollama, TINY)[-1] == {"status": "success"}
+    listed = ollama.get("/api/tags").json()["models"][0]
+    # The manifest is kept as the registry sent it: the model's digest is its sha256.
+    assert listed["digest"] == hashlib.sha256(raw.content).hexdigest()
+    assert raw.headers["docker-content-digest"] == "sha256:" + listed["digest"]
+    for layer in [served["config"], *served["layers"][1:]]:
+        blob = ollama.models_dir / "blobs" / f"sha256-{layer['digest'][7:]}"
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"][7:]
+    # The weights stand-in verifies against the digest the manifest names.
+    weights = httpx.get(f"{registry_url}/v2/library/lanai-test/blobs/"
+                        f"{served['layers'][0]['digest']}")
+    assert "sha256:" + hashlib.sha256(weights.content).hexdigest() == \
+        served["layers"][0]["digest"]
+    assert httpx.get(f"{registry_url}/v2/library/nope/manifests/1").status_code == 404
+
+
+def test_pull_with_no_registry_listening_fails_like_ollama(tmp_path, monkeypatch):
+    with serving(tmp_path / "models", monkeypatch, registry=False) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        events = pull(client, TINY)
+        assert events[0] == {"status": "pulling manifest"}
+        error = events[-1]["error"]
+        assert error.startswith('pull model manifest: Get "http://127.0.0.1:')
+        assert error.endswith("/v2/library/lanai-test/manifests/tiny\": dial tcp "
+                              f"{error.split('//')[1].split('/')[0]}: connect: "
+                              "connection refused")
+        assert client.get("/api/tags").json() == {"models": []}
+
+
+def test_pull_resolves_the_registry_by_host_name(tmp_path, monkeypatch):
+    with serving(tmp_path / "models", monkeypatch) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        monkeypatch.setenv("OLLAMA_DOUBLE_REGISTRY", "http://registry.invalid")
+        error = pull(client, TINY)[-1]["error"]
+    assert error == ('pull model manifest: Get "http://registry.invalid/v2/library/lanai-test/'
+                     'manifests/tiny": dial tcp: lookup registry.invalid: no such host')
