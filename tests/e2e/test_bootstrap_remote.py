@@ -22,20 +22,14 @@ import httpx
 import pytest
 
 from .harness import REPO_ROOT, git, wait_for
-from .servers import SUDO_PASSWORD, TestServer, boot, mini_seed_and_images
-
-BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
-
-
-def bootstrap(server: TestServer, *args: str, target: str | None = None,
-              timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    started = time.monotonic()
-    result = subprocess.run(
-        ["bash", str(BOOTSTRAP), target or server.host, "--ssh-config",
-         str(server.ssh_config_path), "--yes", *args],
-        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    result.seconds = time.monotonic() - started  # type: ignore[attr-defined]
-    return result
+from .servers import (
+    BOOTSTRAP,
+    SUDO_PASSWORD,
+    TestServer,
+    boot,
+    bootstrap,
+    mini_seed_and_images,
+)
 
 
 def untouched(server: TestServer) -> None:
