@@ -125,9 +125,13 @@ def test_ollama_publishes_no_port_and_only_open_webui_can_reach_it(stack: Stack)
     assert not ollama.attrs["HostConfig"].get("PortBindings")
     assert not any(ollama.attrs["NetworkSettings"]["Ports"].values())
     internal, lan = f"{project}_internal", f"{project}_lan"
-    assert set(ollama.attrs["NetworkSettings"]["Networks"]) == {internal}
-    ollama_ip = address_on(ollama, internal)
-    targets = [f"{ollama_ip}:11434", "ollama:11434", f"{ollama.name}:11434"]
+    # `egress` is Ollama's own way out to its model registry; nothing else joins it.
+    egress = f"{project}_egress"
+    assert set(ollama.attrs["NetworkSettings"]["Networks"]) == {internal, egress}
+    assert set(webui.attrs["NetworkSettings"]["Networks"]) == {internal, lan}
+    ollama_ip, egress_ip = address_on(ollama, internal), address_on(ollama, egress)
+    targets = [f"{ollama_ip}:11434", f"{egress_ip}:11434", "ollama:11434",
+               f"{ollama.name}:11434"]
 
     # A container on Docker's default bridge, beside a server that it can reach.
     helper = client.containers.run(PROBE_IMAGE, ["python3", "-m", "http.server", "8000"],
