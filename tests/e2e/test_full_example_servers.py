@@ -247,6 +247,75 @@ def test_a_push_from_a_laptop_clone_deploys(deployment: Deployment, tmp_path: Pa
     assert interval.stdout.strip() == "3s", interval.stdout + interval.stderr
 
 
+# The checks below ran on the small test stack on a server of their own; they run on the
+# trixie deployment now (one server fewer to boot and install), and only there.
+TRIXIE = "trixie-docker-before-lanai"
+on_trixie_only = pytest.mark.parametrize("deployment", [TRIXIE], indirect=True)
+
+
+@on_trixie_only
+def test_a_backup_of_open_webui_taken_on_the_server_downloads_to_the_laptop(
+        deployment: Deployment, tmp_path: Path):
+    """`lanai --host ... backup` and `backup --download` run here, over SSH; the backup is
+    of the real Open WebUI's data (backups.service defaults to open-webui)."""
+    deployment.deployed()
+    taken = deployment.lanai("backup", "--json", timeout=600)
+    assert taken.returncode == 0, taken.stderr
+    backup_id = json.loads(taken.stdout)["id"]
+    assert json.loads(taken.stdout)["counts"]["users"] == 1  # the admin; sign-ups are closed
+    got = deployment.lanai("backup", "--download", "latest", "--to", str(tmp_path / "here"),
+                           "--json", timeout=600)
+    assert got.returncode == 0, got.stderr
+    data = json.loads(got.stdout)
+    path = Path(data["downloaded"])
+    assert data["id"] == backup_id
+    assert path.parent == tmp_path / "here" and path.stat().st_mode & 0o777 == 0o600
+    missing = deployment.lanai("backup", "--download", "no-such-backup", "--to", str(tmp_path))
+    assert missing.returncode == 10 and "no single backup" in missing.stderr, missing.stderr
+
+
+def daemon_pid(server: TestServer) -> int:
+    out = server.ssh("sudo", "-n", "systemctl", "show", "-p", "MainPID", "--value", "lanai")
+    return int(out.stdout.strip() or 0)
+
+
+def remote_status(server: TestServer) -> dict:
+    result = server.ssh("sudo", "-n", "lanai", "status", "--json")
+    return json.loads(result.stdout) if result.returncode in (0, 1) and result.stdout else {}
+
+
+@on_trixie_only
+def test_a_sigkilled_reconciler_is_restarted_by_systemd(deployment: Deployment):
+    deployment.deployed()
+    server = deployment.server
+    before = daemon_pid(server)
+    assert before > 0
+    killed = server.ssh("sudo", "-n", "systemctl", "kill", "-s", "KILL", "lanai")
+    assert killed.returncode == 0, killed.stderr
+    after = wait_for(lambda: (pid := daemon_pid(server)) not in (0, before) and pid, 120,
+                     "systemd to start lanai again (Restart=on-failure)")
+    wait_for(lambda: (remote_status(server).get("daemon") or {}).get("pid") == after, 120,
+             "the restarted daemon to answer on its socket")
+    assert remote_status(server)["sync"] == "Synced"
+
+
+@on_trixie_only
+def test_a_reboot_of_the_server_brings_the_daemon_and_the_stack_back(deployment: Deployment):
+    """The server's container is restarted: systemd boots it again, Docker starts the stack's
+    containers (restart: unless-stopped), systemd starts lanai, which finds it all in sync."""
+    deployment.deployed()
+    server = deployment.server
+    applied = remote_status(server)["applied_commit"]
+    mark = time.monotonic()
+    server.reboot(timeout=300)
+    status = wait_for(lambda: (s := remote_status(server)).get("daemon") and
+                      s.get("health") == "Healthy" and s, 900,
+                      "lanai and a healthy stack after the reboot")
+    deployment.timings["reboot to healthy"] = time.monotonic() - mark
+    assert status["applied_commit"] == applied and status["sync"] == "Synced", status
+    assert server.ssh("sudo", "-n", "systemctl", "is-active", "lanai", "docker").returncode == 0
+
+
 def test_second_bootstrap_is_a_no_op(deployment: Deployment):
     deployment.deployed()
     server = deployment.server
@@ -260,3 +329,24 @@ def test_second_bootstrap_is_a_no_op(deployment: Deployment):
     assert changed == [], steps
     assert "in sync at" in result.stdout
     assert server.ssh("sudo", "-n", "docker", "ps", "-q", "--no-trunc").stdout.split() == before
+
+
+@on_trixie_only
+def test_uninstall_over_ssh_keeps_the_data_and_purge_removes_it(deployment: Deployment):
+    deployment.deployed()
+    server = deployment.server
+    kept = bootstrap(server, "--uninstall")
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    gone = server.exec("sh", "-c", "ls -d /opt/lanai /etc/systemd/system/lanai.service "
+                       "2>/dev/null; systemctl is-active lanai || true")
+    assert gone.stdout.split() == ["inactive"], gone.stdout
+    assert server.exec("test", "-f", "/srv/lanai/state.git/HEAD").returncode == 0
+    assert server.exec("test", "-f", "/etc/lanai/secrets.env").returncode == 0
+    assert server.exec("docker", "ps", "-q").stdout.split()  # the stack keeps serving
+    purged = bootstrap(server, "--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert server.exec("sh", "-c", "ls -d /etc/lanai /srv/lanai/state.git /var/lib/lanai "
+                       "2>/dev/null || true").stdout.strip() == ""
+    assert server.exec("docker", "ps", "-aq").stdout.split() == []
+    assert server.exec("sh", "-c", "docker volume ls -q --filter "
+                       "label=com.docker.compose.project=lanai").stdout.strip() == ""
