@@ -121,6 +121,8 @@ def deployment(request: pytest.FixtureRequest, docker_client: docker.DockerClien
             timings["docker before lanai"] = time.monotonic() - mark
         first = bootstrap(server, "--images", str(images_archive), timeout=BOOTSTRAP_TIMEOUT)
         timings["bootstrap"] = first.seconds  # type: ignore[attr-defined]
+        print(f"\n{request.param}: bootstrap exit {first.returncode} after "
+              f"{first.seconds:.0f}s\n{first.stdout}{first.stderr}")  # type: ignore[attr-defined]
         deployment = Deployment(kind, server, first, timings)
         yield deployment
         print(f"\n{request.param}: " + ", ".join(
