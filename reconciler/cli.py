@@ -31,6 +31,7 @@ from . import (
     models_lock,
     models_state,
     models_views,
+    tool_versions,
     views,
 )
 from . import desired as desired_mod
@@ -186,7 +187,21 @@ def run(log_level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = _settings()
     settings.require_repo()
+    check_tools()
     Daemon(settings).run()
+
+
+def check_tools() -> None:
+    """Refuse to start on a Compose or Engine older than lanai's floor (README
+    "Requirements"): every deploy would fail on the files lanai generates. An engine that
+    is not up yet is checked by the first reconcile's own errors instead."""
+    tool_versions.check_compose(tool_versions.compose_version())
+    try:
+        found = facts_mod.engine_version(facts_mod.connect(timeout=10))
+    except DockerError:
+        return
+    if found is not None:
+        tool_versions.check_engine(found[0])
 
 
 @main.command()
@@ -350,9 +365,11 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
         notes.append("cannot read this server's hash key; services with secrets may show as "
                      "changed")
     address = lan_ip() if state.config.https is not None else None
+    fast = engine.start_interval()
     return render(state, secrets, target, commit,
-                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address),
-                  gpu_runtime=gpu, salt=salt, lan_ip=address)
+                  render_key(commit, state.config, secrets, gpu_runtime=gpu, lan_ip=address,
+                             start_interval=fast),
+                  gpu_runtime=gpu, salt=salt, lan_ip=address, start_interval=fast)
 
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
@@ -612,7 +629,7 @@ def hook_install(repo: Path) -> None:
     """Install the post-receive hook into the bare state repo REPO on this server."""
     try:
         # The interpreter lanai runs in: the hook needs the package, not the console script.
-        path = install_hook(repo.resolve(), sys.executable)
+        path = install_hook(repo.resolve(), sys.executable, _settings().socket_path)
     except ValueError as exc:
         _fail(LanaiError(str(exc), exit_code=ExitCode.INVALID))
         return

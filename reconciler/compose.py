@@ -28,14 +28,16 @@ class Project:
     directory: Path
     compose_file: str
 
-    def base(self) -> list[str]:
+    def base(self, *, override: bool = True) -> list[str]:
+        files = ["--file", str(self.directory / self.compose_file)]
+        if override:
+            files += ["--file", str(self.directory / OVERRIDE_FILE)]
         return ["docker", "compose", "--project-name", self.name,
-                "--project-directory", str(self.directory),
-                "--file", str(self.directory / self.compose_file),
-                "--file", str(self.directory / OVERRIDE_FILE)]
+                "--project-directory", str(self.directory), *files]
 
-    def config_cmd(self) -> list[str]:
-        return [*self.base(), "config", "--format", "json"]
+    def config_cmd(self, *, override: bool = True) -> list[str]:
+        """`override=False`: the user's file alone (whose file compose rejects)."""
+        return [*self.base(override=override), "config", "--format", "json"]
 
     def pull_cmd(self, services: Sequence[str]) -> list[str]:
         return [*self.base(), "pull", *services]

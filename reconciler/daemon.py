@@ -16,6 +16,7 @@ import grp
 import json
 import logging
 import os
+import queue as queue_mod
 import signal
 import socketserver
 import threading
@@ -34,6 +35,7 @@ from .facts import LABEL_PROJECT
 from .notify import Notice
 from .record import parse_iso
 from .render import LABEL_MANAGED
+from .report import sync_status
 from .settings import ServerSettings
 from .webhook import WebhookServer, webhook_config
 
@@ -41,6 +43,8 @@ log = logging.getLogger("lanai.daemon")
 EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
 EVENT_DEBOUNCE_S = 0.2
 SOCKET_GROUP = "lanai"
+# The longest a push waits for its reconcile (an image pull may take longer: it goes on).
+MAX_WAIT_S = 60.0
 
 
 class Daemon:
@@ -58,18 +62,23 @@ class Daemon:
         self.last_outcome: Outcome | None = None
         self._daily_at: dict[str, str | None] = {}  # daily job id -> its HH:MM (UTC)
         self._pending: set[str] = set()
+        # Pushes waiting for the result of the reconcile their poke queued (the hook prints it).
+        self._waiters: dict[str, list[queue_mod.SimpleQueue[dict[str, Any]]]] = {}
         self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
 
     # -- scheduling -----------------------------------------------------------
 
-    def queue(self, trigger: str, *, retry: bool = False, delay: float = 0.0) -> None:
+    def queue(self, trigger: str, *, retry: bool = False, delay: float = 0.0,
+              waiter: queue_mod.SimpleQueue[dict[str, Any]] | None = None) -> None:
         """Run a reconcile soon; requests of one kind that have not started yet collapse.
 
         A request that arrives while a reconcile runs is kept (it may carry a newer
         push or a new failure) and runs right after it, on the single worker.
         """
         with self._pending_lock:
+            if waiter is not None:  # told by the next run of `trigger` to start
+                self._waiters.setdefault(trigger, []).append(waiter)
             if trigger in self._pending and not retry:
                 return
             self._pending.add(trigger)
@@ -79,26 +88,48 @@ class Daemon:
                                kwargs={"trigger": trigger, "retry": retry, "queued": True})
 
     def _run(self, trigger: str, retry: bool = False, queued: bool = False) -> None:
+        waiters: list[queue_mod.SimpleQueue[dict[str, Any]]] = []
         if queued:
             with self._pending_lock:
                 self._pending.discard(trigger)
+                waiters = self._waiters.pop(trigger, [])
         started = time.monotonic()
         try:
             outcome = self.engine.reconcile(trigger=trigger, retry=retry)
         except LockHeld as exc:
             log.info("%s; trying again in 2s", exc.message)
-            self.queue(trigger, retry=retry, delay=2)
+            for waiter in waiters:  # they wait for the run that gets the lock
+                self.queue(trigger, retry=retry, delay=2, waiter=waiter)
+            if not waiters:
+                self.queue(trigger, retry=retry, delay=2)
             return
         except LanaiError as exc:
             log.error("reconcile (%s) failed: %s", trigger, exc.message)
-            self._tell(Outcome("failed", error=exc.message, exit_code=int(exc.exit_code)))
+            failed = Outcome("failed", error=exc.message, exit_code=int(exc.exit_code))
+            self._answer(waiters, failed)
+            self._tell(failed)
             return
         except Exception:  # the daemon must outlive any one bad reconcile
             log.exception("reconcile (%s) crashed", trigger)
+            self._answer(waiters, Outcome("failed", error="the reconcile crashed; see "
+                                          "`journalctl -u lanai`.", exit_code=3))
             return
         self.last_outcome = outcome
+        self._answer(waiters, outcome)
         self._log(outcome, trigger, time.monotonic() - started)
         self._after(outcome)
+
+    def _answer(self, waiters: list[queue_mod.SimpleQueue[dict[str, Any]]],
+                outcome: Outcome) -> None:
+        if not waiters:
+            return
+        state = self.engine.state()
+        reply = {"ok": True, "done": True, "status": outcome.status,
+                 "sync": sync_status(state),
+                 "commit": outcome.commit, "applied_commit": outcome.applied_commit,
+                 "error": outcome.error, "exit_code": outcome.exit_code}
+        for waiter in waiters:
+            waiter.put(reply)
 
     def _log(self, outcome: Outcome, trigger: str, seconds: float) -> None:
         commit = (outcome.commit or "?")[:12]
@@ -228,8 +259,20 @@ class Daemon:
         if command == "ping":
             return {"ok": True, "pid": os.getpid()}
         if command == "reconcile":
-            self.queue(str(request.get("trigger") or "poke"), retry=bool(request.get("retry")))
-            return {"ok": True, "queued": True}
+            trigger = str(request.get("trigger") or "poke")
+            try:
+                wait_s = min(float(request.get("wait_s") or 0), MAX_WAIT_S)
+            except (TypeError, ValueError):
+                wait_s = 0.0
+            if wait_s <= 0:
+                self.queue(trigger, retry=bool(request.get("retry")))
+                return {"ok": True, "queued": True}
+            waiter: queue_mod.SimpleQueue[dict[str, Any]] = queue_mod.SimpleQueue()
+            self.queue(trigger, retry=bool(request.get("retry")), waiter=waiter)
+            try:
+                return waiter.get(timeout=wait_s)
+            except queue_mod.Empty:
+                return {"ok": True, "queued": True, "done": False}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     def watch_events(self) -> None:

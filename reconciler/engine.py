@@ -21,7 +21,7 @@ from typing import Any
 
 import docker
 
-from . import backup_run, gpu_health, models_state
+from . import backup_run, gpu_health, models_state, tool_versions
 from . import desired as desired_mod
 from . import facts as facts_mod
 from .apply import Applier, ApplyReport
@@ -99,6 +99,7 @@ class Engine:
         self._client: docker.DockerClient | None = None
         self._source: GitSource | None = None
         self._gpu_runtime: bool | None = None
+        self._start_interval: bool | None = None
         self._gpu_info: tuple[str, int] | tuple[()] | None = None
         self._gpu_prober: gpu_health.GpuProber | None = None  # keeps its once-a-minute pace
         self._webui_tokens: dict[str, str] = {}  # Open WebUI session per URL: sign in once
@@ -187,6 +188,14 @@ class Engine:
             self._gpu_runtime = "nvidia" in runtimes
         return self._gpu_runtime
 
+    def start_interval(self) -> bool:
+        """Whether the engine runs healthcheck start_interval (Docker API 1.44, Engine 25)."""
+        if self._start_interval is None:
+            found = facts_mod.engine_version(self.client)
+            self._start_interval = found is not None and tool_versions.has_start_interval(
+                found[1])
+        return self._start_interval
+
     def branch(self) -> str:
         """The server's branch override, else lanai.yaml's source.branch on main, else main."""
         if self.settings.branch:
@@ -223,8 +232,9 @@ class Engine:
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
             gpu_runtime = self.gpu_runtime()
             address = lan_ip() if state.config.https is not None else None
+            fast = self.start_interval()
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
-                             lan_ip=address)
+                             lan_ip=address, start_interval=fast)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -234,7 +244,7 @@ class Engine:
             state.root = final
             try:
                 return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime,
-                              salt=self.hash_salt(), lan_ip=address)
+                              salt=self.hash_salt(), lan_ip=address, start_interval=fast)
             except BaseException:
                 discard(final)
                 raise
@@ -276,8 +286,10 @@ class Engine:
         outcome: Outcome
         desired: Rendered | None = None
         failure_to_record: LanaiError | None = None
-        if head is not None and (head != state.applied_commit or applied is None
-                                 or self._inputs_changed(applied)):
+        same_files = self._same_files(state, head, applied)
+        if head is not None and not same_files and (
+                head != state.applied_commit or applied is None
+                or self._inputs_changed(applied)):
             # A failed commit waits for a new commit, a change on the server (a secret
             # added), an explicit retry, or, if the failure was transient, its backoff.
             blocked = (state.failure is not None and state.failure.commit == head
@@ -295,6 +307,8 @@ class Engine:
                     desired = None  # same inputs failed before: wait for a change
         if desired is not None:
             outcome = self._deploy(state, desired, applied, timer, mark, trigger)
+        elif same_files and head is not None:
+            outcome = self._same_files_commit(state, head, applied, timer, mark, retry, trigger)
         else:
             outcome = self._check(state, applied, timer, mark, retry)
             if failure_to_record is not None and head is not None:
@@ -309,7 +323,9 @@ class Engine:
                     "commit or `lanai reconcile --retry`" if state.failure.deterministic
                     else f"commit {head[:12]} failed with a transient error; retrying")
         previous_models = self._models_summary()
-        if outcome.status != "failed":
+        # A commit with the same files as the applied one changes no model or setting; after
+        # a clean last sync there is nothing to read (the polls' drift checks still do).
+        if outcome.status != "failed" and not (same_files and self._syncs_clean()):
             self._converge_models(state, outcome, retry, timer)
             self._converge_webui(state, outcome, timer)
         if source_error is not None:
@@ -385,6 +401,44 @@ class Engine:
             self._gpu_info = first_gpu() or ()
         return self._gpu_info or None
 
+    def _same_files(self, state: State, head: str | None, applied: Rendered | None) -> bool:
+        """A new commit whose tree is the applied commit's (an empty commit, a revert of a
+        revert): nothing to load, render or plan, as long as the server's inputs are the
+        same and no failure is pending."""
+        if head is None or applied is None or state.applied_commit in (None, head) \
+                or state.failure is not None:
+            return False
+        tree = self.source.tree(head)
+        return tree is not None and tree == self.source.tree(state.applied_commit) \
+            and not self._inputs_changed(applied)
+
+    def _same_files_commit(self, state: State, head: str, applied: Rendered | None,
+                           timer: Timer, mark: float, retry: bool, trigger: str) -> Outcome:
+        """Record `head` as applied on the applied deployment, after the usual drift check."""
+        before = state.applied_commit or ""
+        outcome = self._check(state, applied, timer, mark, retry)
+        if outcome.status == "failed":
+            return outcome
+        state.applied_commit, state.applied_at = head, now_iso()
+        outcome.applied_commit = head
+        outcome.notes.append(f"commit {head[:12]} has the same files as {before[:12]}: "
+                             "nothing to render or deploy")
+        if outcome.status == "no-op" and trigger != "poll":
+            outcome.status = "applied"  # a new commit is news, as in _deploy
+        return outcome
+
+    def _syncs_clean(self) -> bool:
+        """The last model and Open WebUI syncs left no error behind."""
+        if any(error for _, error, _ in self._models_summary()):
+            return False
+        try:
+            last = json.loads(WebUISync.state_path(self.settings).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return True
+        except (OSError, ValueError):
+            return False
+        return not last.get("errors")
+
     def _inputs_changed(self, applied: Rendered) -> bool:
         """Whether what the server adds to the commit (secret values, its LAN address for the
         https certificates) changed since it was rendered."""
@@ -394,7 +448,7 @@ class Engine:
         secrets = read_secrets(self.settings.secrets_file)
         address = lan_ip() if config.https is not None else None
         return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
-                          lan_ip=address) != applied.key
+                          lan_ip=address, start_interval=self.start_interval()) != applied.key
 
     def _subject(self, commit: str | None) -> str | None:
         if not commit:

@@ -109,6 +109,15 @@ def connect(timeout: float = 30) -> docker.DockerClient:
     return client
 
 
+def engine_version(client: docker.DockerClient) -> tuple[str, str] | None:
+    """The engine's (version, API version), e.g. ("26.1.5", "1.45"); None if it won't say."""
+    try:
+        info = client.version()
+    except (docker.errors.DockerException, RequestException):
+        return None
+    return str(info.get("Version", "")), str(info.get("ApiVersion", ""))
+
+
 def observe(client: docker.DockerClient, project: str, images: list[str]) -> Facts:
     try:
         listed = client.api.containers(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})

@@ -16,15 +16,21 @@ MARKER = "# lanai post-receive hook"
 PASS_ENV = ("LANAI_CONFIG", "LANAI_HOME")
 
 
-def hook_script(python: str, environ: dict[str, str]) -> str:
+def hook_script(python: str, environ: dict[str, str], socket_path: Path) -> str:
+    """The hook runs control.py as a file with `-I -S` (no site-packages, no PYTHON*
+    variables): it needs only the standard library and the daemon's socket, named here, so
+    a push does not wait for the package and its settings to import."""
     exports = "".join(f"export {name}={shlex.quote(environ[name])}\n"
                       for name in PASS_ENV if environ.get(name))
+    control = Path(__file__).with_name("control.py")
     return (f"#!/bin/sh\n{MARKER}: tell the reconciler a push arrived (never fails the push).\n"
             f"{exports}"
-            f"exec {shlex.quote(python)} -m reconciler.control\n")
+            f"exec {shlex.quote(python)} -I -S {shlex.quote(str(control))} "
+            f"--socket {shlex.quote(str(socket_path))}\n")
 
 
-def install_hook(repo: Path, python: str, environ: dict[str, str] | None = None) -> Path:
+def install_hook(repo: Path, python: str, socket_path: Path,
+                 environ: dict[str, str] | None = None) -> Path:
     """Write hooks/post-receive into a bare repo; refuses to overwrite a foreign hook."""
     env = dict(os.environ if environ is None else environ)
     hooks = repo / "hooks"
@@ -35,6 +41,6 @@ def install_hook(repo: Path, python: str, environ: dict[str, str] | None = None)
     if path.exists() and MARKER not in path.read_text(errors="replace"):
         raise ValueError(f"{path} exists and was not written by lanai; merge it by hand "
                          f"(add: {shlex.quote(python)} -m reconciler.control).")
-    path.write_text(hook_script(python, env))
+    path.write_text(hook_script(python, env, socket_path))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path

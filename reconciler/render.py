@@ -12,19 +12,20 @@ import hashlib
 import hmac
 import json
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from . import compose
+from . import compose, tool_versions
 from .caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from .desired import DesiredState, inside, ollama_service
-from .errors import StateError
+from .errors import DockerError, LanaiError, StateError
 from .models_schema import ModelsConfig
 from .schema import LanaiConfig
-from .secrets import write_env_file
+from .secrets import write_compose_env_file
 from .webui_schema import WebUIConfig
 
 DESIRED_FILE = "lanai.desired.json"
@@ -105,10 +106,13 @@ class Rendered:
 
 
 def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
-               gpu_runtime: bool, lan_ip: str | None = None) -> str:
-    """Changes when the commit, any secret value the state uses, the GPU runtime or (with
-    https) the server's LAN address changes."""
+               gpu_runtime: bool, lan_ip: str | None = None,
+               start_interval: bool = False) -> str:
+    """Changes when the commit, any secret value the state uses, the GPU runtime, the
+    engine's health start_interval or (with https) the server's LAN address changes."""
     digest = hashlib.sha256(f"{commit}\0gpu={gpu_runtime}".encode())
+    if start_interval:  # absent before lanai used it: older engines keep their keys
+        digest.update(b"\0start_interval")
     if config.https is not None and config.https.lan_ip:
         digest.update(f"\0lan_ip={lan_ip}".encode())
     for name in sorted(config.secret_names()):
@@ -151,7 +155,7 @@ def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
 
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
            key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60,
-           lan_ip: str | None = None) -> Rendered:
+           lan_ip: str | None = None, start_interval: bool = False) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose."""
     config = state.config
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
@@ -160,13 +164,13 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
         (directory / CADDYFILE).write_text(render_caddyfile(config.https, lan_ip),
                                            encoding="utf-8")
     cpu_only = cpu_only_services(state, gpu_runtime)
-    _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only)
+    fast_start = fast_start_services(state.compose) if start_interval else []
+    _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only,
+                    fast_start=fast_start)
     project = compose.Project(config.project, directory, config.compose_file)
     result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
     if result.returncode != 0:
-        raise StateError(f"{config.compose_file} is rejected by docker compose: "
-                         f"{compose.error_text(result)}; fix it in the state repo and push "
-                         "again.")
+        raise config_error(project, result, timeout)
     normalized = json.loads(result.stdout)
     services: dict[str, ServiceSpec] = {}
     for name, spec in (normalized.get("services") or {}).items():
@@ -183,7 +187,7 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
         )
     _write_override(directory, commit, state, env_files,
                     hashes={name: spec.hash for name, spec in services.items()},
-                    cpu_only=cpu_only)
+                    cpu_only=cpu_only, fast_start=fast_start)
     models = state.models
     rendered = Rendered(directory=directory, commit=commit, key=key, project=config.project,
                         compose_file=config.compose_file, services=services,
@@ -196,6 +200,37 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     (directory / DESIRED_FILE).write_text(json.dumps(rendered.to_json(), indent=1),
                                           encoding="utf-8")
     return rendered
+
+
+def config_error(project: compose.Project, result: subprocess.CompletedProcess[str],
+                 timeout: float) -> LanaiError:
+    """Whose file compose rejected: the user's compose file (checked alone), or the
+    override lanai generated, which is never the state repo's to fix."""
+    alone = compose.run(project.config_cmd(override=False), cwd=project.directory,
+                        timeout=timeout)
+    if alone.returncode != 0:
+        return StateError(f"{project.compose_file} is rejected by docker compose: "
+                          f"{compose.error_text(alone)}; fix it in the state repo and push "
+                          "again.")
+    return override_rejected(compose.error_text(result), _compose_version())
+
+
+def override_rejected(error: str, version: str | None) -> DockerError:
+    found = f"Docker Compose {version}" if version else "Docker Compose"
+    if version and not tool_versions.at_least(version, tool_versions.MIN_COMPOSE):
+        return DockerError(f"{found} rejects the file lanai generated ({error}) because lanai "
+                           f"needs Compose {tool_versions.MIN_COMPOSE} or newer; "
+                           f"{tool_versions.upgrade_hint()}.")
+    return DockerError(f"{found} rejects the file lanai generated ({error}), which is a bug "
+                       "in lanai, not in your state repo; report it with this message, and "
+                       "try a newer Compose meanwhile.")
+
+
+def _compose_version() -> str | None:
+    try:
+        return tool_versions.compose_version()
+    except DockerError:
+        return None
 
 
 def _secrets_digest(names: list[str], secrets: dict[str, str], salt: bytes) -> str:
@@ -246,8 +281,36 @@ def _write_secret_env(state: DesiredState, secrets: dict[str, str],
     out: dict[str, Path] = {}
     for service, names in sorted(state.config.secrets.items()):
         path = directory / SECRETS_DIR / f"{service}.env"
-        write_env_file(path, {name: secrets[name] for name in names})
+        write_compose_env_file(path, {name: secrets[name] for name in names})
         out[service] = path
+    return out
+
+
+# Docker probes every `interval` (10 s in many files), so a service up in a second is first
+# seen healthy 10 s later; during start_period an engine with API 1.44 (Engine 25) probes
+# every start_interval instead. Compose refuses the key against older engines.
+START_INTERVAL = "1s"
+
+
+def fast_start_services(compose_doc: dict[str, Any]) -> list[str]:
+    """Services with a health check of their own that sets no start_interval."""
+    out = []
+    for name, spec in sorted((compose_doc.get("services") or {}).items()):
+        check = (spec or {}).get("healthcheck") if isinstance(spec, dict) else None
+        if isinstance(check, dict) and not check.get("disable") \
+                and check.get("test") not in (None, ["NONE"]) and "start_interval" not in check:
+            out.append(name)
+    return out
+
+
+def fast_start_healthcheck(spec: dict[str, Any]) -> dict[str, str]:
+    """start_interval, and a start_period of one interval where the file has none (start_
+    interval only applies within it; a failing check is then seen at most one interval
+    later than without)."""
+    check = spec["healthcheck"]
+    out = {"start_interval": START_INTERVAL}
+    if not check.get("start_period"):
+        out["start_period"] = str(check.get("interval") or "30s")
     return out
 
 
@@ -265,7 +328,7 @@ _OverrideDumper.add_representer(
 
 def _write_override(directory: Path, commit: str, state: DesiredState,
                     env_files: dict[str, Path], hashes: dict[str, str],
-                    cpu_only: list[str]) -> None:
+                    cpu_only: list[str], fast_start: list[str]) -> None:
     services: dict[str, Any] = {}
     models = state.models
     ollama = ollama_service(state.compose, models) if models else None
@@ -282,11 +345,14 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
         if name in cpu_only:
             # No NVIDIA runtime on this server: run on the CPU instead of failing to start.
             entry["deploy"] = {"resources": {"reservations": {"devices": _Reset()}}}
+        if name in fast_start:
+            entry["healthcheck"] = fast_start_healthcheck(state.compose["services"][name])
         if name in hashes:
             entry["labels"][LABEL_HASH] = hashes[name]
         if name in env_files:
-            # raw: a secret is passed as it is, never interpolated ($) or cut at '#'.
-            entry["env_file"] = [{"path": str(env_files[name]), "format": "raw"}]
+            # The short syntax every supported Compose reads; the values in the file are
+            # quoted so that none is interpolated ($) or cut at '#' (secrets.py).
+            entry["env_file"] = [str(env_files[name])]
         services[name] = entry
     header = (f"# Generated by lanai for commit {commit[:12]}. Do not edit: change "
               f"{state.config.compose_file} in the state repo instead.\n"

@@ -74,6 +74,17 @@ def service_health(spec_hash: str | None, containers: list[ContainerFact]) -> tu
     return "Healthy", c.status, None
 
 
+def sync_status(state: State) -> str:
+    failure = state.failure
+    if failure is not None and failure.commit == state.head_commit:
+        return "Failed"
+    if state.applied_commit is None:
+        return "Unknown"
+    if state.head_commit not in (None, state.applied_commit) or state.drift:
+        return "OutOfSync"
+    return "Synced"
+
+
 def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: str | None,
           suspended: dict[str, Any] | None, daemon: dict[str, Any] | None) -> StatusReport:
     services: list[ServiceStatus] = []
@@ -84,16 +95,8 @@ def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: 
             services.append(ServiceStatus(name, health, status, spec.image, detail))
     overall = max((s.health for s in services), key=HEALTH_RANK.__getitem__, default="Unknown")
     failure = state.failure
-    if failure is not None and failure.commit == state.head_commit:
-        sync = "Failed"
-    elif state.applied_commit is None:
-        sync = "Unknown"
-    elif state.head_commit not in (None, state.applied_commit) or state.drift:
-        sync = "OutOfSync"
-    else:
-        sync = "Synced"
     return StatusReport(
-        sync=sync, health=overall, branch=state.branch, repo=repo,
+        sync=sync_status(state), health=overall, branch=state.branch, repo=repo,
         head_commit=state.head_commit, applied_commit=state.applied_commit,
         applied_at=state.applied_at, services=services,
         last_error=failure.error if failure else None, source_error=state.source_error,

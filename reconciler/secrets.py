@@ -75,10 +75,37 @@ def _quote(value: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
+def compose_env_value(name: str, value: str) -> str:
+    """`value` quoted so that Compose's env_file parser gives back exactly `value`.
+
+    Compose reads a single-quoted value literally (no `$` interpolation, no `#` comment, no
+    trimming) except that `\\'` would end it early; a double-quoted value unescapes `\\`,
+    `\\"` and `\\$` and nothing else we write. Both were checked against the real Compose
+    2.20.2 to 2.40.3 (tests/compat). A line break cannot be written on one line and older
+    Compose reads none, so it is refused.
+    """
+    if any(char in value for char in "\n\r\0"):
+        raise SecretsError(
+            f"secret {name} contains a line break, which Compose's env files cannot carry "
+            f"on every supported version; store it encoded (for example base64) with "
+            f"`lanai secrets set {name}`.")
+    if "'" not in value and "\\" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    return f'"{escaped}"'
+
+
+def write_compose_env_file(path: Path, values: dict[str, str]) -> None:
+    """A service's env file for Compose's plain `env_file:` (every Compose lanai supports
+    reads it; the long syntax with `format: raw` needs Compose 2.30)."""
+    write_env_file(path, {name: compose_env_value(name, value)
+                          for name, value in values.items()})
+
+
 def write_env_file(path: Path, values: dict[str, str]) -> None:
     """Write NAME=value lines with mode 0600 from the first byte (no window of exposure).
 
-    Values are written as they are; compose reads these files with `format: raw`.
+    Values are written as they are: the caller quotes them for whoever reads the file.
     """
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

@@ -96,6 +96,13 @@ class GitSource:
         raise SourceError(f"{ref!r} is neither a branch nor a commit of the state repo; "
                           "name one that exists (git log shows them).", deterministic=True)
 
+    def tree(self, commit: str) -> str | None:
+        """The id of `commit`'s tree (equal trees: the same files); None if unknown here."""
+        try:
+            return self.repo.commit(commit).tree.hexsha
+        except (ValueError, git.BadName):
+            return None
+
     def read_file(self, commit: str, path: str) -> str | None:
         try:
             return self.repo.git.show(f"{commit}:{path}")

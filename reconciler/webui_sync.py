@@ -90,7 +90,12 @@ class WebUISync:
 
     @property
     def state_file(self) -> Path:
-        return self.settings.home / "webui.json"
+        return self.state_path(self.settings)
+
+    @staticmethod
+    def state_path(settings: ServerSettings) -> Path:
+        """The last sync's outcome (commit, actions, errors)."""
+        return settings.home / "webui.json"
 
     @property
     def passwords_file(self) -> Path:

@@ -238,7 +238,10 @@ def test_a_push_from_a_laptop_clone_deploys(deployment: Deployment, tmp_path: Pa
     pushed = subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=clone,
                             env=env, capture_output=True, text=True, timeout=120)
     assert pushed.returncode == 0, pushed.stderr
-    assert "lanai: deploying" in pushed.stderr  # the hook reached the daemon's socket
+    # The hook reached the daemon's socket and waited for this commit's deploy (a slower
+    # one says it is still deploying).
+    assert (f"lanai: Synced at {head[:12]} (applied)" in pushed.stderr
+            or "lanai: deploying" in pushed.stderr), pushed.stderr
     status = wait_for(lambda: (s := deployment.status()).get("applied_commit") == head and
                       s.get("health") == "Healthy" and s, 600,
                       "the pushed commit deployed and healthy")

@@ -15,7 +15,7 @@ import yaml
 from reconciler import compose
 from reconciler.caddyfile import CADDYFILE
 from reconciler.desired import load_state
-from reconciler.errors import StateError
+from reconciler.errors import SecretsError, StateError
 from reconciler.render import (
     DESIRED_FILE,
     LABEL_HASH,
@@ -23,6 +23,7 @@ from reconciler.render import (
     SECRETS_DIR,
     Rendered,
     cpu_only_services,
+    fast_start_services,
     gpu_services,
     load_rendered,
     render,
@@ -113,7 +114,8 @@ def test_override_without_gpu_runtime(cpu: Rendered) -> None:
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["ollama"]},
         },
         "open-webui": {
-            "env_file": [{"path": str(d1 / SECRETS_DIR / "open-webui.env"), "format": "raw"}],
+            # The short syntax: the long one's `format: raw` needs Compose 2.30.
+            "env_file": [str(d1 / SECRETS_DIR / "open-webui.env")],
             "labels": {LABEL_MANAGED: "true", LABEL_HASH: hashes["open-webui"]},
         },
         # The Caddyfile generated from lanai.yaml's https section.
@@ -177,6 +179,31 @@ def test_gpu_services_and_cpu_only(state_dir: Path) -> None:
         "devices": [{"capabilities": ["gpu"]}]}}}}}}) == ["a"]
 
 
+def test_start_interval_only_where_the_engine_has_it(d1: Path, cpu: Rendered) -> None:
+    state = load_state(d1, COMMIT)
+    key = render_key(COMMIT, state.config, SECRETS, gpu_runtime=False, start_interval=True)
+    assert key != cpu.key  # a server whose engine gains it renders again
+    rendered = render(state, SECRETS, d1, COMMIT, key, gpu_runtime=False, start_interval=True)
+    services = override(d1)["services"]
+    # The example's own start_period is kept; the proxy has none, so it gets one interval.
+    assert services["ollama"]["healthcheck"] == {"start_interval": "1s"}
+    assert services["proxy"]["healthcheck"] == {"start_interval": "1s", "start_period": "2s"}
+    webui = rendered.services["open-webui"].config["healthcheck"]
+    assert webui["start_interval"] == "1s" and webui["interval"] == "10s"
+    # Without it (engines before 25) the override has no healthcheck at all.
+    assert all("healthcheck" not in entry for entry in override(cpu.directory)["services"]
+               .values())
+
+
+def test_fast_start_services_skips_disabled_and_own_start_interval() -> None:
+    doc = {"services": {"a": {"healthcheck": {"test": ["CMD", "true"]}},
+                        "b": {"healthcheck": {"disable": True}},
+                        "c": {"healthcheck": {"test": ["CMD", "true"], "start_interval": "2s"}},
+                        "d": {"image": "x"}, "e": None,
+                        "f": {"healthcheck": {"test": ["NONE"]}}}}
+    assert fast_start_services(doc) == ["a"]
+
+
 # ---------------------------------------------------------------- secrets
 
 
@@ -184,8 +211,8 @@ def test_secret_env_file_is_private(cpu: Rendered) -> None:
     d1 = cpu.directory
     env_file = d1 / SECRETS_DIR / "open-webui.env"
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert env_file.read_text() == (f"WEBUI_ADMIN_PASSWORD={ADMIN_PASSWORD}\n"
-                                    f"WEBUI_SECRET_KEY={SECRET}\n")
+    assert env_file.read_text() == (f"WEBUI_ADMIN_PASSWORD='{ADMIN_PASSWORD}'\n"
+                                    f"WEBUI_SECRET_KEY='{SECRET}'\n")
     assert stat.S_IMODE(d1.stat().st_mode) == 0o700
     assert not (d1 / SECRETS_DIR / "ollama.env").exists()
 
@@ -204,13 +231,27 @@ def test_compose_hands_the_secret_to_the_service(cpu: Rendered) -> None:
     assert env["WEBUI_SECRET_KEY"] == SECRET
 
 
-def test_secret_with_dollar_and_hash_reaches_the_service_unchanged(d1: Path) -> None:
-    value = "pa$word #1"
+AWKWARD_SECRETS = ["pa$word #1", "it's", "back\\", "a\"b\\c=d ${HOME} $$", "  spaced  ",
+                   "'quoted'", '"dq"', "x\\'y\\$z", "tab\there", "#start", "=eq="]
+
+
+@pytest.mark.parametrize("value", AWKWARD_SECRETS)
+def test_awkward_secret_reaches_the_service_unchanged(d1: Path, value: str) -> None:
     rendered = do_render(d1, secrets={**SECRETS, "WEBUI_SECRET_KEY": value})
     result = compose.run(rendered.project_handle.config_cmd(), cwd=d1, timeout=60)
     env = json.loads(result.stdout)["services"]["open-webui"]["environment"]
     # `compose config` prints '$' escaped as '$$' (its own syntax for a literal dollar).
     assert env["WEBUI_SECRET_KEY"].replace("$$", "$") == value
+
+
+def test_secret_with_a_line_break_is_refused_in_one_sentence(d1: Path) -> None:
+    with pytest.raises(SecretsError) as info:
+        do_render(d1, secrets={**SECRETS, "WEBUI_SECRET_KEY": "a\nb"})
+    assert str(info.value) == (
+        "secret WEBUI_SECRET_KEY contains a line break, which Compose's env files cannot "
+        "carry on every supported version; store it encoded (for example base64) with "
+        "`lanai secrets set WEBUI_SECRET_KEY`.")
+    assert not (d1 / DESIRED_FILE).exists()
 
 
 # ---------------------------------------------------------------- lanai.desired.json
