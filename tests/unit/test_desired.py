@@ -129,7 +129,8 @@ def test_malformed_compose_yaml_names_file_and_line(state_dir: Path, edit) -> No
 
 
 def test_unclosed_flow_sequence_in_compose(state_dir: Path, edit) -> None:
-    line = edit("compose.yaml", "    networks: [internal]\n", "    networks: [internal\n")
+    line = edit("compose.yaml", "    networks: [internal, egress]\n",
+                "    networks: [internal, egress\n")
     problem = only_problem(state_dir)
     assert problem.file == "compose.yaml"
     # PyYAML notices the missing ']' at the next key, which cannot continue the list.
@@ -315,7 +316,7 @@ def test_ollama_on_lan_when_allowed(state_dir: Path, edit) -> None:
 
 
 def test_ollama_on_the_host_network_is_refused(state_dir: Path, edit) -> None:
-    line = edit("compose.yaml", "    networks: [internal]\n", "    network_mode: host\n")
+    line = edit("compose.yaml", "    networks: [internal, egress]\n", "    network_mode: host\n")
     problem = only_problem(state_dir)
     assert (problem.path, problem.line) == (("services", "ollama", "network_mode"), line)
 
