@@ -4,8 +4,8 @@ A server is a container of `lanai-test/server:<suite>` (tests/images/build.sh,
 tests/images/server/) booted with systemd as PID 1: users `admin` (passwordless
 sudo) and `plain` (no sudo), sshd with keys only, host keys made at first boot,
 no Docker. This machine's extra CAs (an egress proxy's) are copied in at boot.
-Its sshd and its port 3000 are published on 127.0.0.1 ports that
-Docker picks; /var/lib/docker is a named volume so that a Docker installed
+Its sshd, its port 3000 and the https proxy's 443 and 80 are published on 127.0.0.1
+ports that Docker picks; /var/lib/docker is a named volume so that a Docker installed
 inside can use overlay2. Teardown removes the container and the volume.
 
     with boot(SERVER_TRIXIE, docker_client, tmp_path) as server:
@@ -28,18 +28,22 @@ from pathlib import Path
 from typing import IO, Any
 
 import docker
+import yaml
 
-from .harness import MINI_STATE, wait_for
+from .harness import EXAMPLE_STATE, MINI_STATE, REPO_ROOT, wait_for
 
 SERVER_TRIXIE = "lanai-test/server:trixie"
+SERVER_BOOKWORM = "lanai-test/server:bookworm"
 SERVER_BULLSEYE = "lanai-test/server:bullseye"
 HOST_ALIAS = "lanai-test-server"
 WRONG_KEY_ALIAS = "lanai-test-server-wrong-key"
 USERS = ("admin", "plain", "pwadmin")
 SUDO_PASSWORD = "lanai-test-sudo-password"  # pwadmin's (tests/images/server/Dockerfile)
 WEB_PORT_INSIDE = 3000
+HTTPS_PORT_INSIDE, HTTP_PORT_INSIDE = 443, 80  # the example's https proxy
 LABEL = "io.lanai.test-server"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+BOOTSTRAP = REPO_ROOT / "bootstrap.sh"
 
 # What the clean server needs from the host to boot systemd as PID 1 on this
 # kernel (`--privileged` fails here); see "Tests that mean something" in DESIGN.md.
@@ -62,13 +66,8 @@ class TestServer:
         self.volume = volume
         self.root = root
         self.name: str = container.name
-        container.reload()
-        ports = container.attrs["NetworkSettings"]["Ports"] or {}
-        if not ports.get("22/tcp"):
-            raise RuntimeError(f"{self.name} is {container.status}, with no published ports "
-                               f"(is {container.image.tags} a lanai-test/server image?)")
-        self.ssh_port = int(ports["22/tcp"][0]["HostPort"])
-        self.web_port = int(ports[f"{WEB_PORT_INSIDE}/tcp"][0]["HostPort"])
+        self.ssh_port = self.web_port = self.https_port = self.http_port = 0
+        self._read_ports()
         self.key = root / "id_ed25519"
         self.wrong_key = root / "wrong_id_ed25519"
         self.known_hosts = root / "known_hosts"
@@ -77,6 +76,21 @@ class TestServer:
         self.timings: dict[str, float] = {}
 
     # -- addresses ------------------------------------------------------------------------
+
+    def _read_ports(self) -> None:
+        """The 127.0.0.1 ports Docker published the server's 22, 3000, 443 and 80 on."""
+        self.container.reload()
+        ports = self.container.attrs["NetworkSettings"]["Ports"] or {}
+        if not ports.get("22/tcp"):
+            raise RuntimeError(f"{self.name} is {self.container.status}, with no published "
+                               f"ports (is {self.container.image.tags} a lanai-test/server "
+                               "image?)")
+
+        def published(inside: int) -> int:
+            return int(ports[f"{inside}/tcp"][0]["HostPort"])
+
+        self.ssh_port, self.web_port = published(22), published(WEB_PORT_INSIDE)
+        self.https_port, self.http_port = published(HTTPS_PORT_INSIDE), published(HTTP_PORT_INSIDE)
 
     @property
     def host(self) -> str:
@@ -151,10 +165,7 @@ class TestServer:
         """Restart the whole server (its container): systemd boots again, everything in
         /run is gone, the disk stays. Docker may publish sshd on another port."""
         self.container.restart(timeout=60)
-        self.container.reload()
-        ports = self.container.attrs["NetworkSettings"]["Ports"] or {}
-        self.ssh_port = int(ports["22/tcp"][0]["HostPort"])
-        self.web_port = int(ports[f"{WEB_PORT_INSIDE}/tcp"][0]["HostPort"])
+        self._read_ports()
         _write_ssh_config(self)
         self.trust()  # the same host keys, on the new port
         wait_for(lambda: _system_state(self), timeout, f"systemd in {self.name} to boot again")
@@ -254,7 +265,8 @@ def start(image: str, client: docker.DockerClient, root: Path, *, trust: bool = 
             image, name=name, hostname=name, detach=True, labels={LABEL: name},
             volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"},
                      volume.name: {"bind": "/var/lib/docker", "mode": "rw"}},
-            ports={"22/tcp": ("127.0.0.1",), f"{WEB_PORT_INSIDE}/tcp": ("127.0.0.1",)},
+            ports={f"{port}/tcp": ("127.0.0.1",) for port in (
+                22, WEB_PORT_INSIDE, HTTPS_PORT_INSIDE, HTTP_PORT_INSIDE)},
             **RUN_OPTIONS)
         server = TestServer(container, volume, root)
     except BaseException as exc:
@@ -298,6 +310,19 @@ def boot(image: str, client: docker.DockerClient, tmp_path: Path, *, trust: bool
 
 
 
+def bootstrap(server: TestServer, *args: str, target: str | None = None,
+              timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`./bootstrap.sh HOST --ssh-config ... --yes ARGS` from this machine, as a user runs it;
+    the result carries `seconds`, how long it took."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(BOOTSTRAP), target or server.host, "--ssh-config",
+         str(server.ssh_config_path), "--yes", *args],
+        capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result.seconds = time.monotonic() - started  # type: ignore[attr-defined]
+    return result
+
+
 MINI_IMAGES = ("lanai-test/debian:bookworm", "ollama/ollama:0.24.0")
 
 
@@ -315,3 +340,19 @@ def mini_seed_and_images(root: Path) -> tuple[Path, Path]:
     subprocess.run(["docker", "save", "-o", str(images), *MINI_IMAGES], check=True,
                    timeout=300)
     return seed, images
+
+
+def example_images() -> list[str]:
+    """The images desired-state/compose.yaml pins (Open WebUI, Ollama, Caddy)."""
+    compose = yaml.safe_load((EXAMPLE_STATE / "compose.yaml").read_text())
+    return sorted({spec["image"] for spec in compose["services"].values()})
+
+
+def save_images(images: list[str], archive: Path) -> float:
+    """`docker save -o archive images...`, what a user with the images on a laptop runs for
+    `bootstrap.sh --images` (one archive: the images' shared layers are in it once).
+    Returns the seconds it took."""
+    started = time.monotonic()
+    subprocess.run(["docker", "save", "-o", str(archive), *images], check=True,
+                   capture_output=True, timeout=1800)
+    return time.monotonic() - started

@@ -5,7 +5,8 @@
 #
 #   tests/images/build.sh [--force] [IMAGE...]
 #
-# IMAGE is one of: debian open-webui ollama caddy server-trixie server-bullseye
+# IMAGE is one of: debian open-webui ollama caddy server-trixie server-bookworm
+# server-bullseye
 # (default: all, in that order). An image whose inputs label is current is
 # skipped unless --force is given.
 # Caches live in ${LANAI_TEST_CACHE:-/var/cache/lanai-test}:
@@ -33,7 +34,7 @@ CADDY_VERSION=2.6.2
 CADDY_TAG=caddy:${CADDY_VERSION}
 OPEN_WEBUI_BUILD_TAG=lanai-test/open-webui-build:tmp
 # Clean servers for bootstrap.sh to manage over SSH (tests/images/server):
-# trixie is the supported one, bullseye exists only to be refused.
+# trixie and bookworm are supported, bullseye exists only to be refused.
 SERVER_IMAGE=lanai-test/server
 SERVER_ROOTFS_IMAGE=lanai-test/server-rootfs
 
@@ -45,7 +46,7 @@ FORCE=0
 TARGETS=()
 
 usage() {
-  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() { printf '%s\n' "$*" >&2; }
@@ -136,7 +137,7 @@ ensure_wheels() {
 # debootstrap --include for each server suite.
 server_include() {
   case $1 in
-    trixie) printf '%s\n' systemd,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,ca-certificates,iproute2,procps,curl,git,less ;;
+    trixie|bookworm) printf '%s\n' systemd,systemd-sysv,dbus,openssh-server,sudo,python3,python3-venv,ca-certificates,iproute2,procps,curl,git,less ;;
     bullseye) printf '%s\n' systemd,systemd-sysv,dbus,openssh-server,sudo,python3 ;;
     *) die "no package list for server suite $1" ;;
   esac
@@ -185,6 +186,7 @@ build_server() {
   report "$tag" built "$started"
 }
 build_server_trixie() { build_server trixie; }
+build_server_bookworm() { build_server bookworm; }
 build_server_bullseye() { build_server bullseye; }
 
 # import_rootfs DIR TAG [docker import options]: a debootstrap tree as an image. Tar
@@ -288,12 +290,13 @@ main() {
     case $1 in
       --force) FORCE=1 ;;
       -h|--help) usage; exit 0 ;;
-      debian|open-webui|ollama|caddy|server-trixie|server-bullseye) TARGETS+=("$1") ;;
+      debian|open-webui|ollama|caddy|server-trixie|server-bookworm|server-bullseye) TARGETS+=("$1") ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
-  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama caddy server-trixie server-bullseye)
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama caddy server-trixie server-bookworm
+    server-bullseye)
   docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
 
   local target tag started
