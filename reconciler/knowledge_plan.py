@@ -161,12 +161,17 @@ def plan_documents(name: str, docs: list[Doc], held: list[Held],
     actions = []
     wanted = {d.path for d in docs}
     hashes = {d.sha256 for d in docs}
+    planned: set[str] = set()  # contents uploaded by this plan: two equal files go once
     for doc in docs:
         same_name = [h for h in held if h.filename == doc.path]
         current = [h for h in same_name if h.sha256 == doc.sha256]
         stale = tuple(h.id for h in same_name if h.sha256 != doc.sha256) \
             + tuple(h.id for h in current[1:])  # the same file twice: keep one
-        if current or any(h.sha256 == doc.sha256 for h in held):
+        there = current or any(h.sha256 == doc.sha256 for h in held)
+        if not there and doc.sha256 in planned:
+            there = True
+        planned.add(doc.sha256)
+        if there:
             # Up to date, or the same text under another name (Open WebUI refuses
             # duplicate content in a knowledge base).
             if stale:

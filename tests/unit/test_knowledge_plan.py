@@ -122,6 +122,15 @@ def test_removed_in_git_is_removed_and_removed_by_hand_is_put_back(repo: Path) -
         ("remove", "docs/c.md", "removed from git", ("f-docs/c.md",))]
 
 
+def test_two_equal_files_are_uploaded_once(repo: Path) -> None:
+    """Open WebUI refuses the second as duplicate content (the example's models.yaml is
+    templates/models-8gb.yaml)."""
+    (repo / "docs" / "copy.md").write_text("# a.md\n")
+    docs, _ = documents(repo, base("docs/*.md"))
+    assert [(a.kind, a.path) for a in plan_documents("Family", docs, [], set())] == [
+        ("upload", "docs/a.md"), ("upload", "docs/b.md"), ("upload", "docs/c.md")]
+
+
 def test_what_open_webui_holds_decides_not_lanais_record(repo: Path) -> None:
     """After a restore lanai's record is newer than Open WebUI's data: content already
     there is never uploaded again (Open WebUI refuses duplicate content), content that is
