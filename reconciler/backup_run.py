@@ -283,8 +283,8 @@ def restore(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
 
 def _swap(data_fd: int, staged: Path, aside: str) -> None:
     """Move what a backup covers aside (databases with their WAL files, uploads, vector
-    store), then the staged copy in: renames when lanai's home and the volume share a
-    filesystem, else a copy. The volume is the container's to write, so every step
+    store), then the staged copy in: renames where the volume and lanai's home share a
+    mount, else a copy. The volume is the container's to write, so every step
     acts on names in the open directory and follows no link (nofollow)."""
     aside_fd = nofollow.make_dir_at(data_fd, aside)
     try:
@@ -292,11 +292,12 @@ def _swap(data_fd: int, staged: Path, aside: str) -> None:
         for name in os.listdir(data_fd):
             if not name.startswith(".lanai-") and (name in incoming or _covered(data_fd, name)):
                 os.rename(name, name, src_dir_fd=data_fd, dst_dir_fd=aside_fd)
-        same_fs = os.stat(staged).st_dev == os.fstat(data_fd).st_dev
         for name in incoming:
-            if same_fs:
+            try:
                 os.rename(staged / name, name, dst_dir_fd=data_fd)
-            else:
+            except OSError as exc:  # another filesystem, or another mount of the same one
+                if exc.errno != errno.EXDEV:
+                    raise
                 nofollow.copy_into(staged / name, data_fd, name)
     finally:
         os.close(aside_fd)
