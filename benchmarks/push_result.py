@@ -124,6 +124,9 @@ def changed_push(server: Server, port: int, number: int) -> dict[str, Any]:
     watcher.start()
     try:
         start, end, said = timed_push(server)
+        # lanai's probe runs inside the container and can pass before the published port
+        # answers the host: keep watching a while (Synced before the answer: a negative gap).
+        watcher.join(timeout=10)
     finally:
         stop.set()
         watcher.join()
