@@ -13,11 +13,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
 
-from . import compose, facts
+from . import compose, facts, readiness
 from .errors import ApplyError, DockerError
 from .plan import Action, Plan
 from .render import Rendered
@@ -35,11 +36,15 @@ class ApplyReport:
 
 class Applier:
     def __init__(self, client: docker.DockerClient, *, health_timeout: float,
-                 progress: Progress | None = None, compose_timeout: float = 900) -> None:
+                 progress: Progress | None = None, compose_timeout: float = 900,
+                 ready_file: Path | None = None) -> None:
+        """`ready_file`: where the engine has no healthcheck start_interval, lanai probes
+        starting containers itself and records those that passed there (readiness)."""
         self.client = client
         self.health_timeout = health_timeout
         self.progress = progress or (lambda _msg: None)
         self.compose_timeout = compose_timeout
+        self.ready_file = ready_file
 
     def apply(self, rendered: Rendered, plan: Plan, report: ApplyReport) -> None:
         project = rendered.project_handle
@@ -130,10 +135,14 @@ class Applier:
         self.progress(f"waiting for {', '.join(services)} to be healthy")
         started = time.monotonic()
         deadline = started + self.health_timeout
+        prober = (readiness.Prober(self.client, self.ready_file)
+                  if self.ready_file is not None else None)
         try:
             while True:
                 live = facts.observe(self.client, rendered.project, []).by_service()
-                problems = {s: _health_problem(rendered, s, live.get(s, [])) for s in services}
+                passed = self._probe(prober, rendered, services, live)
+                problems = {s: _health_problem(rendered, s, live.get(s, []), passed)
+                            for s in services}
                 waiting = {s: p for s, p in problems.items() if p is not None}
                 failed = {s: p[1] for s, p in waiting.items() if p[0] == "failed"}
                 if failed:
@@ -148,6 +157,15 @@ class Applier:
                 time.sleep(POLL_S)
         finally:
             report.health_s += time.monotonic() - started
+
+    @staticmethod
+    def _probe(prober: readiness.Prober | None, rendered: Rendered, services: list[str],
+               live: dict[str, list[facts.ContainerFact]]) -> set[tuple[str, str]]:
+        """The starting containers that passed lanai's own probe (none without a prober)."""
+        if prober is None:
+            return set()
+        return {readiness.key(c) for s in services for c in live.get(s, [])
+                if prober.poll(c, rendered.services[s].config.get("healthcheck"))}
 
     def _last_logs(self, rendered: Rendered, services: dict[str, str]) -> dict[str, str]:
         out = {}
@@ -186,9 +204,10 @@ class PullProgress:
         self.progress(text)
 
 
-def _health_problem(rendered: Rendered, service: str,
-                    containers: list[facts.ContainerFact]) -> tuple[str, str] | None:
-    """None when healthy; ("waiting", why) while starting; ("failed", why) when it won't."""
+def _health_problem(rendered: Rendered, service: str, containers: list[facts.ContainerFact],
+                    passed: set[tuple[str, str]] | None = None) -> tuple[str, str] | None:
+    """None when healthy; ("waiting", why) while starting; ("failed", why) when it won't.
+    `passed`: containers seen ready by lanai's own probe (readiness.seen_ready)."""
     spec = rendered.services[service]
     current = [c for c in containers if c.config_hash == spec.hash] or containers
     if not current:
@@ -203,7 +222,7 @@ def _health_problem(rendered: Rendered, service: str,
         if c.health == "unhealthy":
             probe = f": {c.health_log}" if c.health_log else ""
             return ("failed", f"health check failing{probe}")
-        if c.health == "starting":
+        if c.health == "starting" and not readiness.seen_ready(c, passed or ()):
             return ("waiting", "health check starting")
     return None
 

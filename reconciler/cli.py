@@ -31,6 +31,7 @@ from . import (
     models_lock,
     models_state,
     models_views,
+    readiness,
     tool_versions,
     views,
     working,
@@ -471,7 +472,8 @@ def status(as_json: bool) -> None:
     report = report_mod.build(state, applied, facts, repo=settings.repo,
                               suspended=engine.suspended(), daemon=daemon,
                               working=working.read(working.file(settings.home),
-                                                   settings.lock_dir))
+                                                   settings.lock_dir),
+                              passed=readiness.read(readiness.file(settings.home)))
     report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
     if applied is not None and applied.config.backups.service in applied.services:
         listed = Store(settings.backups_dir).list()

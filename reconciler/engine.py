@@ -24,7 +24,7 @@ from typing import Any
 
 import docker
 
-from . import backup_run, gpu_health, models_state, tool_versions, working
+from . import backup_run, gpu_health, models_state, readiness, tool_versions, working
 from . import desired as desired_mod
 from . import facts as facts_mod
 from .apply import Applier, ApplyReport
@@ -601,8 +601,11 @@ class Engine:
         return outcome
 
     def _apply(self, rendered: Rendered, the_plan: Plan, report: ApplyReport) -> None:
+        # Without start_interval Docker's first probe comes one interval after the start:
+        # lanai probes the starting containers itself meanwhile (reconciler.readiness).
+        ready = None if self.start_interval() else readiness.file(self.settings.home)
         Applier(self.client, health_timeout=rendered.config.sync.health_timeout,
-                progress=self.progress).apply(rendered, the_plan, report)
+                progress=self.progress, ready_file=ready).apply(rendered, the_plan, report)
 
     def _record_compose(self, timer: Timer, report: ApplyReport) -> None:
         timer.marks["compose"] = round(report.compose_s, 4)

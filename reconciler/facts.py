@@ -7,6 +7,7 @@ Parsers take the SDK's plain dicts so they can be tested on recorded data;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -38,6 +39,7 @@ class ContainerFact:
     health_log: str | None = None  # the last health probe's output
     ports: tuple[tuple[str, int], ...] = ()  # published (host address, host port)
     gpu: bool = False  # given an NVIDIA GPU (gpu_health.requests_gpu)
+    docker_probed: bool = False  # Docker ran a health probe since this start
 
     @property
     def running(self) -> bool:
@@ -82,7 +84,37 @@ def parse_container(attrs: dict[str, Any]) -> ContainerFact | None:
         health_log=(log[-1].get("Output") or "").strip()[-300:] if log else None,
         ports=_published(attrs),
         gpu=requests_gpu(attrs),
+        docker_probed=probed_since_start(health, state.get("StartedAt")),
     )
+
+
+def probed_since_start(health: dict[str, Any] | None, started_at: str | None) -> bool:
+    """Whether Docker's health log has a probe that started after the container's start
+    (the log survives a restart of the same container)."""
+    started = docker_time(started_at or "")
+    for probe in (health or {}).get("Log") or []:
+        at = docker_time(str(probe.get("Start") or ""))
+        if at is None or started is None or at >= started:
+            return True
+    return False
+
+
+def docker_time(text: str) -> float | None:
+    """Epoch seconds of a Docker timestamp (RFC 3339, nanoseconds cut to microseconds)."""
+    text = text.strip()
+    if not text or text.startswith("0001-"):
+        return None
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    zone_at = max(text.rfind("+"), text.rfind("-"))
+    base, zone = (text[:zone_at], text[zone_at:]) if zone_at > 10 else (text, "")
+    if "." in base:
+        whole, fraction = base.split(".", 1)
+        base = f"{whole}.{(fraction + '000000')[:6]}"
+    try:
+        return datetime.fromisoformat(base + zone).timestamp()
+    except ValueError:
+        return None
 
 
 def _published(attrs: dict[str, Any]) -> tuple[tuple[str, int], ...]:

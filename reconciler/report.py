@@ -11,10 +11,12 @@ commit (models, Open WebUI's settings) did not converge.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .facts import ContainerFact, Facts
+from .readiness import seen_ready
 from .record import State
 from .render import Rendered
 
@@ -59,9 +61,10 @@ class StatusReport:
         return data
 
 
-def service_health(spec_hash: str | None, containers: list[ContainerFact]) -> tuple[str, str,
-                                                                                     str | None]:
-    """(health, state, detail) of one service from its containers."""
+def service_health(spec_hash: str | None, containers: list[ContainerFact],
+                   passed: Iterable[tuple[str, str]] = ()) -> tuple[str, str, str | None]:
+    """(health, state, detail) of one service from its containers. `passed`: containers
+    lanai's own probe saw ready (readiness), Healthy while Docker has not probed them yet."""
     if not containers:
         return "Missing", "absent", None
     c = containers[0]
@@ -71,7 +74,7 @@ def service_health(spec_hash: str | None, containers: list[ContainerFact]) -> tu
         return "Degraded", c.status, f"exit code {c.exit_code}"
     if c.health == "unhealthy":
         return "Degraded", c.status, f"health check failing: {c.health_log or ''}".strip(": ")
-    if c.health == "starting":
+    if c.health == "starting" and not seen_ready(c, passed):
         return "Progressing", c.status, "health check starting"
     if spec_hash and c.config_hash != spec_hash:
         return "Healthy", c.status, "differs from git"
@@ -91,13 +94,15 @@ def sync_status(state: State) -> str:
 
 def build(state: State, applied: Rendered | None, facts: Facts | None, *, repo: str | None,
           suspended: dict[str, Any] | None, daemon: dict[str, Any] | None,
-          working: dict[str, Any] | None = None) -> StatusReport:
-    """`working`: the running reconcile's record (reconciler.working), if one runs."""
+          working: dict[str, Any] | None = None,
+          passed: Iterable[tuple[str, str]] = ()) -> StatusReport:
+    """`working`: the running reconcile's record (reconciler.working), if one runs;
+    `passed`: containers lanai's own probe saw ready (readiness.read)."""
     services: list[ServiceStatus] = []
     if applied is not None and facts is not None:
         live = facts.by_service()
         for name, spec in sorted(applied.services.items()):
-            health, status, detail = service_health(spec.hash, live.get(name, []))
+            health, status, detail = service_health(spec.hash, live.get(name, []), passed)
             services.append(ServiceStatus(name, health, status, spec.image, detail))
     overall = max((s.health for s in services), key=HEALTH_RANK.__getitem__, default="Unknown")
     if state.problems and overall != "Unknown":

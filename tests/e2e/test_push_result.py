@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from reconciler import facts, readiness, tool_versions
+
 from .harness import MINI_STATE, Server, StateRepo, free_port, git, new_project, wait_for
 
 
@@ -70,3 +72,49 @@ def test_a_push_with_the_same_files_is_applied_without_touching_the_stack(mini: 
     pushed = push(mini)
     assert f"lanai: Synced at {mini.repo.head()[:12]} (applied)" in pushed.stderr
     assert mini.env_of("web")["GREETING"] == "after"
+
+
+@pytest.fixture
+def slow_probe(docker_client: docker.DockerClient, tmp_path) -> Iterator[Server]:
+    """The mini stack with Docker's health probe every 60 s: the order below does not depend
+    on the value (10 s in the example); a long one leaves room for a loaded test machine."""
+    project, port = new_project(), free_port()
+    repo = StateRepo(tmp_path, MINI_STATE, {"PROJECT": project, "18000": str(port),
+                                            "interval: 1s": "interval: 60s"})
+    server = Server(tmp_path, repo, project, docker_client)
+    installed = server.lanai("hook", "install", str(repo.bare))
+    assert installed.returncode == 0, installed.stderr
+    yield server
+    server.teardown()
+
+
+def test_a_changed_push_is_healthy_before_dockers_first_probe(
+        slow_probe: Server, docker_client: docker.DockerClient):
+    server = slow_probe
+    server.start_daemon()
+    wait_for(lambda: server.status().get("applied_commit") == server.repo.head(), 180,
+             "the first deploy")
+    server.repo.replace("compose.yaml", 'GREETING: "hello"', 'GREETING: "soon"')
+    git(server.repo.work, "commit", "--quiet", "-am", "Greet soon")
+    pushed = push(server)
+    assert pushed.returncode == 0, pushed.stderr
+    head = server.repo.head()
+    assert f"lanai: Synced at {head[:12]} (applied)" in pushed.stderr, pushed.stderr
+    status = server.status()  # first lanai's verdict, then Docker's state
+    web = server.containers()["web"]
+    web.reload()
+    health = web.attrs["State"]["Health"]
+    web_status = next(s for s in status["services"] if s["service"] == "web")
+    assert status["applied_commit"] == head and web_status["health"] == "Healthy", status
+    assert server.env_of("web")["GREETING"] == "soon"
+    api = facts.engine_version(docker_client) or ("", "")
+    if tool_versions.has_start_interval(api[1]):
+        # Engine 25+: Docker probes every start_interval itself; lanai runs no probe.
+        assert health["Status"] == "healthy" and health["Log"], health
+        assert not readiness.read(readiness.file(server.home))
+    else:
+        # Older engines: the push was Synced and status said Healthy while Docker had not
+        # yet run its first probe of the new container; lanai's own probe had passed.
+        assert health["Status"] == "starting" and not health.get("Log"), health
+        assert (web.id, web.attrs["State"]["StartedAt"]) in readiness.read(
+            readiness.file(server.home))
