@@ -8,6 +8,7 @@ import pytest
 
 from .harness import REQUIRED_IMAGES, CloudProvider, ModelRegistry, Outside
 from .laptop import pipx_install
+from .servers import OutsideDNS
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,14 @@ def outside(docker_client: docker.DockerClient) -> Iterator[None]:
         ModelRegistry.current = CloudProvider.current = None
         registry.stop()
         cloud.stop()
+
+
+@pytest.fixture(scope="session")
+def outside_dns(docker_client: docker.DockerClient, outside: None) -> Iterator[str]:
+    """The address of the DNS server that names the stand-ins of `outside` for a booted
+    server's Docker (servers.OutsideDNS); started by the first module that asks for it."""
+    dns = OutsideDNS(docker_client, Outside.started)
+    try:
+        yield dns.address
+    finally:
+        dns.stop()

@@ -11,11 +11,24 @@ inside can use overlay2. Teardown removes the container and the volume.
     with boot(SERVER_TRIXIE, docker_client, tmp_path) as server:
         server.ssh("sudo", "-n", "true")                  # CompletedProcess
         subprocess.run(["ssh", "-F", str(server.ssh_config_path), server.target(), "id"])
+
+How a booted server reaches "the internet": the server containers and the session's
+stand-ins for it (harness.Outside: registry.ollama.ai, api.cloud.example) are all on this
+engine's default bridge. A real server's Docker asks its network's resolver for
+registry.ollama.ai; here `OutsideDNS` (tests/ollama_double/dns.py, on the same bridge)
+answers those names with the stand-ins' bridge addresses and NXDOMAIN for all else, and
+`use_outside_dns` points the server's Docker at it in /etc/docker/daemon.json before Docker
+is installed (test machine, never bootstrap; like the image's docker.service drop-in).
+Nested containers then resolve through Docker's embedded DNS and reach the stand-ins
+through the server's NAT, as a real server's containers reach the real registry. The
+differences: plain HTTP where the real registry speaks HTTPS, and no other name resolves
+for the server's containers (the server itself keeps this machine's resolver for apt, pip).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import shlex
 import shutil
 import subprocess
@@ -30,7 +43,7 @@ from typing import IO, Any
 import docker
 import yaml
 
-from .harness import EXAMPLE_STATE, MINI_STATE, REPO_ROOT, wait_for
+from .harness import EXAMPLE_STATE, MINI_STATE, REPO_ROOT, REQUIRED_IMAGES, Outside, wait_for
 
 SERVER_TRIXIE = "lanai-test/server:trixie"
 SERVER_BOOKWORM = "lanai-test/server:bookworm"
@@ -308,6 +321,46 @@ def boot(image: str, client: docker.DockerClient, tmp_path: Path, *, trust: bool
     finally:
         server.teardown()
 
+
+class OutsideDNS:
+    """The DNS server that names the stand-ins of `Outside.started` for booted servers'
+    Docker (see the module's docstring): one container of the double's image on the
+    default bridge, with the servers and the stand-ins."""
+
+    def __init__(self, client: docker.DockerClient, outside: list[Outside]) -> None:
+        bridge = client.networks.get("bridge")
+        records = ",".join(f"{o.HOST}={_bridge_address(o.container, bridge)}"
+                           for o in outside)
+        self.container = client.containers.run(
+            REQUIRED_IMAGES[0], name=f"lanai-e2e-dns-outside-{uuid.uuid4().hex[:6]}",
+            entrypoint=["python3", "/usr/lib/ollama-double/dns.py"],
+            environment={"DNS_RECORDS": records}, detach=True, labels={LABEL: "dns"})
+        wait_for(lambda: b"listening" in self.container.logs(), 60, "the servers' DNS")
+        self.address = _bridge_address(self.container, bridge)
+
+    def stop(self) -> None:
+        with suppress(docker.errors.NotFound):
+            self.container.remove(force=True)
+
+
+def _bridge_address(container: Any, bridge: Any) -> str:
+    """The container's address on the default bridge, joining it first if it is not on it."""
+    container.reload()
+    if "bridge" not in container.attrs["NetworkSettings"]["Networks"]:
+        bridge.connect(container)
+        container.reload()
+    return container.attrs["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+
+
+def use_outside_dns(server: TestServer, address: str) -> None:
+    """Write /etc/docker/daemon.json with `{"dns": [address]}` in the server (merged into one
+    that is there), before its Docker is installed or started."""
+    current = server.exec("sh", "-c", "cat /etc/docker/daemon.json 2>/dev/null || true",
+                          timeout=60).stdout.strip()
+    config = {**(json.loads(current) if current else {}), "dns": [address]}
+    server.exec("sh", "-ec", "install -d -m 0755 /etc/docker; "
+                "cat > /etc/docker/daemon.json; chmod 0644 /etc/docker/daemon.json",
+                input=json.dumps(config, indent=2) + "\n", check=True, timeout=60)
 
 
 def bootstrap(server: TestServer, *args: str, target: str | None = None,

@@ -15,7 +15,9 @@ the archive is saved once and shipped to each server.
 One deployment per server, shared by the checks in order; its timings (boot, Docker
 before lanai, bootstrap) are printed. Differences from a user's server: the server is
 a container (systemd as PID 1, a nested Docker), its 443 is published on a loopback
-port of this machine, and ai.home.arpa is given as SNI instead of being in DNS.
+port of this machine, ai.home.arpa is given as SNI instead of being in DNS, and the
+server's Docker resolves registry.ollama.ai (a stand-in, plain HTTP) through a test DNS
+server on this machine's Docker bridge (servers.OutsideDNS).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .servers import (
     bootstrap,
     example_images,
     save_images,
+    use_outside_dns,
 )
 
 NAME = "ai.home.arpa"  # https.names in desired-state/lanai.yaml
@@ -118,13 +121,16 @@ def images_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=list(KINDS))
 def deployment(request: pytest.FixtureRequest, docker_client: docker.DockerClient,
-               tmp_path_factory: pytest.TempPathFactory, images_archive: Path
-               ) -> Iterator[Deployment]:
+               tmp_path_factory: pytest.TempPathFactory, images_archive: Path,
+               outside_dns: str) -> Iterator[Deployment]:
     kind = KINDS[request.param]
     timings: dict[str, float] = {}
     started = time.monotonic()
     with boot(kind.image, docker_client, tmp_path_factory.mktemp(request.param)) as server:
         timings["boot"] = time.monotonic() - started
+        # Before any Docker starts there: its containers resolve registry.ollama.ai through
+        # the test machine's DNS (servers.py's docstring), as a real server's through its own.
+        use_outside_dns(server, outside_dns)
         if kind.docker_before:
             mark = time.monotonic()
             before = server.ssh(kind.docker_before, timeout=900)
