@@ -100,6 +100,16 @@ class StateRepo:
         git(self.work, "push", "--quiet", "origin", "HEAD:main")
         return self.head()
 
+    def commit_push_in_background(self, message: str) -> tuple[str, subprocess.Popen[str]]:
+        """Commit and start `git push` without waiting for it: the push's hook waits for the
+        deploy's result, and a test may need to act while that deploy runs."""
+        git(self.work, "add", "-A")
+        git(self.work, "commit", "--quiet", "-m", message)
+        push = subprocess.Popen(["git", "push", "--quiet", "origin", "HEAD:main"],
+                                cwd=self.work, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        return self.head(), push
+
     def revert_push(self, commit: str = "HEAD") -> str:
         git(self.work, "revert", "--no-edit", commit)
         return self.push()
@@ -124,8 +134,18 @@ class Outside:
         self.container = client.containers.run(
             REQUIRED_IMAGES[0], name=f"lanai-e2e-{self.SERVICE}-outside-{uuid.uuid4().hex[:6]}",
             entrypoint=["python3", f"/usr/lib/ollama-double/{self.SCRIPT}"],
-            environment=environment or {}, detach=True, labels={"io.lanai.test": self.HOST})
+            environment=environment or {}, detach=True, labels={"io.lanai.test": self.HOST},
+            # The internet does not go away when the host's Docker restarts (test_faults
+            # restarts it): the engine starts the stand-in again, on the networks it joined.
+            restart_policy={"Name": "always"})
         wait_for(lambda: b"listening" in self.container.logs(), 60, self.HOST)
+
+    def wait_running(self, timeout: float = 60) -> None:
+        """Until the stand-in runs again (after a restart of the host's Docker)."""
+        def running() -> bool:
+            self.container.reload()
+            return self.container.status == "running"
+        wait_for(running, timeout, f"{self.HOST} to run again")
 
     def attach(self, project: str, compose_text: str) -> list[str]:
         """Join the networks with a route out that the stack's service will be on, made now

@@ -329,12 +329,15 @@ class OutsideDNS:
 
     def __init__(self, client: docker.DockerClient, outside: list[Outside]) -> None:
         bridge = client.networks.get("bridge")
+        for stand_in in outside:  # an address only a running container has
+            stand_in.wait_running()
         records = ",".join(f"{o.HOST}={_bridge_address(o.container, bridge)}"
                            for o in outside)
         self.container = client.containers.run(
             REQUIRED_IMAGES[0], name=f"lanai-e2e-dns-outside-{uuid.uuid4().hex[:6]}",
             entrypoint=["python3", "/usr/lib/ollama-double/dns.py"],
-            environment={"DNS_RECORDS": records}, detach=True, labels={LABEL: "dns"})
+            environment={"DNS_RECORDS": records}, detach=True, labels={LABEL: "dns"},
+            restart_policy={"Name": "always"})
         wait_for(lambda: b"listening" in self.container.logs(), 60, "the servers' DNS")
         self.address = _bridge_address(self.container, bridge)
 

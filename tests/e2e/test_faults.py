@@ -30,6 +30,7 @@ import pytest
 from . import chats
 from .harness import (
     REPO_ROOT,
+    Outside,
     Server,
     StateRepo,
     example_repo,
@@ -246,6 +247,8 @@ def restart_dockerd(client: docker.DockerClient) -> None:
         subprocess.Popen(["nohup", *argv], env=environ, stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     wait_for(client.ping, 120, "dockerd to answer again")
+    for stand_in in Outside.started:  # the session's internet, for the tests after these
+        stand_in.wait_running()
 
 
 # -- the faults, in order -----------------------------------------------------------------
@@ -261,7 +264,8 @@ def test_reconciler_sigkilled_mid_apply_and_restarted_as_systemd_would_finishes_
     server = deployed.server
     deployed.repo.replace("compose.yaml", 'DEFAULT_USER_ROLE: "pending"',
                           'DEFAULT_USER_ROLE: "pending"\n      TZ: "Europe/Oslo"')
-    commit = deployed.repo.commit_push("Open WebUI in Oslo time")  # the hook pokes the daemon
+    # The hook pokes the daemon and waits for the deploy, which is killed under it.
+    commit, push = deployed.repo.commit_push_in_background("Open WebUI in Oslo time")
     assert server.daemon is not None
     daemon_pid = server.daemon.pid
     child = wait_for(lambda: compose_up_child(daemon_pid), 120, "the daemon's compose up",
@@ -274,6 +278,8 @@ def test_reconciler_sigkilled_mid_apply_and_restarted_as_systemd_would_finishes_
         if not gone(pid):
             os.kill(pid, signal.SIGTERM)
     wait_for(lambda: all(gone(pid) for pid in leftovers), 60, "the compose child to stop")
+    output, _ = push.communicate(timeout=60)
+    assert push.returncode == 0, output  # the push is stored whatever became of its deploy
 
     server.start_daemon()
     status = deployed.wait_settled(commit, 420, "the commit to be finished")
@@ -405,8 +411,10 @@ def test_disk_filling_up_during_a_model_pull_is_reported_and_nothing_is_corrupte
     note = rows[TINY]["note"]
     assert "is full (no space left on device)" in note and "free some space" in note, note
     assert {m for m, r in rows.items() if r["state"] == "ready"} == ready
+    # The stack serves, but the models part did not converge: Degraded, saying why.
     status = deployed.status()
-    assert status["health"] == "Healthy"
+    assert status["health"] == "Degraded", status
+    assert "no space left on device" in status["problems"]["models"], status
     # The other models are still there and answer, through Open WebUI.
     token = chats.signin(deployed.url, ADMIN_EMAIL, ADMIN_PASSWORD)
     headers = {"Authorization": f"Bearer {token}"}
