@@ -545,7 +545,10 @@ class Engine:
         config = applied.config
         if not config.secret_names() and config.https is None:
             return False
-        secrets = read_secrets(self.settings.secrets_file)
+        try:
+            secrets = read_secrets(self.settings.secrets_file)
+        except LanaiError:  # unreadable or unsafe: loading the commit says so, in one sentence
+            return True
         address = lan_ip() if config.https is not None else None
         return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
                           salt=self.hash_salt(), lan_ip=address,
