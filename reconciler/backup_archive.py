@@ -14,22 +14,22 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .backup_copy import INCLUDED_DIRS, SIDE_FILES
 from .errors import BackupError
 
+__all__ = ["INCLUDED_DIRS", "SIDE_FILES"]  # with the functions below: backup_run's imports
+
 SQLITE_HEADER = b"SQLite format 3\x00"
-# Besides the databases at the top of the data directory: uploaded files and the
-# vector store. cache/ (downloaded embedding and speech models) is not user data.
-INCLUDED_DIRS = ("uploads", "vector_db")
-SIDE_FILES = ("-wal", "-shm", "-journal")  # covered by the online backup
 MANIFEST = "lanai-backup.json"
 DATA_PREFIX = "data"
 COUNTED_TABLES = {"users": "user", "chats": "chat"}
-STEP_PAGES = 256  # pages per backup step: writers wait at most one short step
 
 
 def is_sqlite(path: Path) -> bool:
@@ -38,21 +38,6 @@ def is_sqlite(path: Path) -> bool:
             return handle.read(16) == SQLITE_HEADER
     except OSError:
         return False
-
-
-def online_copy(source: Path, target: Path) -> None:
-    """A consistent copy of a live SQLite database (SQLite's backup API, in steps)."""
-    src = sqlite3.connect(str(source), timeout=30)
-    try:
-        dst = sqlite3.connect(str(target))
-        try:
-            src.backup(dst, pages=STEP_PAGES, sleep=0.01)
-            # The copy inherits WAL mode; one self-contained file is what an archive wants.
-            dst.execute("PRAGMA journal_mode=DELETE")
-        finally:
-            dst.close()
-    finally:
-        src.close()
 
 
 def check_database(path: Path) -> dict[str, Any]:
@@ -72,41 +57,70 @@ def check_database(path: Path) -> dict[str, Any]:
 def snapshot(data: Path, staging: Path) -> dict[str, Any]:
     """Copy what a backup holds from `data` into `staging`; databases checked.
 
-    Returns the files, bytes, and per database its integrity and row counts."""
+    The copy runs chrooted into `data` (backup_copy.py: a link the container planted
+    there names nothing outside it). Returns the files, bytes, and per database its
+    integrity and row counts."""
     staging.mkdir(parents=True, exist_ok=True, mode=0o700)
-    files = total = 0
-    databases: dict[str, dict[str, Any]] = {}
-    for path in sorted(_members(data)):
-        relative = path.relative_to(data)
-        target = staging / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if is_sqlite(path):
+    data_fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    staging_fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        report = _run_copy(data_fd, staging_fd)
+    finally:
+        os.close(data_fd)
+        os.close(staging_fd)
+    if report.get("error") == "busy":
+        raise BackupError(f"{report['path']} could not be read ({report['detail']}); nothing "
+                          "was changed: try again when Open WebUI is less busy.",
+                          deterministic=False)
+    if report.get("error") == "planted":
+        raise BackupError(
+            f"{report['path']} in {data} is not a plain file (a link or a device, which Open "
+            "WebUI never makes there), so the backup did not open it and nothing was "
+            "changed: look at what else changed in that volume, remove it, and back up "
+            "again.", deterministic=True)
+    if "error" in report:
+        raise OSError(report.get("errno") or 0, report.get("detail") or "copy failed",
+                      str(data / report.get("path", "")))
+    databases: dict[str, dict[str, Any]] = {
+        name: {"integrity": problem, "counts": {}}
+        for name, problem in report["damaged"].items()}
+    total = 0
+    for name, kind in report["copied"]:
+        target = staging / name
+        if kind == "db":
+            # The copy keeps WAL mode in its header; one self-contained file is what an
+            # archive wants (staging is root's own: nothing planted here).
             try:
-                online_copy(path, target)
-                databases[str(relative)] = check_database(target)
-            except sqlite3.OperationalError as exc:  # busy or locked past the timeout
-                raise BackupError(f"{relative} could not be read ({exc}); nothing was changed: "
-                                  "try again when Open WebUI is less busy.",
-                                  deterministic=False) from None
-            except sqlite3.DatabaseError as exc:  # damaged beyond copying
-                databases[str(relative)] = {"integrity": str(exc), "counts": {}}
-                continue
-        else:
-            shutil.copy2(path, target)
-        files += 1
+                con = sqlite3.connect(str(target))
+                try:
+                    con.execute("PRAGMA journal_mode=DELETE")
+                finally:
+                    con.close()
+                databases[name] = check_database(target)
+            except sqlite3.DatabaseError as exc:  # copied, but damaged
+                databases[name] = {"integrity": str(exc), "counts": {}}
         total += target.stat().st_size
-    return {"files": files, "bytes": total, "databases": databases}
+    return {"files": len(report["copied"]), "bytes": total, "databases": databases}
 
 
-def _members(data: Path) -> list[Path]:
-    out = []
-    for entry in data.iterdir():
-        if entry.is_file() and not entry.is_symlink() and is_sqlite(entry):
-            out.append(entry)
-        elif entry.name in INCLUDED_DIRS and entry.is_dir() and not entry.is_symlink():
-            out += [p for p in entry.rglob("*") if p.is_file() and not p.is_symlink()
-                    and not p.name.endswith(SIDE_FILES)]
-    return out
+def _run_copy(data_fd: int, staging_fd: int) -> dict[str, Any]:
+    """backup_copy.py as its own process (a chroot is for the whole process), given the
+    two directories as fds; `-I`: nothing from the environment or the user's site."""
+    script = Path(__file__).with_name("backup_copy.py")
+    result = subprocess.run(
+        [sys.executable, "-I", str(script), str(data_fd), str(staging_fd)],
+        pass_fds=(data_fd, staging_fd), capture_output=True, text=True, check=False,
+        env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+    try:
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        detail = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        if "Operation not permitted" in detail:
+            raise BackupError("backups run as root (they read Docker's volume in a chroot); "
+                              "run `sudo lanai backup` on the server.") from None
+        raise BackupError(f"the backup's copy of the data failed ({detail}); nothing was "
+                          "changed and older backups are kept.") from None
+    return report
 
 
 def write_archive(staging: Path, manifest: dict[str, Any], target: Path) -> int:

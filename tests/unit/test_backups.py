@@ -155,6 +155,48 @@ def test_an_archive_with_a_path_outside_the_data_is_refused(tmp_path: Path):
     assert not (tmp_path / "etc").exists()
 
 
+def test_links_the_container_planted_in_its_volume_lead_nowhere_outside(tmp_path: Path):
+    """Open WebUI's volume is writable by its container: links there, absolute or
+    relative, to a host file or directory, are not followed by root's copy."""
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "shadow").write_text("root:$6$secret\n")
+    data = make_webui_data(tmp_path)
+    (data / "uploads" / "shadow.txt").symlink_to(host / "etc" / "shadow")
+    (data / "uploads" / "up.txt").symlink_to("../../host/etc/shadow")
+    (data / "vector_db" / "5f1c" / "etc").symlink_to(host / "etc")
+    (data / "stolen.db").symlink_to(host / "etc" / "shadow")
+    snap = snapshot(data, tmp_path / "staging")
+    copied = sorted(str(p.relative_to(tmp_path / "staging"))
+                    for p in (tmp_path / "staging").rglob("*") if p.is_file())
+    assert copied == ["uploads/recipe.pdf", "vector_db/5f1c/data_level0.bin",
+                      "vector_db/chroma.sqlite3", "webui.db"]
+    assert snap["files"] == 4
+    assert not any(p.is_symlink() for p in (tmp_path / "staging").rglob("*"))
+
+
+@pytest.mark.parametrize("side", ["-shm", "-wal", "-journal"])
+def test_a_database_side_file_planted_as_a_link_is_never_opened(tmp_path: Path, side: str):
+    """SQLite opens a database's -wal and -shm read-write by name. Debian's SQLite (3.40)
+    refuses a linked one itself, with "unable to open database file", which read as "try
+    again when Open WebUI is less busy"; lanai names the link instead, and does not rely on
+    SQLite's check: the copy runs chrooted into the volume."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious host file\n" * 100)
+    before = (victim.read_bytes(), victim.stat().st_mtime_ns)
+    data = make_webui_data(tmp_path)
+    for name in ("webui.db-wal", "webui.db-shm", "webui.db-journal"):
+        (data / name).unlink(missing_ok=True)
+    (data / f"webui.db{side}").symlink_to(victim)
+    store = Store(tmp_path / "backups")
+    with pytest.raises(BackupError) as info:
+        archive_data(store, data, kind="manual", reason="test", progress=lambda _m: None,
+                     about=ABOUT)
+    assert f"webui.db{side} in {data} is not a plain file" in info.value.message
+    assert (victim.read_bytes(), victim.stat().st_mtime_ns) == before
+    assert store.list() == []
+
+
 def test_a_damaged_database_is_not_kept_as_a_backup(tmp_path: Path):
     data = make_webui_data(tmp_path, wal=False)
     db = data / "webui.db"
