@@ -439,6 +439,8 @@ class Engine:
             result = ModelSync(self.settings, self.client, progress=self.progress,
                                gpu=self.gpu_info, pulls=self.pulls).converge(current,
                                                                              retry=retry)
+        except LanaiError as exc:  # foreseen (an unsafe secrets file): the outcome says it
+            result = ModelsOutcome(errors=[exc.message])
         except Exception as exc:  # a part's failure is the part's error
             log.error("converging models failed unexpectedly", exc_info=exc)
             result = ModelsOutcome(errors=[unexpected("converging the models", exc)])
@@ -464,6 +466,8 @@ class Engine:
             result = WebUISync(self.settings, self.client, progress=self.progress,
                                tokens=self._webui_tokens).converge(
                 current, new_commit=outcome.status == "applied")
+        except LanaiError as exc:  # foreseen (an unsafe secrets file): the outcome says it
+            result = WebUIOutcome(errors=[exc.message])
         except Exception as exc:  # a part's failure is the part's error
             log.error("converging Open WebUI's settings failed unexpectedly", exc_info=exc)
             result = WebUIOutcome(errors=[unexpected("converging Open WebUI's settings", exc)])
