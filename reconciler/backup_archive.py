@@ -21,12 +21,9 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .backup_copy import INCLUDED_DIRS, SIDE_FILES
+from .backup_copy import SQLITE_HEADER
 from .errors import BackupError
 
-__all__ = ["INCLUDED_DIRS", "SIDE_FILES"]  # with the functions below: backup_run's imports
-
-SQLITE_HEADER = b"SQLite format 3\x00"
 MANIFEST = "lanai-backup.json"
 DATA_PREFIX = "data"
 COUNTED_TABLES = {"users": "user", "chats": "chat"}

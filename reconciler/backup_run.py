@@ -27,9 +27,6 @@ import yaml
 from . import __version__, compose, nofollow, safe_tree
 from .apply import Applier, ApplyReport
 from .backup_archive import (
-    INCLUDED_DIRS,
-    SIDE_FILES,
-    SQLITE_HEADER,
     check_database,
     extract,
     is_sqlite,
@@ -37,6 +34,7 @@ from .backup_archive import (
     verify_archive,
     write_archive,
 )
+from .backup_copy import INCLUDED_DIRS, SIDE_FILES, SQLITE_HEADER
 from .backups import Backup, Lineage, Store, to_prune
 from .errors import ApplyError, BackupError, DockerError, LanaiError
 from .facts import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE

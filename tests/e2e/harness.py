@@ -91,9 +91,12 @@ class StateRepo:
         assert old in text, f"{old!r} not in {name}"
         self.write(name, text.replace(old, new, 1))
 
-    def commit_push(self, message: str) -> str:
+    def commit(self, message: str) -> None:
         git(self.work, "add", "-A")
         git(self.work, "commit", "--quiet", "-m", message)
+
+    def commit_push(self, message: str) -> str:
+        self.commit(message)
         return self.push()
 
     def push(self) -> str:
@@ -103,8 +106,7 @@ class StateRepo:
     def commit_push_in_background(self, message: str) -> tuple[str, subprocess.Popen[str]]:
         """Commit and start `git push` without waiting for it: the push's hook waits for the
         deploy's result, and a test may need to act while that deploy runs."""
-        git(self.work, "add", "-A")
-        git(self.work, "commit", "--quiet", "-m", message)
+        self.commit(message)
         push = subprocess.Popen(["git", "push", "--quiet", "origin", "HEAD:main"],
                                 cwd=self.work, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
