@@ -35,7 +35,7 @@ PROJECT_LABEL=com.docker.compose.project
 MIN_DISK_GB=5
 WARN_DISK_GB=20
 MIN_ENGINE=20.10
-MIN_COMPOSE=2.20.2         # reconciler/tool_versions.py MIN_COMPOSE (README "Requirements")
+MIN_COMPOSE=2.20.2         # reconciler/stack/tool_versions.py MIN_COMPOSE (README "Requirements")
 # Generated once into the secrets file; desired-state/lanai.yaml names them.
 GENERATED_SECRETS=(WEBUI_SECRET_KEY WEBUI_ADMIN_PASSWORD)
 ADMIN_EMAIL=admin@lanai.home.arpa   # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -1088,8 +1088,8 @@ secrets_helper() {
   "$VENV/bin/python" -c '
 import sys
 from pathlib import Path
-from reconciler.schema import SECRET_NAME
-from reconciler.secrets import read_secrets
+from reconciler.desired.lanai_yaml import SECRET_NAME
+from reconciler.server.secrets import read_secrets
 mode, source, target = sys.argv[1:4]
 given = {}
 for number, raw in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
@@ -1279,7 +1279,7 @@ step_state_repo() {
 
 is_ssh_url() { [[ $1 == ssh://* || ( $1 != *://* && $1 == *:* ) ]]; }
 
-# The same SSH command lanai's git source uses (reconciler/source.py: ssh_command).
+# The same SSH command lanai's git source uses (reconciler/desired/source.py: ssh_command).
 git_ssh_command() {
   if [[ -f $LANAI_DEPLOY_KEY ]]; then
     printf 'ssh -o BatchMode=yes -i %q -o IdentitiesOnly=yes -o UserKnownHostsFile=%q -o StrictHostKeyChecking=accept-new\n' \
@@ -1433,7 +1433,7 @@ render_unit() {
 }
 
 lanai_socket() {
-  "$VENV/bin/python" -c 'from reconciler.settings import load_settings; print(load_settings().socket_path)'
+  "$VENV/bin/python" -c 'from reconciler.server.settings import load_settings; print(load_settings().socket_path)'
 }
 
 # The pid of the background daemon, when it runs.

@@ -10,7 +10,7 @@ vector_db/ with chroma.sqlite3 and segment files, cache/ that is not backed up),
 measures, on this machine:
 
 1. a backup (online SQLite copies, integrity checks, archive, read-back verification:
-   reconciler.backup_run.archive_data) against the baseline of copying the same files
+   reconciler.backup.run.archive_data) against the baseline of copying the same files
    with shutil (what a naive, unsafe file copy of a live database costs);
 2. the same backup while a writer inserts a chat every 10 ms: how many inserts it made,
    and its worst insert latency, against the same writer without a backup running.
@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.backup_run import archive_data
-from reconciler.backups import Store
+from reconciler.backup.run import archive_data
+from reconciler.backup.store import Store
 
 ABOUT = {"service": "open-webui", "image": "ghcr.io/open-webui/open-webui:v0.12.4",
          "commit": "benchmark", "project": "bench"}

@@ -6,7 +6,7 @@ state itself measured in the same run.
     python -m benchmarks.loader_limits          # a table on stdout
     python -m benchmarks.loader_limits --json
 
-Before reconciler/bounded.py, 7 levels took 1.27 GB and about a minute on 2 busy cores;
+Before reconciler/desired/bounded.py, 7 levels took 1.27 GB and about a minute on 2 busy cores;
 each further level multiplies both by nine.
 """
 
@@ -34,7 +34,7 @@ def alias_bomb(levels: int) -> str:
 PROBE = """
 import re, resource, sys
 from pathlib import Path
-from reconciler.desired import InvalidState, load_state
+from reconciler.desired.load import InvalidState, load_state
 try:
     load_state(Path(sys.argv[1]))
 except InvalidState:

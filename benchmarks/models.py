@@ -30,10 +30,10 @@ from typing import Any
 
 import docker
 
-from reconciler import desired
-from reconciler.engine import Engine
-from reconciler.models_fit import fit_directory
-from reconciler.settings import load_settings
+from reconciler.desired import load as desired
+from reconciler.engine.reconcile import Engine
+from reconciler.models.fit import fit_directory
+from reconciler.server.settings import load_settings
 from tests.e2e.harness import (
     EXAMPLE_STATE,
     ModelRegistry,

@@ -18,7 +18,7 @@ measures, in the same run:
    Target: Synced within the service's own start + 1 s. Docker runs healthcheck
    start_interval only from Engine 25 (API 1.44); on an older engine Docker's first probe
    comes `interval` after the start, and lanai runs the service's health check test in the
-   container itself meanwhile (reconciler.readiness). Each run says whose probe made it
+   container itself meanwhile (reconciler.stack.readiness). Each run says whose probe made it
    Healthy: "lanai" when Docker had not yet probed the new container as the push returned.
 
 Exit status: 0 when it ran (a MISS is a result), 1 when it could not finish, 2 when a
@@ -42,7 +42,7 @@ import docker
 import docker.errors
 import httpx
 
-from reconciler import compose, facts, tool_versions
+from reconciler.stack import compose, facts, tool_versions
 from tests.e2e.harness import MINI_STATE, Server, StateRepo, free_port, git, wait_for
 
 from .reconcile import docker_time

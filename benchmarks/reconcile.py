@@ -52,9 +52,9 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 
-from reconciler import compose
-from reconciler.engine import Engine
-from reconciler.settings import load_settings
+from reconciler.engine.reconcile import Engine
+from reconciler.server.settings import load_settings
+from reconciler.stack import compose
 from tests.e2e.harness import MINI_STATE, REQUIRED_IMAGES, Server, StateRepo, free_port, git
 
 T = TypeVar("T")

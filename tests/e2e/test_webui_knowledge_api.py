@@ -1,4 +1,4 @@
-"""reconciler.webui_api's documents, knowledge bases and presets against a real Open WebUI 0.12.4.
+"""reconciler.webui.api's documents, knowledge bases and presets against a real Open WebUI 0.12.4.
 
 One Open WebUI container and the Ollama API double (the local ollama/ollama:0.24.0
 image, tests/ollama_double) on a network of their own, with embeddings through Ollama
@@ -20,7 +20,7 @@ import docker
 import httpx
 import pytest
 
-from reconciler.webui_api import PUBLIC_READ, WebUI, WebUIError, is_public, preset_form
+from reconciler.webui.api import PUBLIC_READ, WebUI, WebUIError, is_public, preset_form
 
 from .harness import ModelRegistry, free_port, wait_for
 

@@ -1,0 +1,524 @@
+"""Converge Ollama's models to models.yaml, through Ollama's API.
+
+Order: pull what is missing (disk checked first, progress recorded; in the daemon
+the pull runs on its own worker, reconciler.models.pulls, and this step goes on without
+the model until a later converge records it) -> read
+each model's architecture -> fit contexts to the VRAM budget -> set num_ctx /
+create custom models -> prune -> warm the default model -> check what Ollama
+reports after loading against the estimate. One model's failure is recorded
+and retried on a backoff; it never blocks the others or the stack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from reconciler.core.sizes import human_bytes
+from reconciler.desired import modelfile
+from reconciler.desired import models_lock as lock_mod
+from reconciler.desired.models_yaml import ModelEntry, ModelsConfig
+from reconciler.models import state as state_mod
+from reconciler.models.fit import custom_sources, num_ctx_of
+from reconciler.models.memory import ModelFacts
+from reconciler.models.ollama import Ollama, OllamaError, PullProgress
+from reconciler.models.plan import (
+    LiveModel,
+    ModelAction,
+    ModelFit,
+    fit_models,
+    observed_drift,
+    plan_changes,
+    plan_pulls,
+)
+from reconciler.models.pulls import (
+    PullJob,
+    PullResult,
+    PullWorker,
+    clear_progress,
+    disk_message,
+    load_progress,
+    progress_writer,
+    run_pull,
+)
+from reconciler.server import gpu as gpu_mod
+from reconciler.server.record import iso, now_iso, parse_iso
+from reconciler.server.settings import ServerSettings
+from reconciler.stack.render import Rendered
+
+log = logging.getLogger("lanai")
+MiB = 1024**2
+DEFAULT_PORT = 11434
+
+
+@dataclass
+class ModelsOutcome:
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    drift: list[str] = field(default_factory=list)
+    next_retry: str | None = None
+    pulling: list[str] = field(default_factory=list)  # pulls still in flight (the daemon's)
+
+    @property
+    def sync(self) -> str:
+        """Progressing while a pull for this commit is in flight, then Failed or Synced."""
+        if self.pulling:
+            return "Progressing"
+        return "Failed" if self.errors else "Synced"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"actions": self.actions, "errors": self.errors, "drift": self.drift,
+                "next_retry": self.next_retry, "pulling": self.pulling, "sync": self.sync}
+
+
+class OllamaNotReady(Exception):
+    pass
+
+
+def ollama_port(env: list[str]) -> int:
+    """The port from the container's OLLAMA_HOST (host, host:port, :port, http://h:p)."""
+    value = next((e.split("=", 1)[1] for e in env if e.startswith("OLLAMA_HOST=")), "")
+    value = value.split("://", 1)[-1].rstrip("/")
+    if ":" in value and not value.endswith("]"):
+        port = value.rsplit(":", 1)[1]
+        if port.isdigit():
+            return int(port)
+    return DEFAULT_PORT
+
+
+def models_dir(env: list[str]) -> str:
+    value = next((e.split("=", 1)[1] for e in env if e.startswith("OLLAMA_MODELS=")), "")
+    return value or "/root/.ollama/models"
+
+
+def host_path(mounts: list[dict[str, Any]], inside: str) -> str | None:
+    """Where `inside` (a path in the container) lives on the host, by the longest mount."""
+    best: tuple[int, str] | None = None
+    for mount in mounts:
+        dest = (mount.get("Destination") or "").rstrip("/")
+        if inside == dest or inside.startswith(dest + "/"):
+            source = mount.get("Source")
+            if source and (best is None or len(dest) > best[0]):
+                best = (len(dest), source + inside[len(dest):])
+    return best[1] if best else None
+
+
+def free_bytes(path: str) -> int | None:
+    """Free space for `path` (or its nearest existing parent: the models dir may not exist)."""
+    current = Path(path)
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    try:
+        stat = os.statvfs(current)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def parameters_of(show: dict[str, Any]) -> dict[str, Any]:
+    """The parameters baked into a model, from /api/show's text ('stop "x"\nnum_ctx 8192')."""
+    return dict(modelfile.parameters_from_show(show.get("parameters") or ""))
+
+
+def first_gpu() -> tuple[str, int] | None:
+    """The first NVIDIA GPU's name and memory in bytes, from nvidia-smi."""
+    gpus = [g for g in gpu_mod.observe_gpus().gpus if g.memory_total_mib]
+    return (gpus[0].name, int(gpus[0].memory_total_mib or 0) * MiB) if gpus else None
+
+
+def connect(settings: ServerSettings, client: docker.DockerClient, rendered: Rendered) -> Ollama:
+    """A client for the deployed stack's Ollama (its container address, or ollama_url)."""
+    sync = ModelSync(settings, client)
+    return Ollama(sync.url(sync.container(rendered)))
+
+
+class ModelSync:
+    def __init__(self, settings: ServerSettings, client: docker.DockerClient, *,
+                 progress: Callable[[str], None] | None = None,
+                 gpu: Callable[[], tuple[str, int] | None] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 pulls: PullWorker | None = None) -> None:
+        self.settings = settings
+        self.pulls = pulls  # the daemon's pull worker; None: pull in the foreground
+        self.docker = client
+        self.progress = progress or (lambda msg: log.info(msg))
+        self._gpu = gpu or first_gpu
+        self.clock = clock
+        self.state = state_mod.load(settings.models_file)
+        self._loaded = self.state.to_json()
+        self.lock = lock_mod.read(settings.models_lock_file) if \
+            settings.models_lock_file.exists() else None
+
+    # -- finding Ollama -------------------------------------------------------------
+
+    def container(self, rendered: Rendered) -> Any:
+        service = rendered.ollama_service
+        found = self.docker.containers.list(filters={"label": [
+            f"com.docker.compose.project={rendered.project}",
+            f"com.docker.compose.service={service}"]})
+        if not found:
+            raise OllamaNotReady(f"Ollama (service {service}) is not running, so its models "
+                                 "wait; see `lanai status`")
+        return found[0]
+
+    def url(self, container: Any) -> str:
+        if self.settings.ollama_url:
+            return self.settings.ollama_url.rstrip("/")
+        attrs = container.attrs
+        env = attrs.get("Config", {}).get("Env") or []
+        networks = attrs.get("NetworkSettings", {}).get("Networks") or {}
+        address = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")),
+                       None)
+        if not address:
+            raise OllamaNotReady(f"the Ollama container {container.name} has no IP address; "
+                                 "set ollama_url in /etc/lanai/server.yaml")
+        return f"http://{address}:{ollama_port(env)}"
+
+    def gpu_memory(self, rendered: Rendered) -> int | None:
+        if rendered.ollama_service in rendered.cpu_only:
+            return None  # Docker here cannot give Ollama the GPU
+        found = self._gpu()
+        if found is None:
+            return None
+        self.state.gpu = {"name": found[0], "memory": found[1]}
+        return found[1]
+
+    # -- the converge -----------------------------------------------------------------
+
+    def converge(self, rendered: Rendered, *, retry: bool = False) -> ModelsOutcome:
+        out = ModelsOutcome()
+        config = rendered.models
+        if config is None:
+            return out
+        try:
+            container = self.container(rendered)
+            ollama = Ollama(self.url(container))
+        except OllamaNotReady as exc:
+            out.errors.append(str(exc))
+            return out
+        with ollama:
+            try:
+                self._converge(rendered, config, container, ollama, out, retry)
+            except OllamaError as exc:
+                out.errors.append(exc.message)
+            finally:
+                if self.pulls is None:
+                    clear_progress(self.settings.pull_file, only_own=True)
+                if self.state.to_json() != self._loaded:  # an idle poll writes nothing
+                    self.state.updated = now_iso()
+                    self._save()
+        return out
+
+    def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any,
+                  ollama: Ollama, out: ModelsOutcome, retry: bool) -> None:
+        bases, fixed = custom_sources(rendered.directory, config)
+        if self.pulls is not None:
+            for done in self.pulls.take_finished():
+                self._record_pull(ollama, rendered, done, out)
+        live = self._live(ollama)
+        due = self._follow_due(config)
+        free_path = host_path(container.attrs.get("Mounts") or [],
+                              models_dir(container.attrs.get("Config", {}).get("Env") or []))
+        pulls = plan_pulls(config, live, follow_due=due)
+        if self.pulls is not None:
+            self.pulls.keep_only({a.model for a in pulls})
+        for action in pulls:
+            self._pull(ollama, rendered, config, action, free_path, out, retry)
+        if pulls:
+            live = self._live(ollama)
+        facts = self._facts(ollama, config, live, bases, out)
+        rows = fit_models(config, facts, self.gpu_memory(rendered), bases=bases,
+                          fixed_contexts=fixed)
+        self.state.fits = [r.to_json() for r in rows]
+        for row in rows:
+            if row.fit is not None and not row.ok:
+                out.errors.append(
+                    f"{row.name} does not fit the VRAM budget ({human_bytes(row.fit.over)} over; "
+                    f"about {round(row.fit.cpu_share * 100)}% would run on the CPU): it runs "
+                    "anyway, slower; see `lanai models`")
+        hashes = {e.name: self._custom_hash(rendered, e, rows) for e in config.custom}
+        recorded = {n: r.source_hash for n, r in self.state.models.items() if r.source_hash}
+        managed = {n for n, r in self.state.models.items() if r.managed}
+        changes = plan_changes(config, live, rows, managed=managed, custom_hashes=hashes,
+                               recorded_hashes=recorded)
+        for action in changes:
+            if bases.get(action.model) in out.pulling:
+                continue  # its FROM is still being pulled: created once it is there
+            self._change(ollama, rendered, config, action, hashes, out)
+        self._warm(ollama, config, container, out)
+        self._verify(ollama, rows, out)
+        self._write_lock(facts)
+
+    def _live(self, ollama: Ollama) -> dict[str, LiveModel]:
+        live = {}
+        for model in ollama.tags():
+            rec = self.state.models.get(model.name)
+            # num_ctx is known without /api/show when the digest is the one lanai made.
+            num_ctx = rec.num_ctx if rec and rec.digest == model.digest else None
+            live[model.name] = LiveModel(model.name, model.digest, num_ctx, model.size)
+        return live
+
+    def _follow_due(self, config: ModelsConfig) -> set[str]:
+        due = set()
+        now = datetime.now(UTC)
+        for entry in config.pulled:
+            if not entry.follow:
+                continue
+            rec = self.state.models.get(entry.name)
+            last = rec.followed_at if rec else None
+            if last is None or now - parse_iso(last) >= timedelta(seconds=config.follow_interval):
+                due.add(entry.name)
+        return due
+
+    def _custom_hash(self, rendered: Rendered, entry: ModelEntry, rows: list[ModelFit]) -> str:
+        assert entry.modelfile is not None
+        path = rendered.directory / entry.modelfile
+        digest = hashlib.sha256(path.read_bytes())
+        for name in modelfile.local_files(modelfile.parse(path.read_text())):
+            digest.update(name.encode())
+            digest.update(_file_sha256(path.parent / name).encode())
+        context = next((r.context for r in rows if r.name == entry.name), None)
+        digest.update(f"\0ctx={context}".encode())
+        return digest.hexdigest()[:16]
+
+    # -- pulls ------------------------------------------------------------------------
+
+    def _pull(self, ollama: Ollama, rendered: Rendered, config: ModelsConfig,
+              action: ModelAction, free_path: str | None, out: ModelsOutcome,
+              retry: bool) -> None:
+        name = action.model
+        rec = self.state.record(name)
+        if self.pulls is not None and name in self.pulls.in_flight():
+            out.pulling.append(name)
+            return
+        if rec.next_retry and not retry and datetime.now(UTC) < parse_iso(rec.next_retry):
+            out.errors.append(f"{name}: {rec.error} (next try {rec.next_retry})")
+            out.next_retry = _earliest(out.next_retry, rec.next_retry)
+            return
+        known = self.lock.models.get(name) if self.lock else None
+        free = free_bytes(free_path) if free_path else None
+        if known is not None and free is not None \
+                and known.size > free - config.disk_keep_free:
+            self._failed(rendered, rec, name, disk_message(name, known.size, free,
+                                                           config.disk_keep_free, free_path),
+                         out, deterministic=True)
+            return
+        job = PullJob(name, ollama.base_url, action.reason, free, free_path,
+                      config.disk_keep_free)
+        if self.pulls is not None:
+            self.pulls.submit(job)
+            out.pulling.append(name)
+            return
+        elsewhere = load_progress(self.settings.pull_file)
+        if elsewhere and elsewhere.get("model") == name and elsewhere.get("pid") != os.getpid():
+            out.pulling.append(name)  # the daemon is pulling it: not twice at once
+            return
+        self.progress(f"pulling {name} ({action.reason})")
+        # pull.json stays until this converge ends (it says the models are on their way).
+        done = run_pull(ollama, job, progress_writer(
+            self.settings.pull_file, name, self.clock,
+            lambda p: self.progress(_progress_line(p))), clock=self.clock)
+        self._record_pull(ollama, rendered, done, out)
+
+    def _record_pull(self, ollama: Ollama, rendered: Rendered, done: PullResult,
+                     out: ModelsOutcome) -> None:
+        """A pull's end in models.json and the outcome (the foreground's, or the worker's
+        taken up by the next converge)."""
+        name = done.model
+        rec = self.state.record(name)
+        if done.error is not None:
+            self._failed(rendered, rec, name, done.error, out, deterministic=done.deterministic)
+            return
+        tags = {m.name: m for m in ollama.tags()}
+        pulled = tags.get(name)
+        previous = rec.upstream_digest
+        rec.upstream_digest = pulled.digest if pulled else None
+        rec.digest, rec.num_ctx = rec.upstream_digest, None  # the pull rewrote the manifest
+        rec.pulled_at = rec.followed_at = now_iso()
+        rec.error, rec.failures, rec.next_retry = None, 0, None
+        changed = "new upstream version" if previous and previous != rec.upstream_digest \
+            else done.reason
+        out.actions.append({"kind": "pull", "model": name, "reason": changed, "result": "ok",
+                            "seconds": done.seconds, "size": pulled.size if pulled else None})
+
+    def _failed(self, rendered: Rendered, rec: state_mod.ModelRecord, name: str, message: str,
+                out: ModelsOutcome, *, deterministic: bool = False) -> None:
+        retry = rendered.config.sync.retry
+        rec.failures += 1
+        rec.error = message
+        delay = min(retry.max, retry.initial * 2 ** (rec.failures - 1))
+        if deterministic:
+            delay = max(delay, retry.max)  # disk space does not come back in ten seconds
+        rec.next_retry = iso(datetime.now(UTC) + timedelta(seconds=delay))
+        out.next_retry = _earliest(out.next_retry, rec.next_retry)
+        out.errors.append(message)
+        out.actions.append({"kind": "pull", "model": name, "result": "failed", "error": message})
+        self.progress(message)
+
+    # -- facts, changes, warm, verify ---------------------------------------------------
+
+    def _facts(self, ollama: Ollama, config: ModelsConfig, live: dict[str, LiveModel],
+               bases: dict[str, str], out: ModelsOutcome) -> dict[str, ModelFacts]:
+        facts: dict[str, ModelFacts] = {}
+        cached = self._cached_facts()
+        wanted = {e.name for e in config.pulled} | set(bases.values())
+        for name in sorted(wanted):
+            model = live.get(name)
+            if model is None:
+                if name in cached:
+                    facts[name] = cached[name]  # not pulled yet: size it from models.lock
+                continue
+            rec = self.state.models.get(name)
+            have = cached.get(name)
+            if have is not None and rec is not None and rec.digest == model.digest \
+                    and rec.num_ctx is not None:
+                facts[name] = have
+                continue
+            show = ollama.show(name)
+            rec = self.state.record(name)  # declared, so lanai manages it from now on
+            facts[name] = ModelFacts.from_show(name, show, size=model.size,
+                                               digest=rec.upstream_digest or model.digest)
+            rec.digest = model.digest
+            rec.num_ctx = num_ctx_of(parameters_of(show))
+            live[name] = LiveModel(name, model.digest, rec.num_ctx)
+            entry = config.entry(name)
+            quant = facts[name].quantization
+            if entry and entry.quantization and quant \
+                    and entry.quantization.lower() != quant.lower():
+                out.errors.append(f"{name} is {quant} but models.yaml asks for "
+                                  f"{entry.quantization}; name the tag with that quantization")
+        return facts
+
+    def _cached_facts(self) -> dict[str, ModelFacts]:
+        return dict(self.lock.models) if self.lock else {}
+
+    def _change(self, ollama: Ollama, rendered: Rendered, config: ModelsConfig,
+                action: ModelAction, hashes: dict[str, str], out: ModelsOutcome) -> None:
+        name = action.model
+        started = self.clock()
+        result: dict[str, Any] = {**action.to_json(), "result": "ok"}
+        try:
+            if action.kind == "tune":
+                self.progress(f"setting num_ctx {action.context} on {name}")
+                params = parameters_of(ollama.show(name))
+                params["num_ctx"] = action.context
+                ollama.create({"model": name, "from": name, "parameters": params})
+                self._after_change(ollama, name, action.context)
+            elif action.kind == "create":
+                self.progress(f"creating {name} ({action.reason})")
+                self._create(ollama, rendered, config.entry(name), action.context)
+                rec = self._after_change(ollama, name, action.context)
+                rec.source_hash = hashes.get(name)
+                rec.managed = True
+            elif action.kind == "remove":
+                self.progress(f"removing {name} ({action.reason})")
+                ollama.delete(name)
+                self.state.models.pop(name, None)
+        except (OllamaError, modelfile.ModelfileError, OSError) as exc:
+            message = getattr(exc, "message", None) or str(exc)
+            result.update(result="failed", error=message)
+            out.errors.append(f"{action.kind} {name} failed: {message}")
+        result["seconds"] = round(self.clock() - started, 2)
+        out.actions.append(result)
+
+    def _after_change(self, ollama: Ollama, name: str, context: int | None
+                      ) -> state_mod.ModelRecord:
+        rec = self.state.record(name)
+        rec.digest = next((m.digest for m in ollama.tags() if m.name == name), None)
+        rec.num_ctx = num_ctx_of(parameters_of(ollama.show(name)))
+        rec.context = context
+        return rec
+
+    def _create(self, ollama: Ollama, rendered: Rendered, entry: ModelEntry | None,
+                context: int | None) -> None:
+        assert entry is not None and entry.modelfile is not None
+        path = rendered.directory / entry.modelfile
+        parsed = modelfile.parse(path.read_text(encoding="utf-8"))
+        digests = {name: ollama.push_blob(path.parent / name)
+                   for name in modelfile.local_files(parsed)}
+        request = modelfile.to_create_request(entry.name, parsed, adapter_digests=digests)
+        params = dict(request.get("parameters") or {})
+        if context is not None and "num_ctx" not in params:
+            params["num_ctx"] = context
+        request["parameters"] = params
+        ollama.create(request)
+
+    def _warm(self, ollama: Ollama, config: ModelsConfig, container: Any,
+              out: ModelsOutcome) -> None:
+        started = container.attrs.get("State", {}).get("StartedAt")
+        changed = any(a.get("result") == "ok" for a in out.actions)
+        if not config.default or (not changed and self.state.ollama_started == started):
+            return
+        if config.default not in {m.name for m in ollama.tags()}:
+            return
+        self.progress(f"loading {config.default} so the first chat does not wait")
+        began = self.clock()
+        try:
+            ollama.load(config.default, keep_alive=config.ollama.keep_alive)
+        except OllamaError as exc:
+            out.errors.append(f"loading {config.default} failed: {exc.message}")
+            return
+        self.state.ollama_started = started
+        out.actions.append({"kind": "warm", "model": config.default, "result": "ok",
+                            "seconds": round(self.clock() - began, 2)})
+
+    def _verify(self, ollama: Ollama, rows: list[ModelFit], out: ModelsOutcome) -> None:
+        estimates = {r.name: r.fit.estimate.loaded_size for r in rows if r.fit is not None}
+        has_gpu = any(r.budget is not None for r in rows)
+        for loaded in ollama.ps():
+            rec = self.state.models.get(loaded.name)
+            if rec is None:
+                continue
+            rec.observed = {"size": loaded.size, "size_vram": loaded.size_vram,
+                            "context": loaded.context_length}
+            rec.drift = observed_drift(loaded.name, estimates.get(loaded.name), loaded.size,
+                                       loaded.size_vram, has_gpu)
+            if rec.drift:
+                out.drift.append(rec.drift)
+
+    def _write_lock(self, facts: dict[str, ModelFacts]) -> None:
+        gpu = self.state.gpu or {}
+        lock = lock_mod.ModelsLock(gpu_name=gpu.get("name"), gpu_memory=gpu.get("memory"),
+                                   models=facts)
+        if self.lock is not None:
+            lock = self.lock.merged(lock)
+        if lock == self.lock:
+            return  # an idle poll writes nothing
+        self.lock = lock
+        self.settings.models_lock_file.parent.mkdir(parents=True, exist_ok=True)
+        lock_mod.write(self.settings.models_lock_file, lock)
+
+    def _save(self) -> None:
+        state_mod.save(self.settings.models_file, self.state)
+
+
+def _progress_line(p: PullProgress) -> str:
+    pct = 100 * p.completed / p.total if p.total else 0
+    rate = f", {human_bytes(int(p.rate))}/s" if p.rate else ""
+    eta = f", {int(p.eta)}s left" if p.eta is not None else ""
+    return f"  {p.model}: {pct:.0f}% of {human_bytes(p.total)}{rate}{eta}"
+
+
+def _earliest(a: str | None, b: str | None) -> str | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b, key=parse_iso)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

