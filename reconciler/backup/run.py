@@ -37,8 +37,9 @@ from reconciler.backup.chroot_copy import INCLUDED_DIRS, SIDE_FILES, SQLITE_HEAD
 from reconciler.backup.store import Backup, Lineage, Store, to_prune
 from reconciler.core import nofollow
 from reconciler.core.errors import ApplyError, BackupError, DockerError, LanaiError
+from reconciler.core.files import write_json_atomic
 from reconciler.desired import safe_tree
-from reconciler.server.record import now_iso, write_json_atomic
+from reconciler.server.record import now_iso
 from reconciler.server.settings import ServerSettings
 from reconciler.stack import compose
 from reconciler.stack.apply import Applier, ApplyReport

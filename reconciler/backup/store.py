@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import BackupError
-from reconciler.server.record import now_iso, parse_iso, write_json_atomic
+from reconciler.core.files import write_json_atomic
+from reconciler.server.record import now_iso, parse_iso
 
 ARCHIVE = ".tar.gz"
 SIDECAR = ".json"

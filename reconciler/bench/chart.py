@@ -10,12 +10,11 @@ that comes from data (model names, commits) is XML-escaped.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
 from reconciler.bench.run import METRIC_LABELS, BenchRun, fmt_metric, metric_value, short_commit
+from reconciler.core.files import write_atomic
 
 # metric -> the label of its y axis
 CHART_METRICS: dict[str, str] = {
@@ -180,13 +179,4 @@ def render_svg(
 
 def write_svg(path: Path, svg: str) -> None:
     """Write the chart atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(svg)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a chart is for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, svg, mode=0o644)  # a chart is for sharing

@@ -16,9 +16,9 @@ from reconciler.cli.base import fail, guarded, json_option, root, server_setting
 from reconciler.core.errors import ExitCode, LanaiError
 from reconciler.core.sizes import parse_size
 from reconciler.desired import load as desired_mod
-from reconciler.desired import models_lock as lock_mod
 from reconciler.desired.models_yaml import ModelsConfig
 from reconciler.engine.reconcile import Engine
+from reconciler.models import lock as lock_mod
 from reconciler.models import memory
 from reconciler.models import state as state_mod
 from reconciler.models.fit import fit_directory

@@ -22,10 +22,10 @@ from reconciler.core.errors import DockerError, ExitCode, LanaiError
 from reconciler.daemon.control import poke
 from reconciler.daemon.run import Daemon
 from reconciler.desired import load as desired_mod
-from reconciler.desired import models_lock
 from reconciler.desired.models_yaml import ModelsConfig
 from reconciler.engine.reconcile import Engine, Outcome
 from reconciler.https.caddyfile import lan_ip
+from reconciler.models import lock as models_lock
 from reconciler.models import state as models_state
 from reconciler.models.fit import fit_directory
 from reconciler.models.pulls import load_progress

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from reconciler.core.durations import parse_duration
-from reconciler.stack.host_access import ACCESS_NAMES, is_allow_entry
+from reconciler.desired.host_access import ACCESS_NAMES, is_allow_entry
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 

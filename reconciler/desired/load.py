@@ -15,12 +15,11 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reconciler.core.errors import StateError
-from reconciler.desired import bounded, modelfile, yamlpos
+from reconciler.desired import bounded, compose_shape, host_access, modelfile, yamlpos
+from reconciler.desired.documents import Doc, documents, repo_files
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import MODELS_FILE, ModelsConfig
 from reconciler.desired.webui_yaml import WEBUI_FILE, WebUIConfig
-from reconciler.stack import compose_shape, host_access
-from reconciler.webui.knowledge import Doc, documents, repo_files
 
 SETTINGS_FILE = "lanai.yaml"
 LOOPBACK = {"127.0.0.1", "::1", "localhost", "[::1]"}

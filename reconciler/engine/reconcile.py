@@ -34,6 +34,7 @@ from reconciler.core.errors import (
     LanaiError,
     SourceError,
 )
+from reconciler.core.files import write_json_atomic
 from reconciler.desired import load as desired_mod
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.source import GitSource
@@ -52,7 +53,6 @@ from reconciler.server.record import (
     now_iso,
     parse_iso,
     save_state,
-    write_json_atomic,
 )
 from reconciler.server.secrets import read_secrets, require
 from reconciler.server.settings import ServerSettings

@@ -12,8 +12,8 @@ from typing import Any
 
 from reconciler.core.sizes import human_bytes
 from reconciler.desired import modelfile
-from reconciler.desired import models_lock as lock_mod
 from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.models import lock as lock_mod
 from reconciler.models.plan import ModelFit, fit_models, fit_problems, resolve_budget
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.files import write_json_atomic
 from reconciler.core.sizes import human_bytes
 from reconciler.models.ollama import (
     Ollama,
@@ -31,7 +32,7 @@ from reconciler.models.ollama import (
     PullProgress,
     unreached_registry,
 )
-from reconciler.server.record import now_iso, write_json_atomic
+from reconciler.server.record import now_iso
 
 log = logging.getLogger("lanai")
 PROGRESS_EVERY_S = 1.0

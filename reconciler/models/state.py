@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.files import write_json_atomic
 from reconciler.desired.models_yaml import ModelsConfig
-from reconciler.server.record import write_json_atomic
 
 
 @dataclass

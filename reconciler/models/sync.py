@@ -25,8 +25,8 @@ import docker
 
 from reconciler.core.sizes import human_bytes
 from reconciler.desired import modelfile
-from reconciler.desired import models_lock as lock_mod
 from reconciler.desired.models_yaml import ModelEntry, ModelsConfig
+from reconciler.models import lock as lock_mod
 from reconciler.models import state as state_mod
 from reconciler.models.fit import custom_sources, num_ctx_of
 from reconciler.models.memory import ModelFacts

@@ -13,8 +13,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.files import write_json_atomic
 from reconciler.models import state as models_state
-from reconciler.server.record import iso, write_json_atomic
+from reconciler.server.record import iso
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 

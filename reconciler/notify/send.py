@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from reconciler.core.errors import LanaiError
+from reconciler.core.files import write_json_atomic
 from reconciler.desired.lanai_yaml import SECRET_NAME, LanaiConfig
 from reconciler.notify import drift_report
 from reconciler.notify.notices import (
@@ -28,7 +29,6 @@ from reconciler.notify.notices import (
     observe,
     report_notice,
 )
-from reconciler.server.record import write_json_atomic
 from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered

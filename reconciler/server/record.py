@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from reconciler.core.files import write_json_atomic
 
 HISTORY_MAX_BYTES = 5 * 1024 * 1024  # then history.jsonl becomes history.jsonl.1
 
@@ -89,20 +90,6 @@ def load_state(path: Path) -> State:
 
 def save_state(path: Path, state: State) -> None:
     write_json_atomic(path, state.to_json())
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def append_history(path: Path, record: dict[str, Any]) -> None:

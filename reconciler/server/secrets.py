@@ -6,13 +6,12 @@ passes to containers; nothing here logs or prints a value.
 
 from __future__ import annotations
 
-import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.core.errors import SecretsError
+from reconciler.core.files import write_atomic
 from reconciler.desired.lanai_yaml import SECRET_NAME
 
 
@@ -107,23 +106,5 @@ def write_env_file(path: Path, values: dict[str, str]) -> None:
 
     Values are written as they are: the caller quotes them for whoever reads the file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for name in sorted(values):
-                handle.write(f"{name}={values[name]}\n")
-            # On disk before the rename, and the rename itself after: a crash then
-            # leaves the old file or the new one, never an empty one.
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomic(path, "".join(f"{name}={values[name]}\n" for name in sorted(values)),
+                 mode=0o600, dir_mode=0o700)

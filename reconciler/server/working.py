@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.files import write_json_atomic
 from reconciler.server.lock import Lock, _alive
-from reconciler.server.record import now_iso, write_json_atomic
+from reconciler.server.record import now_iso
 
 
 def file(home: Path) -> Path:

@@ -15,7 +15,6 @@ import docker.errors
 from requests.exceptions import RequestException
 
 from reconciler.core.errors import DockerError
-from reconciler.stack.gpu_health import requests_gpu
 from reconciler.stack.render import LABEL_HASH
 
 LABEL_PROJECT = "com.docker.compose.project"
@@ -38,7 +37,7 @@ class ContainerFact:
     restart_count: int = 0
     health_log: str | None = None  # the last health probe's output
     ports: tuple[tuple[str, int], ...] = ()  # published (host address, host port)
-    gpu: bool = False  # given an NVIDIA GPU (gpu_health.requests_gpu)
+    gpu: bool = False  # given an NVIDIA GPU (requests_gpu below)
     docker_probed: bool = False  # Docker ran a health probe since this start
 
     @property
@@ -178,3 +177,27 @@ def observe(client: docker.DockerClient, project: str, images: list[str]) -> Fac
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+# NVIDIA_VISIBLE_DEVICES values for which the NVIDIA runtime injects no GPU: unset or
+# empty and "void" leave the container alone, "none" mounts the driver but no device.
+_NO_DEVICES = {"", "void", "none"}
+
+
+def requests_gpu(attrs: dict[str, Any]) -> bool:
+    """Whether `docker inspect` data shows a container that was given an NVIDIA GPU.
+
+    Either a device request (compose's `deploy.resources.reservations.devices` with
+    driver nvidia or capability gpu, `docker run --gpus`), or NVIDIA_VISIBLE_DEVICES in
+    its environment, which the NVIDIA runtime reads (ollama/ollama sets it to `all`).
+    """
+    host = attrs.get("HostConfig") or {}
+    for request in host.get("DeviceRequests") or []:
+        capabilities = {c for group in request.get("Capabilities") or [] for c in group or []}
+        if request.get("Driver") == "nvidia" or "gpu" in capabilities:
+            return True
+    for entry in (attrs.get("Config") or {}).get("Env") or []:
+        name, _, value = entry.partition("=")
+        if name == "NVIDIA_VISIBLE_DEVICES":
+            return value.strip().lower() not in _NO_DEVICES
+    return False

@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from reconciler.server.gpu import parse_list
 
@@ -49,28 +49,8 @@ class GpuCheck:
 
 # -- which containers have a GPU ------------------------------------------------------
 
-# NVIDIA_VISIBLE_DEVICES values for which the NVIDIA runtime injects no GPU: unset or
-# empty and "void" leave the container alone, "none" mounts the driver but no device.
-_NO_DEVICES = {"", "void", "none"}
 
 
-def requests_gpu(attrs: dict[str, Any]) -> bool:
-    """Whether `docker inspect` data shows a container that was given an NVIDIA GPU.
-
-    Either a device request (compose's `deploy.resources.reservations.devices` with
-    driver nvidia or capability gpu, `docker run --gpus`), or NVIDIA_VISIBLE_DEVICES in
-    its environment, which the NVIDIA runtime reads (ollama/ollama sets it to `all`).
-    """
-    host = attrs.get("HostConfig") or {}
-    for request in host.get("DeviceRequests") or []:
-        capabilities = {c for group in request.get("Capabilities") or [] for c in group or []}
-        if request.get("Driver") == "nvidia" or "gpu" in capabilities:
-            return True
-    for entry in (attrs.get("Config") or {}).get("Env") or []:
-        name, _, value = entry.partition("=")
-        if name == "NVIDIA_VISIBLE_DEVICES":
-            return value.strip().lower() not in _NO_DEVICES
-    return False
 
 
 # -- what nvidia-smi -L said ----------------------------------------------------------

@@ -26,7 +26,7 @@ import docker.errors
 from requests.exceptions import RequestException
 
 from reconciler.core.durations import parse_duration
-from reconciler.server.record import write_json_atomic
+from reconciler.core.files import write_json_atomic
 from reconciler.stack.facts import ContainerFact
 
 PROBE_EVERY_S = 0.5  # a probe start per container at most this often

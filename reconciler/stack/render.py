@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from reconciler.core.errors import DockerError, LanaiError, StateError
-from reconciler.desired import safe_tree
+from reconciler.desired import host_access, safe_tree
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.load import (
     DesiredState,
@@ -33,7 +33,7 @@ from reconciler.desired.models_yaml import ModelsConfig
 from reconciler.desired.webui_yaml import WebUIConfig
 from reconciler.https.caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
 from reconciler.server.secrets import write_compose_env_file
-from reconciler.stack import compose, host_access, tool_versions
+from reconciler.stack import compose, tool_versions
 
 DESIRED_FILE = "lanai.desired.json"
 SECRETS_DIR = host_access.SECRETS_DIR  # each service's secrets file, in the copy of the repo

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import mimetypes
-import os
 import secrets as secrets_mod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +23,10 @@ from typing import Any
 
 import docker
 
+from reconciler.core.files import write_json_atomic
+from reconciler.desired.documents import Doc, read_document
 from reconciler.desired.webui_yaml import WebUIConfig
-from reconciler.server.record import now_iso, write_json_atomic
+from reconciler.server.record import now_iso
 from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
@@ -40,13 +41,11 @@ from reconciler.webui.api import (
 )
 from reconciler.webui.knowledge import (
     PATH_KEY,
-    Doc,
     DocAction,
     Held,
     KnowledgeRecord,
     plan_documents,
     preset_differs,
-    read_document,
 )
 
 log = logging.getLogger("lanai")
@@ -388,13 +387,7 @@ class WebUISync:
             return {}
 
     def _save_passwords(self, passwords: dict[str, Any]) -> None:
-        path = self.passwords_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(passwords, handle, indent=1)
-        tmp.replace(path)
+        write_json_atomic(self.passwords_file, passwords)
 
 
 def _grant(grant: dict[str, Any]) -> tuple[Any, Any, Any]:

@@ -217,7 +217,7 @@ def test_values_and_keys_over_several_lines_are_quoted_on_one_line(state_dir: Pa
 
 
 def test_a_models_lock_over_the_size_limit_is_a_lock_problem(state_dir: Path) -> None:
-    from reconciler.desired import models_lock
+    from reconciler.models import lock as models_lock
     from reconciler.models.fit import fit_directory
 
     with (state_dir / "models.lock").open("a", encoding="utf-8") as handle:

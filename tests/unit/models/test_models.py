@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from reconciler.desired import load as desired
-from reconciler.desired import models_lock
 from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.models import lock as models_lock
 from reconciler.models.fit import fit_directory
 from reconciler.models.memory import ModelFacts
 from reconciler.models.plan import (

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.desired import models_lock
+from reconciler.models import lock as models_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "bootstrap.sh"

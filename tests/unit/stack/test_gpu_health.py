@@ -17,8 +17,8 @@ import docker.errors
 import pytest
 
 from reconciler.stack import gpu_health
-from reconciler.stack.facts import ContainerFact
-from reconciler.stack.gpu_health import Execution, GpuCheck, GpuProber, classify, requests_gpu
+from reconciler.stack.facts import ContainerFact, requests_gpu
+from reconciler.stack.gpu_health import Execution, GpuCheck, GpuProber, classify
 from reconciler.stack.plan import Action, Drift, plan
 
 from ..conftest import FIXTURES

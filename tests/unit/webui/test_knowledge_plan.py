@@ -7,16 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from reconciler.desired.documents import documents, matches, read_document
 from reconciler.desired.webui_yaml import KnowledgeBase, Preset, WebUIConfig
-from reconciler.webui.knowledge import (
-    Held,
-    documents,
-    matches,
-    plan_documents,
-    preset_differs,
-    preset_params,
-    read_document,
-)
+from reconciler.webui.knowledge import Held, plan_documents, preset_differs, preset_params
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from reconciler.core.files import write_atomic
 from reconciler.desired import bounded
 from reconciler.models.memory import ModelFacts
 
@@ -94,6 +95,4 @@ def read(path: Path) -> ModelsLock | None:
 
 
 def write(path: Path, lock: ModelsLock) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dumps(lock), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, dumps(lock), mode=0o644)  # a file of the state repo, for git

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.core.errors import ExitCode
+from reconciler.desired.host_access import findings, refused
 from reconciler.desired.load import InvalidState, Problem, load_state
-from reconciler.stack.host_access import findings, refused
 
 from ..conftest import REPO_ROOT, Edit
 
