@@ -1,0 +1,3 @@
+"""Open WebUI's data kept safe: the backups on disk (store), one verified archive
+(archive, copied in a chroot by chroot_copy), taking and restoring them (run).
+"""

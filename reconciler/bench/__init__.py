@@ -1,0 +1,2 @@
+"""`lanai bench`: measured model speed, its stored runs, comparisons and chart.
+"""

@@ -1,0 +1,2 @@
+"""One reconcile: fetch, prepare, then each part's sync in turn, and record the outcome.
+"""
