@@ -342,7 +342,7 @@ def test_post_receive_hook_runs_nothing_from_a_ref_name_and_never_fails_a_push(m
     # The hook only execs the poke; the refs git gives it on stdin are never read.
     commands = [line for line in hook.splitlines() if line and not line.startswith("#")]
     assert all(line.startswith("export LANAI_") for line in commands[:-1]), commands
-    assert re.fullmatch(r"exec \S+ -I -S \S+/reconciler/control\.py --socket \S+",
+    assert re.fullmatch(r"exec \S+ -I -S \S+/reconciler/daemon/control\.py --socket \S+",
                         commands[-1]), commands
 
     marker = Path(f"/tmp/pwned-{uuid.uuid4().hex}")
