@@ -31,14 +31,9 @@ from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 from reconciler.webui import plan as webui_plan
-from reconciler.webui.api import (
-    NOT_FOUND_DETAIL,
-    PUBLIC_READ,
-    WebUI,
-    WebUIError,
-    is_public,
-    preset_form,
-)
+from reconciler.webui.api import NOT_FOUND_DETAIL, WebUI
+from reconciler.webui.errors import WebUIError
+from reconciler.webui.forms import PUBLIC_READ, is_public, preset_form
 from reconciler.webui.knowledge import (
     PATH_KEY,
     DocAction,

@@ -13,7 +13,7 @@ import pytest
 from reconciler.desired.webui_yaml import WebUIConfig
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
-from reconciler.webui.api import WebUIError
+from reconciler.webui.errors import WebUIError
 from reconciler.webui.sync import WebUIOutcome, WebUISync
 
 
