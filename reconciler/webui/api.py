@@ -756,9 +756,7 @@ class WebUI:
 
 
 def _flag(value: bool) -> str:
-    # FastAPI reads a bool query parameter from "true"/"false", not Python's True.
     return "true" if value else "false"
-
 
 
 def _json(response: httpx.Response, what: str) -> Any:
