@@ -294,7 +294,7 @@ class WebUI:
             if section == "realtime" and section not in changes:
                 continue
             form[section] = merge_form(current.get(section) or {}, changes.get(section, {}),
-                                   AUDIO_SECTIONS[section])
+                                       AUDIO_SECTIONS[section])
         try:
             answer = self._post_dict("/api/v1/audio/config/update", form,
                                      "save the voice settings",
@@ -371,7 +371,7 @@ class WebUI:
         """E.g. ``{"features": {"memories": True}}``; other sections and keys are kept."""
         check_keys(changes, PERMISSION_SECTIONS, "default user permissions")
         form = merge_form(self.get_default_permissions(), changes, PERMISSION_SECTIONS,
-                      nested=PERMISSION_SECTIONS)
+                          nested=PERMISSION_SECTIONS)
         answer = self._post_dict("/api/v1/users/default/permissions", form,
                                  "save the default user permissions")
         for section, values in changes.items():

@@ -132,7 +132,7 @@ def _grant_key(grant: Mapping[str, Any]) -> tuple[Any, Any, Any]:
 
 
 def check_grants(sent: Iterable[Mapping[str, Any]], answer: Mapping[str, Any],
-                  what: str) -> None:
+                 what: str) -> None:
     """Fail when the stored grants differ from those sent (filter_allowed_access_grants
     drops what the account may not share, and malformed grants are dropped silently)."""
     kept = {_grant_key(g) for g in answer.get("access_grants") or [] if isinstance(g, Mapping)}
@@ -140,8 +140,8 @@ def check_grants(sent: Iterable[Mapping[str, Any]], answer: Mapping[str, Any],
         raise WebUIError(f"Open WebUI accepted but did not keep the access grants of {what}.")
 
 
-def merge_form(current: Mapping[str, Any], changes: Mapping[str, Any], fields: Iterable[str], *,
-           nested: Iterable[str] = ()) -> dict[str, Any]:
+def merge_form(current: Mapping[str, Any], changes: Mapping[str, Any], fields: Iterable[str],
+               *, nested: Iterable[str] = ()) -> dict[str, Any]:
     """The full form: the current values of the form's fields with `changes` laid over.
 
     Keys of `nested` hold sub-forms that are merged key by key, so that changing one
