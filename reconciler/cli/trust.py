@@ -14,6 +14,7 @@ from reconciler.engine.reconcile import Engine
 from reconciler.https import qr
 from reconciler.https.caddyfile import lan_ip
 from reconciler.https.trust import INSTRUCTIONS, describe, read_ca
+from reconciler.stack.containers import service_container
 
 
 @root.command()
@@ -40,13 +41,11 @@ def trust(output: Path | None, pem: bool, no_qr: bool, as_json: bool) -> None:
                          "(see desired-state/lanai.yaml) and push.",
                          exit_code=ExitCode.NOT_SET_UP)
     https = applied.config.https
-    found = engine.client.containers.list(filters={"label": [
-        f"com.docker.compose.project={applied.project}",
-        f"com.docker.compose.service={https.proxy}"]})
-    if not found:
+    found = service_container(engine.client, applied.project, https.proxy)
+    if found is None:
         raise LanaiError(f"the proxy (service {https.proxy}) is not running; see "
                          "`lanai status`.", exit_code=ExitCode.APPLY_FAILED)
-    container = found[0]
+    container = found.container
     ports = {}
     for key, bindings in (container.attrs["NetworkSettings"].get("Ports") or {}).items():
         if bindings:

@@ -53,6 +53,7 @@ from reconciler.models.pulls import (
 from reconciler.server import gpu as gpu_mod
 from reconciler.server.record import iso, now_iso, parse_iso
 from reconciler.server.settings import ServerSettings
+from reconciler.stack.containers import ServiceContainer, service_container
 from reconciler.stack.render import Rendered
 
 log = logging.getLogger("lanai")
@@ -160,28 +161,22 @@ class ModelSync:
 
     # -- finding Ollama -------------------------------------------------------------
 
-    def container(self, rendered: Rendered) -> Any:
+    def container(self, rendered: Rendered) -> ServiceContainer:
         service = rendered.ollama_service
-        found = self.docker.containers.list(filters={"label": [
-            f"com.docker.compose.project={rendered.project}",
-            f"com.docker.compose.service={service}"]})
-        if not found:
+        found = service_container(self.docker, rendered.project, service)
+        if found is None:
             raise OllamaNotReady(f"Ollama (service {service}) is not running, so its models "
                                  "wait; see `lanai status`")
-        return found[0]
+        return found
 
-    def url(self, container: Any) -> str:
+    def url(self, found: ServiceContainer) -> str:
         if self.settings.ollama_url:
             return self.settings.ollama_url.rstrip("/")
-        attrs = container.attrs
-        env = attrs.get("Config", {}).get("Env") or []
-        networks = attrs.get("NetworkSettings", {}).get("Networks") or {}
-        address = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")),
-                       None)
-        if not address:
-            raise OllamaNotReady(f"the Ollama container {container.name} has no IP address; "
-                                 "set ollama_url in /etc/lanai/server.yaml")
-        return f"http://{address}:{ollama_port(env)}"
+        if not found.address:
+            raise OllamaNotReady(f"the Ollama container {found.container.name} has no IP "
+                                 "address; set ollama_url in /etc/lanai/server.yaml")
+        env = found.container.attrs.get("Config", {}).get("Env") or []
+        return f"http://{found.address}:{ollama_port(env)}"
 
     def gpu_memory(self, rendered: Rendered) -> int | None:
         if rendered.ollama_service in rendered.cpu_only:
@@ -200,14 +195,14 @@ class ModelSync:
         if config is None:
             return out
         try:
-            container = self.container(rendered)
-            ollama = Ollama(self.url(container))
+            found = self.container(rendered)
+            ollama = Ollama(self.url(found))
         except OllamaNotReady as exc:
             out.errors.append(str(exc))
             return out
         with ollama:
             try:
-                self._converge(rendered, config, container, ollama, out, retry)
+                self._converge(rendered, config, found.container, ollama, out, retry)
             except OllamaError as exc:
                 out.errors.append(exc.message)
             finally:

@@ -67,94 +67,54 @@ an omitted ``DEFAULT_MODEL_METADATA`` as null). The answer is then compared
 with what was sent, because Open WebUI silently ignores some values (a
 DEFAULT_USER_ROLE outside pending/user/admin, a malformed JWT_EXPIRES_IN,
 connection configs not keyed by index, embedding URLs for another engine).
+The forms, their fields and those checks are in reconciler.webui.forms.
 
 Every failure is a :class:`WebUIError` whose message is one sentence;
 :class:`WebUIUnreachable` is the transient kind (nothing answered);
 :class:`WhisperUnavailable` says the voice settings were saved but the local
-Whisper model could not be loaded (see there).
+Whisper model could not be loaded (all three in reconciler.webui.errors).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from reconciler.core.errors import ServiceError
-
-ROLES = ("pending", "user", "admin")
+from reconciler.webui.errors import WebUIError, WebUIUnreachable, WhisperUnavailable
+from reconciler.webui.forms import (
+    AUDIO_SECTIONS,
+    AUTH_FIELDS,
+    EMBEDDING_FIELDS,
+    EMBEDDING_NESTED,
+    MEMORIES_FIELDS,
+    MFA_FIELDS,
+    MODELS_FIELDS,
+    OLLAMA_FIELDS,
+    OPENAI_FIELDS,
+    PERMISSION_SECTIONS,
+    PUBLIC_READ,
+    check_grants,
+    check_kept,
+    check_keys,
+    check_role,
+    merge_form,
+)
 
 # Loading a local model inside the request: the audio update loads faster-whisper
 # when the STT engine is "" (downloading it when online), the embedding update loads
 # a sentence-transformers model when the engine is "". Minutes, not seconds.
 MODEL_LOAD_TIMEOUT = 600.0
 
-# Form fields, copied from the pydantic forms of 0.12.4 (the POST bodies).
-MFA_FIELDS = ("ENABLE_MFA", "MFA_ALLOW_OAUTH_BYPASS", "MFA_ALLOW_TRUSTED_HEADER_BYPASS")
-AUTH_FIELDS = (  # routers/auths.py AdminConfig(MfaConfigForm)
-    *MFA_FIELDS, "SHOW_ADMIN_DETAILS", "ADMIN_EMAIL", "WEBUI_URL", "ENABLE_LOGIN_FORM",
-    "ENABLE_SIGNUP", "ENABLE_API_KEYS", "ENABLE_API_KEYS_ENDPOINT_RESTRICTIONS",
-    "API_KEYS_ALLOWED_ENDPOINTS", "DEFAULT_USER_ROLE", "DEFAULT_GROUP_ID",
-    "DEFAULT_INTERFACE_SETTINGS", "I18N", "JWT_EXPIRES_IN", "ENABLE_COMMUNITY_SHARING",
-    "ENABLE_MESSAGE_RATING", "ENABLE_FOLDERS", "FOLDER_MAX_FILE_COUNT", "AUTOMATION_MAX_COUNT",
-    "AUTOMATION_MIN_INTERVAL", "ENABLE_AUTOMATIONS", "ENABLE_CHANNELS",
-    "ENABLE_ENCRYPTED_CHANNELS", "ENABLE_APPS", "CHANNEL_MODEL_RESPONSE_MODE", "ENABLE_CALENDAR",
-    "ENABLE_MEMORIES", "ENABLE_MEMORY_SYSTEM_CONTEXT", "ENABLE_SKILL_LAZY_LOADING",
-    "SKILL_CONTENT_MAX_CHARS", "SKILL_PREVIEW_MAX_CHARS", "ENABLE_NOTES", "ENABLE_USER_WEBHOOKS",
-    "ENABLE_USER_STATUS", "PENDING_USER_OVERLAY_TITLE", "PENDING_USER_OVERLAY_CONTENT",
-    "RESPONSE_WATERMARK",
-)
-MEMORIES_FIELDS = ("ENABLE_MEMORIES", "ENABLE_MEMORY_SYSTEM_CONTEXT")
-OPENAI_FIELDS = (  # routers/openai.py OpenAIConfigForm
-    "ENABLE_OPENAI_API", "OPENAI_API_BASE_URLS", "OPENAI_API_KEYS", "OPENAI_API_CONFIGS")
-OLLAMA_FIELDS = ("ENABLE_OLLAMA_API", "OLLAMA_BASE_URLS", "OLLAMA_API_CONFIGS")  # OllamaConfigForm
-TTS_FIELDS = (  # routers/audio/__init__.py TTSConfigForm
-    "OPENAI_API_BASE_URL", "OPENAI_API_KEY", "OPENAI_PARAMS", "API_KEY", "ENGINE", "MODEL",
-    "VOICE", "REALTIME_TTS_PROMPT_TEMPLATE", "SPLIT_ON", "AZURE_SPEECH_REGION",
-    "AZURE_SPEECH_BASE_URL", "AZURE_SPEECH_OUTPUT_FORMAT", "MISTRAL_API_KEY",
-    "MISTRAL_API_BASE_URL",
-)
-STT_FIELDS = (  # STTConfigForm
-    "OPENAI_API_BASE_URL", "OPENAI_API_KEY", "OPENAI_API_REQUEST_FORMAT", "ENGINE", "MODEL",
-    "SUPPORTED_CONTENT_TYPES", "ALLOWED_EXTENSIONS", "WHISPER_MODEL", "DEEPGRAM_API_KEY",
-    "AZURE_API_KEY", "AZURE_REGION", "AZURE_LOCALES", "AZURE_BASE_URL", "AZURE_MAX_SPEAKERS",
-    "MISTRAL_API_KEY", "MISTRAL_API_BASE_URL", "MISTRAL_USE_CHAT_COMPLETIONS",
-)
-REALTIME_FIELDS = (  # RealtimeConfigForm
-    "ENABLED", "PROVIDER", "AUTH_TYPE", "OPENAI_API_BASE_URL", "OPENAI_API_KEY", "MODEL", "VOICE",
-    "TRANSCRIPTION_MODEL", "INPUT_PARAMS", "REALTIME_CALL_PROMPT_TEMPLATE",
-)
-AUDIO_SECTIONS = {"tts": TTS_FIELDS, "stt": STT_FIELDS, "realtime": REALTIME_FIELDS}
-EMBEDDING_FIELDS = (  # routers/retrieval.py EmbeddingModelUpdateForm
-    "RAG_EMBEDDING_ENGINE", "RAG_EMBEDDING_MODEL", "RAG_EMBEDDING_BATCH_SIZE",
-    "ENABLE_ASYNC_EMBEDDING", "RAG_EMBEDDING_CONCURRENT_REQUESTS",
-    "openai_config", "ollama_config", "azure_openai_config",
-)
-EMBEDDING_NESTED = ("openai_config", "ollama_config", "azure_openai_config")
-MODELS_FIELDS = (  # routers/configs.py ModelsConfigForm
-    "DEFAULT_MODELS", "DEFAULT_PINNED_MODELS", "MODEL_ORDER_LIST", "DEFAULT_MODEL_METADATA",
-    "DEFAULT_MODEL_PARAMS",
-)
-PERMISSION_SECTIONS = (  # routers/users.py UserPermissions
-    "workspace", "sharing", "access_grants", "chat", "features", "settings")
-
-# The grant that makes a knowledge base or a model readable by every signed-in user
-# (models/access_grants.py: principal "user" with the wildcard id). "anyone" would
-# be without sign-in, which 0.12.4 refuses for models and knowledge.
-PUBLIC_READ: dict[str, str] = {"principal_type": "user", "principal_id": "*",
-                               "permission": "read"}
 # files.get_file_process_status: data.status as process_uploaded_file sets it.
 FILE_STATUSES = ("pending", "processing", "completed", "failed")
 # Adding a file to a knowledge base embeds its chunks inside the request (and a
 # knowledge base's create/update embeds its name); a big document on a busy GPU
 # takes minutes.
 EMBED_TIMEOUT = 600.0
-# Keys of a knowledge reference in a model's meta.knowledge, as the model editor
-# keeps them (ModelEditor.svelte toModelKnowledgeReference).
-KNOWLEDGE_REF_KEYS = ("id", "name", "type", "description")
 # ERROR_MESSAGES.NOT_FOUND: what the files, knowledge and models routers answer for a
 # missing id, with 400, 401 or 404 depending on the route.
 NOT_FOUND_DETAIL = "We could not find what you're looking for :/"
@@ -164,37 +124,7 @@ ACCESS_PROHIBITED_DETAIL = ("You do not have permission to access this resource.
                             "contact your administrator for assistance.")
 PAGE_LIMIT = 100  # knowledge files per page; admins may choose it, users always get 30
 
-# Values never put in a message (no log prints a secret).
-_SECRET_MARKERS = ("KEY", "PASSWORD", "TOKEN", "SECRET", "AUTH")
 
-
-class WebUIError(ServiceError):
-    """Open WebUI refused or failed a request; ``message`` says why in one sentence.
-
-    ``status`` is the HTTP status when Open WebUI answered (None when nothing
-    answered or the answer was not what 0.12.4 sends); ``detail`` is Open
-    WebUI's own error text, when it gave one.
-    """
-
-
-class WebUIUnreachable(WebUIError):
-    """Nothing answered at the URL (refused, timed out, dropped): worth retrying."""
-
-
-class WhisperUnavailable(WebUIError):
-    """The voice settings were saved, but Open WebUI could not load its local Whisper model.
-
-    With the STT engine "" (local) every audio update loads faster-whisper inside the
-    request, downloading it from Hugging Face when it is not cached; offline, or with
-    the download failing, the update answers 500 after storing the form. Open WebUI
-    loads the model again at the first transcription, so the settings are in place
-    and only speech-to-text is degraded. ``config`` is the voice settings as stored.
-    """
-
-    def __init__(self, message: str, *, config: dict[str, Any], status: int | None = None,
-                 detail: str | None = None) -> None:
-        super().__init__(message, status=status, detail=detail)
-        self.config = config
 
 
 class WebUI:
@@ -292,7 +222,7 @@ class WebUI:
         return self._get_dict("/api/v1/auths/admin/config", "read the admin settings")
 
     def set_auth_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        _check_keys(changes, AUTH_FIELDS, "admin settings")
+        check_keys(changes, AUTH_FIELDS, "admin settings")
         current = self.get_auth_config()
         form = {k: v for k, v in current.items() if k in AUTH_FIELDS} | dict(changes)
         # The MFA fields are kept when absent (update_admin_config pops unset ones), and
@@ -302,7 +232,7 @@ class WebUI:
                 form.pop(field, None)
         answer = self._post_dict("/api/v1/auths/admin/config", form, "save the admin settings")
         answer.pop("sessions_revoked", None)
-        _check_kept(changes, answer, "admin settings")
+        check_kept(changes, answer, "admin settings")
         return answer
 
     def get_memories_config(self) -> dict[str, Any]:
@@ -311,7 +241,7 @@ class WebUI:
         return {k: config[k] for k in MEMORIES_FIELDS if k in config}
 
     def set_memories_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        _check_keys(changes, MEMORIES_FIELDS, "memories settings")
+        check_keys(changes, MEMORIES_FIELDS, "memories settings")
         config = self.set_auth_config(changes)
         return {k: config[k] for k in MEMORIES_FIELDS if k in config}
 
@@ -322,20 +252,20 @@ class WebUI:
         return self._get_dict("/openai/config", "read the OpenAI connections")
 
     def set_openai_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        _check_keys(changes, OPENAI_FIELDS, "OpenAI connections")
-        form = _merge(self.get_openai_config(), changes, OPENAI_FIELDS)
+        check_keys(changes, OPENAI_FIELDS, "OpenAI connections")
+        form = merge_form(self.get_openai_config(), changes, OPENAI_FIELDS)
         answer = self._post_dict("/openai/config/update", form, "save the OpenAI connections")
-        _check_kept(changes, answer, "OpenAI connections")
+        check_kept(changes, answer, "OpenAI connections")
         return answer
 
     def get_ollama_config(self) -> dict[str, Any]:
         return self._get_dict("/ollama/config", "read the Ollama connections")
 
     def set_ollama_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
-        _check_keys(changes, OLLAMA_FIELDS, "Ollama connections")
-        form = _merge(self.get_ollama_config(), changes, OLLAMA_FIELDS)
+        check_keys(changes, OLLAMA_FIELDS, "Ollama connections")
+        form = merge_form(self.get_ollama_config(), changes, OLLAMA_FIELDS)
         answer = self._post_dict("/ollama/config/update", form, "save the Ollama connections")
-        _check_kept(changes, answer, "Ollama connections")
+        check_kept(changes, answer, "Ollama connections")
         return answer
 
     # --- voice (audio router) ------------------------------------------------------------
@@ -355,7 +285,7 @@ class WebUI:
             if section not in AUDIO_SECTIONS:
                 raise ValueError(f"the voice settings have no section {section!r}; "
                                  f"use {', '.join(AUDIO_SECTIONS)}")
-            _check_keys(values, AUDIO_SECTIONS[section], f"voice settings ({section})")
+            check_keys(values, AUDIO_SECTIONS[section], f"voice settings ({section})")
         current = self.get_audio_config()
         form: dict[str, Any] = {}
         # tts and stt are required and stored field by field; realtime is optional and
@@ -363,8 +293,8 @@ class WebUI:
         for section in ("tts", "stt", "realtime"):
             if section == "realtime" and section not in changes:
                 continue
-            form[section] = _merge(current.get(section) or {}, changes.get(section, {}),
-                                   AUDIO_SECTIONS[section])
+            form[section] = merge_form(current.get(section) or {}, changes.get(section, {}),
+                                       AUDIO_SECTIONS[section])
         try:
             answer = self._post_dict("/api/v1/audio/config/update", form,
                                      "save the voice settings",
@@ -377,14 +307,14 @@ class WebUI:
             # failed load is an unhandled exception (500): see whether the form was kept.
             answer = self.get_audio_config()
             for section, values in changes.items():
-                _check_kept(values, answer.get(section) or {}, f"voice settings ({section})")
+                check_kept(values, answer.get(section) or {}, f"voice settings ({section})")
             raise WhisperUnavailable(
                 f"Open WebUI saved the voice settings but could not load its local Whisper "
                 f"model {whisper!r} (it fetches it from Hugging Face when not cached), so "
                 "speech-to-text fails until the model can be downloaded.",
                 config=answer, status=exc.status, detail=exc.detail) from exc
         for section, values in changes.items():
-            _check_kept(values, answer.get(section) or {}, f"voice settings ({section})")
+            check_kept(values, answer.get(section) or {}, f"voice settings ({section})")
         return answer
 
     # --- documents (retrieval router) ----------------------------------------------------
@@ -398,18 +328,18 @@ class WebUI:
     def set_embedding_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """E.g. ``{"RAG_EMBEDDING_ENGINE": "ollama", "RAG_EMBEDDING_MODEL": "nomic-embed-text",
         "ollama_config": {"url": "http://ollama:11434"}}``; nested configs merge key by key."""
-        _check_keys(changes, EMBEDDING_FIELDS, "embedding settings")
+        check_keys(changes, EMBEDDING_FIELDS, "embedding settings")
         changes = dict(changes)
         if isinstance(changes.get("RAG_EMBEDDING_MODEL"), str):
             # The server strips the name before storing it; send what it will keep.
             changes["RAG_EMBEDDING_MODEL"] = changes["RAG_EMBEDDING_MODEL"].strip()
         current = self.get_embedding_config()
-        form = _merge(current, changes, EMBEDDING_FIELDS, nested=EMBEDDING_NESTED)
+        form = merge_form(current, changes, EMBEDDING_FIELDS, nested=EMBEDDING_NESTED)
         answer = self._post_dict("/api/v1/retrieval/embedding/update", form,
                                  "save the embedding settings",
                                  timeout=max(self.timeout, MODEL_LOAD_TIMEOUT))
         answer.pop("status", None)
-        _check_kept(changes, answer, "embedding settings")
+        check_kept(changes, answer, "embedding settings")
         return answer
 
     # --- models (configs router) ---------------------------------------------------------
@@ -420,14 +350,14 @@ class WebUI:
 
     def set_models_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
         """DEFAULT_MODELS and DEFAULT_PINNED_MODELS may be given as a list of model ids."""
-        _check_keys(changes, MODELS_FIELDS, "default models")
+        check_keys(changes, MODELS_FIELDS, "default models")
         changes = dict(changes)
         for key in ("DEFAULT_MODELS", "DEFAULT_PINNED_MODELS"):
             if isinstance(changes.get(key), list | tuple):
                 changes[key] = ",".join(changes[key])  # the form takes `str | None`
-        form = _merge(self.get_models_config(), changes, MODELS_FIELDS)
+        form = merge_form(self.get_models_config(), changes, MODELS_FIELDS)
         answer = self._post_dict("/api/v1/configs/models", form, "save the default models")
-        _check_kept(changes, answer, "default models")
+        check_kept(changes, answer, "default models")
         return answer
 
     # --- default user permissions (users router) -----------------------------------------
@@ -439,13 +369,13 @@ class WebUI:
 
     def set_default_permissions(self, changes: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """E.g. ``{"features": {"memories": True}}``; other sections and keys are kept."""
-        _check_keys(changes, PERMISSION_SECTIONS, "default user permissions")
-        form = _merge(self.get_default_permissions(), changes, PERMISSION_SECTIONS,
-                      nested=PERMISSION_SECTIONS)
+        check_keys(changes, PERMISSION_SECTIONS, "default user permissions")
+        form = merge_form(self.get_default_permissions(), changes, PERMISSION_SECTIONS,
+                          nested=PERMISSION_SECTIONS)
         answer = self._post_dict("/api/v1/users/default/permissions", form,
                                  "save the default user permissions")
         for section, values in changes.items():
-            _check_kept(values, answer.get(section) or {}, f"default permissions ({section})")
+            check_kept(values, answer.get(section) or {}, f"default permissions ({section})")
         return answer
 
     # --- users ---------------------------------------------------------------------------
@@ -460,7 +390,7 @@ class WebUI:
 
     def add_user(self, name: str, email: str, password: str, role: str) -> dict[str, Any]:
         """Create an account as the admin does in Admin > Users (auths.add_user)."""
-        _check_role(role)
+        check_role(role)
         body = {"name": name, "email": email, "password": password, "role": role}
         user = self._post_dict("/api/v1/auths/add", body, f"add the user {email}",
                                idempotent=False)
@@ -471,7 +401,7 @@ class WebUI:
 
     def update_role(self, user_id: str, role: str) -> dict[str, Any]:
         """Change one account's role (users.update_user_by_id with only ``role`` set)."""
-        _check_role(role)
+        check_role(role)
         what = f"change the role of user {user_id} to {role}"
         try:
             return self._post_dict(f"/api/v1/users/{user_id}/update", {"role": role}, what)
@@ -596,7 +526,7 @@ class WebUI:
         # create_new_knowledge embeds the name and description before answering.
         answer = self._post_dict("/api/v1/knowledge/create", form, what,
                                  timeout=max(self.timeout, EMBED_TIMEOUT), idempotent=False)
-        _check_grants(form["access_grants"], answer, f"knowledge base {name}")
+        check_grants(form["access_grants"], answer, f"knowledge base {name}")
         return answer
 
     def update_knowledge(self, knowledge_id: str, *, name: str,
@@ -617,7 +547,7 @@ class WebUI:
         answer = self._post_dict(f"/api/v1/knowledge/{knowledge_id}/access/update",
                                  {"access_grants": sent}, what,
                                  missing=f"knowledge base {knowledge_id}")
-        _check_grants(sent, answer, f"knowledge base {knowledge_id}")
+        check_grants(sent, answer, f"knowledge base {knowledge_id}")
         return answer
 
     def add_file_to_knowledge(self, knowledge_id: str, file_id: str) -> dict[str, Any]:
@@ -697,7 +627,7 @@ class WebUI:
                                  "instead.", status=exc.status, detail=exc.detail) from exc
             raise
         if form.get("access_grants") is not None:
-            _check_grants(form["access_grants"], answer, f"model {model_id}")
+            check_grants(form["access_grants"], answer, f"model {model_id}")
         return answer
 
     def update_model(self, model_id: str, form: Mapping[str, Any]) -> dict[str, Any]:
@@ -728,7 +658,7 @@ class WebUI:
         answer = self._post_dict("/api/v1/models/model/access/update",
                                  {"id": model_id, "name": name or model_id,
                                   "access_grants": sent}, what)
-        _check_grants(sent, answer, f"model {model_id}")
+        check_grants(sent, answer, f"model {model_id}")
         return answer
 
     def delete_model(self, model_id: str) -> None:
@@ -825,115 +755,8 @@ class WebUI:
                                 f"({type(exc).__name__}: {reason}).")
 
 
-def preset_form(*, model_id: str, name: str, base_model_id: str, system: str | None,
-                params: Mapping[str, Any], knowledge: Sequence[Mapping[str, Any]],
-                description: str | None = None, public: bool = True) -> dict[str, Any]:
-    """The ModelForm of a preset, shaped as the model editor sends it (createNewModel).
-
-    ``system`` goes to ``params.system`` (a blank one is left out, as the editor does);
-    ``knowledge`` are knowledge bases as `WebUI.knowledge_bases` returns them, attached
-    as ``meta.knowledge`` references ``{"id", "name", "type": "collection",
-    "description"}``. With knowledge, ``params.function_calling`` is "legacy" unless
-    ``params`` says otherwise: 0.12.4's default ("native") reaches attached knowledge
-    only through a tool the model must call, which models without tool calling (phi3)
-    never do; legacy retrieves before every answer. ``public`` adds :data:`PUBLIC_READ`
-    (an editor-made preset is private); the base model needs it too (see
-    `WebUI.set_model_access`).
-    """
-    merged = {k: v for k, v in params.items() if v is not None and v != ""}
-    if system is not None:
-        if system.strip():
-            merged["system"] = system
-        else:
-            merged.pop("system", None)
-    refs = [_knowledge_ref(k) for k in knowledge]
-    if refs:
-        merged.setdefault("function_calling", "legacy")
-    meta: dict[str, Any] = {"description": description or None}
-    if refs:
-        meta["knowledge"] = refs  # the editor drops the key when there is none
-    return {"id": model_id, "base_model_id": base_model_id, "name": name, "meta": meta,
-            "params": merged, "access_grants": [dict(PUBLIC_READ)] if public else [],
-            "is_active": True}
-
-
-def is_public(record: Mapping[str, Any]) -> bool:
-    """Whether a knowledge base or model record grants every user read access."""
-    return any(_grant_key(g) == _grant_key(PUBLIC_READ)
-               for g in record.get("access_grants") or [] if isinstance(g, Mapping))
-
-
-def _knowledge_ref(base: Mapping[str, Any]) -> dict[str, Any]:
-    if not base.get("id") or not base.get("name"):
-        raise ValueError("a knowledge base attached to a preset needs its id and name")
-    ref = {k: base[k] for k in KNOWLEDGE_REF_KEYS if base.get(k) not in (None, "")}
-    ref["type"] = "collection"  # a knowledge base; "file" and "note" are the other kinds
-    return ref
-
-
-def _grant_key(grant: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    return grant.get("principal_type"), grant.get("principal_id"), grant.get("permission")
-
-
-def _check_grants(sent: Iterable[Mapping[str, Any]], answer: Mapping[str, Any],
-                  what: str) -> None:
-    """Fail when the stored grants differ from those sent (filter_allowed_access_grants
-    drops what the account may not share, and malformed grants are dropped silently)."""
-    kept = {_grant_key(g) for g in answer.get("access_grants") or [] if isinstance(g, Mapping)}
-    if {_grant_key(g) for g in sent} != kept:
-        raise WebUIError(f"Open WebUI accepted but did not keep the access grants of {what}.")
-
-
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _merge(current: Mapping[str, Any], changes: Mapping[str, Any], fields: Iterable[str], *,
-           nested: Iterable[str] = ()) -> dict[str, Any]:
-    """The full form: the current values of the form's fields with `changes` laid over.
-
-    Keys of `nested` hold sub-forms that are merged key by key, so that changing one
-    URL keeps the key beside it.
-    """
-    fields = tuple(fields)
-    form = {k: v for k, v in current.items() if k in fields}
-    for key, value in changes.items():
-        if key in nested and isinstance(value, Mapping):
-            form[key] = {**(form.get(key) or {}), **value}
-        else:
-            form[key] = value
-    return form
-
-
-def _check_keys(changes: Mapping[str, Any], fields: Iterable[str], area: str) -> None:
-    unknown = sorted(set(changes) - set(fields))
-    if unknown:
-        raise ValueError(f"Open WebUI 0.12.4 has no {', '.join(unknown)} in its {area}")
-
-
-def _check_kept(changes: Mapping[str, Any], answer: Mapping[str, Any], area: str) -> None:
-    """Fail when Open WebUI answered 200 but did not keep a value it was sent."""
-    for key, sent in changes.items():
-        if key not in answer:  # e.g. a connection config not keyed by index, dropped
-            raise WebUIError(f"Open WebUI accepted but dropped {key} from its {area}.")
-        kept = answer[key]
-        if isinstance(sent, Mapping) and isinstance(kept, Mapping):
-            _check_kept(sent, kept, f"{area} {key}")
-        elif kept != sent:
-            raise WebUIError(f"Open WebUI accepted but did not keep {key} in its {area} "
-                             f"(sent {_shown(key, sent)}, it kept {_shown(key, kept)}).")
-
-
-def _check_role(role: str) -> None:
-    # users.update_user_by_id stores any string as a role; only these three mean anything.
-    if role not in ROLES:
-        raise ValueError(f"{role!r} is not an Open WebUI role; use one of {', '.join(ROLES)}")
-
-
-def _shown(key: str, value: Any) -> str:
-    if any(marker in key.upper() for marker in _SECRET_MARKERS):
-        return "(hidden)"
-    return repr(value)
 
 
 def _json(response: httpx.Response, what: str) -> Any:

@@ -29,16 +29,12 @@ from reconciler.desired.webui_yaml import WebUIConfig
 from reconciler.server.record import now_iso
 from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
+from reconciler.stack.containers import service_container
 from reconciler.stack.render import Rendered
 from reconciler.webui import plan as webui_plan
-from reconciler.webui.api import (
-    NOT_FOUND_DETAIL,
-    PUBLIC_READ,
-    WebUI,
-    WebUIError,
-    is_public,
-    preset_form,
-)
+from reconciler.webui.api import NOT_FOUND_DETAIL, WebUI
+from reconciler.webui.errors import WebUIError
+from reconciler.webui.forms import PUBLIC_READ, is_public, preset_form
 from reconciler.webui.knowledge import (
     PATH_KEY,
     DocAction,
@@ -70,15 +66,12 @@ class NotReady(Exception):
 
 def service_url(client: docker.DockerClient, project: str, service: str, port: int) -> str:
     """http://<container address>:<port> of a running service of the project."""
-    found = client.containers.list(filters={"label": [
-        f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]})
-    if not found:
+    found = service_container(client, project, service)
+    if found is None:
         raise NotReady(f"{service} is not running; see `lanai status`")
-    networks = found[0].attrs.get("NetworkSettings", {}).get("Networks") or {}
-    address = next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), None)
-    if not address:
+    if not found.address:
         raise NotReady(f"the {service} container has no IP address")
-    return f"http://{address}:{port}"
+    return f"http://{found.address}:{port}"
 
 
 def one_time_password() -> str:

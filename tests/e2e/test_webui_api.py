@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from reconciler.webui.api import WebUI, WebUIError, WhisperUnavailable
+from reconciler.webui.api import WebUI
+from reconciler.webui.errors import WebUIError, WhisperUnavailable
 
 from .harness import free_port, wait_for
 

@@ -20,7 +20,9 @@ import docker
 import httpx
 import pytest
 
-from reconciler.webui.api import PUBLIC_READ, WebUI, WebUIError, is_public, preset_form
+from reconciler.webui.api import WebUI
+from reconciler.webui.errors import WebUIError
+from reconciler.webui.forms import PUBLIC_READ, is_public, preset_form
 
 from .harness import ModelRegistry, free_port, wait_for
 

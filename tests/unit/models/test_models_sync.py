@@ -146,3 +146,29 @@ def test_the_models_disk_is_found_through_the_longest_mount(tmp_path: Path) -> N
     # The models directory need not exist yet: its nearest parent's disk counts.
     free = free_bytes(path)
     assert free is not None and free > 0
+
+
+class FakeDocker:
+    """`client.containers.list` answering with the given running containers."""
+
+    def __init__(self, *running: FakeContainer) -> None:
+        self.containers = self
+        self.running = list(running)
+
+    def list(self, **_: object) -> list[FakeContainer]:
+        return self.running
+
+
+def test_finding_ollama_says_why_the_models_wait(tmp_path: Path) -> None:
+    target = rendered(tmp_path, f"local:\n  - name: {PHI3}\n")
+    sync = ModelSync(settings(tmp_path), client=FakeDocker(), gpu=lambda: None)  # type: ignore
+    assert sync.converge(target).errors == [
+        "Ollama (service ollama) is not running, so its models wait; see `lanai status`"]
+    ollama = FakeContainer(attrs={"Config": {"Env": ["OLLAMA_HOST=0.0.0.0:8080"]},
+                                  "NetworkSettings": {"Networks": {"lanai": {}}}})
+    sync.docker = FakeDocker(ollama)  # type: ignore[assignment]
+    assert sync.converge(target).errors == [
+        "the Ollama container lanai-ollama-1 has no IP address; set ollama_url in "
+        "/etc/lanai/server.yaml"]
+    ollama.attrs["NetworkSettings"]["Networks"]["lanai"]["IPAddress"] = "172.19.0.2"
+    assert sync.url(sync.container(target)) == "http://172.19.0.2:8080"

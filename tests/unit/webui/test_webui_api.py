@@ -20,18 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler.webui.api import (
-    AUTH_FIELDS,
-    EMBED_TIMEOUT,
-    MODEL_LOAD_TIMEOUT,
-    PUBLIC_READ,
-    WebUI,
-    WebUIError,
-    WebUIUnreachable,
-    WhisperUnavailable,
-    is_public,
-    preset_form,
-)
+from reconciler.webui.api import EMBED_TIMEOUT, MODEL_LOAD_TIMEOUT, WebUI
+from reconciler.webui.errors import WebUIError, WebUIUnreachable, WhisperUnavailable
+from reconciler.webui.forms import AUTH_FIELDS, PUBLIC_READ, is_public, preset_form
 
 BASE = "http://webui.test"
 ADMIN = ("admin@lanai.home.arpa", "right-password")
@@ -1080,39 +1071,6 @@ def test_dropped_access_grants_are_reported(fake: FakeWebUI, webui: WebUI) -> No
 
 
 # --- model presets --------------------------------------------------------------------------
-
-
-def test_preset_form_is_what_the_model_editor_sends() -> None:
-    kb = {"id": "kb-1", "name": "Recipes", "description": "Family recipes", "file_count": 3,
-          "access_grants": [], "user": {"id": "u-admin"}}
-    form = preset_form(model_id="family-cook", name="Family cook", base_model_id=PHI3,
-                       system="You cook.", params={"temperature": 0.3}, knowledge=[kb],
-                       description="Recipes and meal plans")
-    assert form == {
-        "id": "family-cook", "base_model_id": PHI3, "name": "Family cook",
-        "meta": {"description": "Recipes and meal plans",
-                 "knowledge": [{"id": "kb-1", "name": "Recipes", "type": "collection",
-                                "description": "Family recipes"}]},
-        "params": {"temperature": 0.3, "system": "You cook.", "function_calling": "legacy"},
-        "access_grants": [PUBLIC_READ], "is_active": True}
-
-
-def test_preset_form_without_knowledge_or_prompt() -> None:
-    form = preset_form(model_id="plain", name="Plain", base_model_id=PHI3, system=" ",
-                       params={"system": "old", "top_k": None, "function_calling": "native"},
-                       knowledge=[], public=False)
-    # a blank prompt and empty values are left out, as ModelEditor.svelte does
-    assert form["params"] == {"function_calling": "native"}
-    assert form["meta"] == {"description": None}  # no `knowledge` key at all
-    assert form["access_grants"] == []
-    kept = preset_form(model_id="p", name="P", base_model_id=PHI3, system=None,
-                       params={"system": "from params", "function_calling": "native"},
-                       knowledge=[{"id": "kb-1", "name": "Recipes"}])
-    assert kept["params"] == {"system": "from params", "function_calling": "native"}
-    assert kept["meta"]["knowledge"] == [{"id": "kb-1", "name": "Recipes", "type": "collection"}]
-    with pytest.raises(ValueError, match="needs its id and name"):
-        preset_form(model_id="p", name="P", base_model_id=PHI3, system=None, params={},
-                    knowledge=[{"name": "Recipes"}])
 
 
 def test_preset_lifecycle(fake: FakeWebUI, webui: WebUI) -> None:

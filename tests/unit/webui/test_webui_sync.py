@@ -13,8 +13,8 @@ import pytest
 from reconciler.desired.webui_yaml import WebUIConfig
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
-from reconciler.webui.api import WebUIError
-from reconciler.webui.sync import WebUIOutcome, WebUISync
+from reconciler.webui.errors import WebUIError
+from reconciler.webui.sync import NotReady, WebUIOutcome, WebUISync, service_url
 
 
 class Api:
@@ -190,3 +190,30 @@ def test_a_symbolic_link_in_the_deployment_is_never_followed(
     sync._knowledge(api, rendered, CONFIG, out)  # type: ignore[arg-type]
     assert api.files == {} and "cannot read it" in out.errors[0]
 
+
+
+class Container:
+    name = "lanai-open-webui-1"
+
+    def __init__(self, address: str) -> None:
+        self.attrs = {"NetworkSettings": {"Networks": {"lanai": {"IPAddress": address}}}}
+
+
+class Docker:
+    """`client.containers.list` answering with the given running containers."""
+
+    def __init__(self, *running: Container) -> None:
+        self.containers = self
+        self.running = list(running)
+
+    def list(self, **_: object) -> list[Container]:
+        return self.running
+
+
+def test_open_webui_is_found_by_its_container_address() -> None:
+    assert service_url(Docker(Container("172.19.0.3")),  # type: ignore[arg-type]
+                       "lanai", "open-webui", 8080) == "http://172.19.0.3:8080"
+    with pytest.raises(NotReady, match=r"^open-webui is not running; see `lanai status`$"):
+        service_url(Docker(), "lanai", "open-webui", 8080)  # type: ignore[arg-type]
+    with pytest.raises(NotReady, match=r"^the open-webui container has no IP address$"):
+        service_url(Docker(Container("")), "lanai", "open-webui", 8080)  # type: ignore[arg-type]
