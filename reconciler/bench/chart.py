@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
 
-from reconciler.bench.run import METRIC_LABELS, BenchRun, fmt_metric, metric_value, short_commit
+from reconciler.bench.compare import METRIC_LABELS, metric_value
+from reconciler.bench.store import BenchRun
+from reconciler.bench.table import fmt_metric, short_commit
 from reconciler.core.files import write_atomic
 
 # metric -> the label of its y axis

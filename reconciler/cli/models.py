@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from reconciler.bench import chart as benchchart
-from reconciler.bench import run as bench_mod
+from reconciler.bench import compare as bench_compare
+from reconciler.bench import run as bench_run
+from reconciler.bench import store as bench_store
+from reconciler.bench import table as bench_table
+from reconciler.bench.bandwidth import BandwidthFacts, GpuInfo
+from reconciler.bench.results import ModelResult
 from reconciler.cli import models_views, views
 from reconciler.cli.base import fail, guarded, json_option, root, server_settings
 from reconciler.core.errors import ExitCode, LanaiError
@@ -177,13 +182,13 @@ def bench(names: tuple[str, ...], runs: int, compare: bool, plot: Path | None,
             results, gpu = _bench(ollama, config, list(names), runs, engine)
         except OllamaError as exc:
             raise LanaiError(exc.message, exit_code=ExitCode.APPLY_FAILED) from None
-    run = bench_mod.new_run(results, commit=applied.commit,
-                            settings=config.ollama.environment(config.budget.max_loaded),
-                            gpu=gpu)
-    history = bench_mod.load_runs(settings.bench_file)
-    bench_mod.append_run(settings.bench_file, run)
-    previous = bench_mod.previous_comparable(history, run) if compare else None
-    rows = bench_mod.compare(previous, run) if previous is not None else []
+    run = bench_store.new_run(results, commit=applied.commit,
+                              settings=config.ollama.environment(config.budget.max_loaded),
+                              gpu=gpu)
+    history = bench_store.load_runs(settings.bench_file)
+    bench_store.append_run(settings.bench_file, run)
+    previous = bench_compare.previous_comparable(history, run) if compare else None
+    rows = bench_compare.compare(previous, run) if previous is not None else []
     if plot is not None:
         comparable = [r for r in [*history, run]
                       if r.prompt_set_version == run.prompt_set_version][-8:]
@@ -193,19 +198,19 @@ def bench(names: tuple[str, ...], runs: int, compare: bool, plot: Path | None,
                                "compare": [vars(r) for r in rows] if compare else None},
                               indent=1, default=str))
     else:
-        models_views.out.print(bench_mod.run_table(run))
+        models_views.out.print(bench_table.run_table(run))
         if compare and previous is None:
             models_views.out.print("no earlier run with the same prompts to compare with")
         elif previous is not None:
-            models_views.out.print(bench_mod.compare_table(rows, previous=previous,
-                                                           current=run))
+            models_views.out.print(bench_table.compare_table(rows, previous=previous,
+                                                             current=run))
         if plot is not None:
             click.echo(f"wrote {plot}", err=True)
     sys.exit(ExitCode.APPLY_FAILED if any(r.error for r in results) else ExitCode.OK)
 
 
 def _bench(ollama: Ollama, config: ModelsConfig, names: list[str], runs: int,
-           engine: Engine) -> tuple[list[bench_mod.ModelResult], bench_mod.GpuInfo | None]:
+           engine: Engine) -> tuple[list[ModelResult], GpuInfo | None]:
     tags = {m.name: m for m in ollama.tags()}
     shows: dict[str, dict[str, Any]] = {}
     for name in names or [m.name for m in config.local]:
@@ -220,18 +225,18 @@ def _bench(ollama: Ollama, config: ModelsConfig, names: list[str], runs: int,
                          exit_code=ExitCode.INVALID)
     runtime = runtime_of(config)
 
-    def describe(model: str) -> bench_mod.BandwidthFacts | None:
+    def describe(model: str) -> BandwidthFacts | None:
         try:
             facts = ModelFacts.from_show(model, shows[model], size=tags[model].size,
                                          digest=None)
         except ValueError:
             return None
-        return bench_mod.BandwidthFacts(
+        return BandwidthFacts(
             facts.size, memory.kv_bytes_per_token(facts, memory.kv_type_for(facts, runtime)))
 
     found = engine.gpu_info()
-    gpu = bench_mod.GpuInfo.for_card(found[0], found[1] // 1024**2) if found else None
-    results = bench_mod.run_bench(
+    gpu = GpuInfo.for_card(found[0], found[1] // 1024**2) if found else None
+    results = bench_run.run_bench(
         chat, generate=lambda m, p, o: ollama.generate(m, p, options=o),
         ps=lambda: [vars(loaded) for loaded in ollama.ps()], runs=runs,
         on_progress=lambda line: views.progress(line), describe=describe)
