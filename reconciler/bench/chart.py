@@ -5,6 +5,10 @@ with the commit's short hash, explained with the date in the legend), the value
 above each bar, a y axis with round ticks. Plain SVG text, no dependency: it
 opens in any browser and can be attached to a pull request. Every piece of text
 that comes from data (model names, commits) is XML-escaped.
+
+Hand-written because a chart library costs more than these lines: matplotlib brings
+numpy and Pillow, and pygal's SVG loads its tooltip script from the web by default and
+has no place for a label under each bar (the run's commit).
 """
 
 from __future__ import annotations

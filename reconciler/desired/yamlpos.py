@@ -3,6 +3,10 @@
 Errors about the desired state must name the file, the key path and the line,
 so the loader keeps a map from key path (a tuple of keys and indexes) to the
 1-based line it was written on.
+
+Hand-written on purpose: PyYAML (already a dependency) composes the nodes within
+bounded's limits and each node's mark gives its line; ruamel.yaml's per-key lines would
+add a second YAML parser, one that does not go through those limits.
 """
 
 from __future__ import annotations
