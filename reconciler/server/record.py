@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reconciler.core.errors import ExitCode
 from reconciler.core.files import write_json_atomic
 
 HISTORY_MAX_BYTES = 5 * 1024 * 1024  # then history.jsonl becomes history.jsonl.1
@@ -122,3 +124,39 @@ def read_history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             if limit is not None and len(records) >= limit:
                 return records
     return records
+
+
+@dataclass
+class Outcome:
+    """What one reconcile did; rendered by the CLI and written to the history."""
+
+    status: str  # no-op, applied, healed, drift, failed, waiting, suspended, source-error
+    commit: str | None = None
+    applied_commit: str | None = None
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    drift: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    exit_code: int = ExitCode.OK
+    rolled_back_to: str | None = None
+    durations: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    models: dict[str, Any] = field(default_factory=dict)  # what models.yaml's converge did
+    webui: dict[str, Any] = field(default_factory=dict)  # what webui.yaml's converge did
+    backup: str | None = None  # the backup taken before this commit's upgrade, if any
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.marks: dict[str, float] = {}
+        self._start = time.monotonic()
+
+    def lap(self, name: str, since: float) -> float:
+        now = time.monotonic()
+        self.marks[name] = round(self.marks.get(name, 0) + now - since, 4)
+        return now
+
+    def total(self) -> float:
+        return round(time.monotonic() - self._start, 4)
