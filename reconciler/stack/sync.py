@@ -59,6 +59,7 @@ class Run:
     trigger: str
     timer: Timer
     mark: float  # when the last timed phase ended
+    applied: Rendered | None = None  # the deployment applied when the reconcile began
     desired: Rendered | None = None  # a commit to deploy
     unloadable: LanaiError | None = None  # why the head commit could not be prepared
     same_files: bool = False  # the head has the applied commit's tree
@@ -72,12 +73,14 @@ class StackSync:
 
     def __init__(self, settings: ServerSettings, *, client: Callable[[], docker.DockerClient],
                  client_factory: Callable[[], docker.DockerClient],
-                 progress: Callable[[str], None], start_interval: Callable[[], bool],
-                 inputs: Callable[[], str], data: DataHook) -> None:
+                 progress: Callable[[str], None], step: Callable[[str], None],
+                 start_interval: Callable[[], bool], inputs: Callable[[], str],
+                 data: DataHook) -> None:
         self.settings = settings
         self._client = client  # the engine's, made on first use
         self.client_factory = client_factory
         self.progress = progress
+        self.step = step  # names what the reconcile does now, for `lanai status`
         self.start_interval = start_interval
         self.inputs = inputs  # the digest of the server's inputs, kept with a failure
         self.data = data
@@ -89,13 +92,14 @@ class StackSync:
 
     def sync(self, run: Run) -> Outcome:
         """Deploy the prepared commit, or record a same-files commit, or check for drift."""
-        state, head = run.state, run.head
-        applied = self.applied(state)
+        state, head, applied = run.state, run.head, run.applied
         if run.desired is not None:
+            self.step(f"deploying commit {run.desired.commit[:12]}")
             return self.deploy(state, run.desired, applied, run.timer, run.mark, run.trigger)
         if run.same_files and head is not None:
             return self.same_files_commit(state, head, applied, run.timer, run.mark,
                                           run.retry, run.trigger)
+        self.step("checking the stack for drift")
         outcome = self.check(state, applied, run.timer, run.mark, run.retry)
         if run.unloadable is not None and head is not None:
             self.fail(state, head, None, run.unloadable, outcome)
@@ -109,11 +113,6 @@ class StackSync:
                 "commit or `lanai reconcile --retry`" if state.failure.deterministic
                 else f"commit {head[:12]} failed with a transient error; retrying")
         return outcome
-
-    def applied(self, state: State) -> Rendered | None:
-        if not state.applied_key:
-            return None
-        return load_rendered(self.settings.deployments_dir / state.applied_key)
 
     # -- a new commit ---------------------------------------------------------------
 
@@ -333,6 +332,13 @@ class StackSync:
         cutoff = time.time() - config.sync.heal_limit.window
         state.heals = {s: [t for t in times if t >= cutoff] for s, times in state.heals.items()}
         return held_services(state, config)
+
+
+def applied_deployment(settings: ServerSettings, state: State) -> Rendered | None:
+    """The deployment state.json names as applied, read from its directory."""
+    if not state.applied_key:
+        return None
+    return load_rendered(settings.deployments_dir / state.applied_key)
 
 
 def held_services(state: State, config: LanaiConfig) -> set[str]:

@@ -1,0 +1,132 @@
+"""The Syncer interface the engine loops over, and its syncers for models and Open WebUI
+(the stack's is reconciler.stack.sync.StackSync)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import docker
+
+from reconciler.models.pulls import PullWorker
+from reconciler.models.sync import ModelsOutcome, ModelSync
+from reconciler.server.record import State
+from reconciler.server.settings import ServerSettings
+from reconciler.stack.render import Rendered
+from reconciler.stack.sync import Run, applied_deployment
+from reconciler.webui.sync import WebUIOutcome, WebUISync
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Syncer(Protocol[R_co]):
+    """One part of the server that a reconcile converges; returns its part of the outcome."""
+
+    name: str  # the part's field in the outcome and its mark in the durations
+
+    def sync(self, run: Run) -> R_co: ...
+
+
+class Part(Protocol):
+    """What a part after the stack did."""
+
+    errors: list[str]
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class PartSyncer(Syncer[Part], Protocol):
+    """A part that follows the stack and never blocks it: its failure is its own error."""
+
+    problem: str  # its key in state.problems (`lanai status`: Degraded)
+    doing: str  # the step `lanai status` shows while it runs
+    what: str  # how the sentence for an unexpected failure names it
+
+    def ready(self, run: Run) -> bool:
+        """Whether there is anything to converge (tidying up when there is not)."""
+        ...
+
+    def failed(self, errors: list[str]) -> Part: ...
+
+    def summary(self, errors: list[str]) -> str:
+        """The reconcile's one error sentence when this part failed."""
+        ...
+
+
+class ModelsSyncer:
+    """models.yaml's part: pulls, creates and warms Ollama's models."""
+
+    name = "models"
+    problem = "models"
+    doing = "converging models"
+    what = "converging the models"
+
+    def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
+                 progress: Callable[[str], None], gpu: Callable[[], tuple[str, int] | None],
+                 pulls: PullWorker | None, save: Callable[[State], None]) -> None:
+        self.settings = settings
+        self._client = client
+        self.progress = progress
+        self.gpu = gpu
+        self.pulls = pulls
+        self.save = save
+
+    def ready(self, run: Run) -> bool:
+        current = applied_deployment(self.settings, run.state)
+        if current is None or current.models is None:
+            if self.pulls is not None:
+                self.pulls.keep_only(set())  # models.yaml is gone: so are its pulls
+            return False
+        if run.outcome is not None and run.outcome.status == "applied":
+            self.save(run.state)  # the stack is deployed: `lanai status` says so while models pull
+        return True
+
+    def sync(self, run: Run) -> ModelsOutcome:
+        current = applied_deployment(self.settings, run.state)
+        assert current is not None  # ready() said so
+        return ModelSync(self.settings, self._client(), progress=self.progress, gpu=self.gpu,
+                         pulls=self.pulls).converge(current, retry=run.retry)
+
+    def failed(self, errors: list[str]) -> ModelsOutcome:
+        return ModelsOutcome(errors=errors)
+
+    def summary(self, errors: list[str]) -> str:
+        return errors[0] + (f" (and {len(errors) - 1} more model problem(s))"
+                            if len(errors) > 1 else "")
+
+
+class WebUISyncer:
+    """webui.yaml's part: Open WebUI's settings, accounts and knowledge."""
+
+    name = "webui"
+    problem = "open-webui settings"
+    doing = "converging Open WebUI's settings"
+    what = "converging Open WebUI's settings"
+
+    def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
+                 progress: Callable[[str], None], tokens: dict[str, str],
+                 list_documents: Callable[[Rendered], Rendered]) -> None:
+        self.settings = settings
+        self._client = client
+        self.progress = progress
+        self.tokens = tokens  # the engine's: one Open WebUI session per URL, signed in once
+        self.list_documents = list_documents
+
+    def ready(self, run: Run) -> bool:
+        current = applied_deployment(self.settings, run.state)
+        return current is not None and current.webui is not None
+
+    def sync(self, run: Run) -> WebUIOutcome:
+        current = applied_deployment(self.settings, run.state)
+        assert current is not None and current.webui is not None  # ready() said so
+        if current.documents is None and current.webui.knowledge:
+            current = self.list_documents(current)
+        return WebUISync(self.settings, self._client(), progress=self.progress,
+                         tokens=self.tokens).converge(
+            current, new_commit=run.outcome is not None and run.outcome.status == "applied")
+
+    def failed(self, errors: list[str]) -> WebUIOutcome:
+        return WebUIOutcome(errors=errors)
+
+    def summary(self, errors: list[str]) -> str:
+        return errors[0]
