@@ -613,7 +613,7 @@ class Bench:
             totals.append(outcome.durations["total"])
             for phase, values in phases.items():
                 values.append(outcome.durations.get(phase, 0.0))
-        applied = engine.applied(engine.state())
+        applied = engine.deployed()
         if applied is None:
             raise BenchError("no applied deployment to run `docker compose ps` on")
         project = applied.project_handle

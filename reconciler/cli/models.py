@@ -48,7 +48,7 @@ def _state_dir_models(directory: Path) -> ModelsConfig:
 
 def _deployed_models(engine: Engine) -> Rendered:
     """The deployment on this server, which must have a models.yaml."""
-    applied = engine.applied(engine.state())
+    applied = engine.deployed()
     if applied is None or applied.models is None:
         raise LanaiError("no models.yaml has been deployed on this server; add one to the "
                          "state repo (see desired-state/models.yaml) and push.",

@@ -433,7 +433,7 @@ def logs(services: tuple[str, ...], tail: int, follow: bool, as_json: bool) -> N
     """Logs of the stack's services (all, or those named), through `docker compose logs`."""
     settings = server_settings()
     engine = Engine(settings)
-    applied = engine.applied(engine.state())
+    applied = engine.deployed()
     if applied is None:
         raise LanaiError("nothing has been deployed yet, so there are no logs; run "
                          "`lanai reconcile` first.", exit_code=ExitCode.NOT_SET_UP)

@@ -35,7 +35,7 @@ def trust(output: Path | None, pem: bool, no_qr: bool, as_json: bool) -> None:
     """
     settings = server_settings()
     engine = Engine(settings)
-    applied = engine.applied(engine.state())
+    applied = engine.deployed()
     if applied is None or applied.config.https is None:
         raise LanaiError("this server serves no https: add an https section to lanai.yaml "
                          "(see desired-state/lanai.yaml) and push.",

@@ -27,7 +27,7 @@ def users(as_json: bool) -> None:
     """
     settings = server_settings()
     engine = Engine(settings)
-    applied = engine.applied(engine.state())
+    applied = engine.deployed()
     if applied is None or applied.webui is None:
         raise LanaiError("no webui.yaml has been deployed on this server; add one to the state "
                          "repo (see desired-state/webui.yaml) and push.",

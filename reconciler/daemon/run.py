@@ -213,7 +213,7 @@ class Daemon:
         self._daily_at[job_id] = at
 
     def _report(self) -> None:
-        applied = self.engine.applied(self.engine.state())
+        applied = self.engine.deployed()
         notify_send.daily_report(self.settings, applied.config if applied else None)
 
     def _schedule_backups(self, at: str | None) -> None:
@@ -221,7 +221,7 @@ class Daemon:
         self._daily("backup", self._backup, at)
 
     def _backup(self) -> None:
-        applied = self.engine.applied(self.engine.state())
+        applied = self.engine.deployed()
         try:
             taken = self.engine.backup(kind="scheduled", reason="daily")
         except LockHeld:
@@ -326,7 +326,7 @@ class Daemon:
                 self.queue("docker-restart", delay=0)
 
     def _project(self) -> str | None:
-        applied = self.engine.applied(self.engine.state())
+        applied = self.engine.deployed()
         return applied.project if applied else None
 
     def _follow_project(self) -> None:

@@ -1,4 +1,4 @@
-"""What a deploy does for Open WebUI's data first (Engine.data_decision): a backup before an
+"""What a deploy does for Open WebUI's data first (DataGuard.decision): a backup before an
 upgrade, a refusal or a restore for a rollback across a migration, nothing otherwise.
 Hand-built states and facts; no Docker."""
 
@@ -8,8 +8,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+from reconciler.backup.guard import DataGuard
 from reconciler.backup.store import Backup, Lineage, Store
-from reconciler.engine.reconcile import Engine
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.facts import Facts
 from reconciler.stack.render import Rendered, ServiceSpec
@@ -19,10 +19,15 @@ from ..stack.test_plan import WEBUI_CONFIG, WEBUI_REF, container, ollama
 NEWER = "ghcr.io/open-webui/open-webui:v0.12.5"
 
 
-def engine(tmp_path: Path) -> Engine:
-    return Engine(ServerSettings(home=tmp_path, repo=None, branch=None,
-                                 secrets_file=tmp_path / "secrets.env",
-                                 config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k"))
+def guard(tmp_path: Path) -> DataGuard:
+    settings = ServerSettings(home=tmp_path, repo=None, branch=None,
+                              secrets_file=tmp_path / "secrets.env",
+                              config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k")
+    return DataGuard(settings, client=no_docker, progress=lambda _m: None)
+
+
+def no_docker() -> Any:
+    raise AssertionError("a decision never asks Docker")
 
 
 def state(image: str, *, env: dict[str, str] | None = None,
@@ -55,21 +60,21 @@ def keep(tmp_path: Path, image: str, created: str) -> Backup:
 
 
 def test_the_same_image_needs_nothing(tmp_path: Path):
-    assert engine(tmp_path).data_decision(state(WEBUI_REF), running(), state(WEBUI_REF)) is None
+    assert guard(tmp_path).decision(state(WEBUI_REF), running(), state(WEBUI_REF)) is None
 
 
 def test_no_container_yet_means_no_data_to_protect(tmp_path: Path):
-    assert engine(tmp_path).data_decision(state(NEWER), Facts(), None) is None
+    assert guard(tmp_path).decision(state(NEWER), Facts(), None) is None
 
 
 def test_an_upgrade_is_backed_up_first(tmp_path: Path):
-    decision = engine(tmp_path).data_decision(state(NEWER), running(), state(WEBUI_REF))
+    decision = guard(tmp_path).decision(state(NEWER), running(), state(WEBUI_REF))
     assert decision == ("backup", WEBUI_REF)
 
 
 def test_a_change_of_database_settings_is_backed_up_first(tmp_path: Path):
     desired = state(WEBUI_REF, env={"DATABASE_URL": "postgresql://db/webui"})
-    assert engine(tmp_path).data_decision(desired, running(), state(WEBUI_REF)) == (
+    assert guard(tmp_path).decision(desired, running(), state(WEBUI_REF)) == (
         "backup", WEBUI_REF)
 
 
@@ -77,8 +82,8 @@ def test_a_rollback_without_a_backup_is_refused_and_says_so(tmp_path: Path):
     history = Lineage(tmp_path / "webui-data.json")
     history.record(WEBUI_REF, commit="a", how="deploy")
     history.record(NEWER, commit="b", how="deploy")
-    kind, message = engine(tmp_path).data_decision(state(WEBUI_REF), running(NEWER),
-                                                   state(NEWER))
+    kind, message = guard(tmp_path).decision(state(WEBUI_REF), running(NEWER),
+                                             state(NEWER))
     assert kind == "refuse"
     assert "no backup made with" in message and "migrated" in message, message
 
@@ -88,9 +93,9 @@ def test_a_rollback_names_the_backup_to_restore_or_restores_it_when_told(tmp_pat
     history = Lineage(tmp_path / "webui-data.json")
     history.record(WEBUI_REF, commit="a", how="deploy")
     history.record(NEWER, commit="b", how="deploy")
-    kind, message = engine(tmp_path).data_decision(state(WEBUI_REF), running(NEWER),
-                                                   state(NEWER))
+    kind, message = guard(tmp_path).decision(state(WEBUI_REF), running(NEWER),
+                                             state(NEWER))
     assert kind == "refuse" and f"`lanai restore {backup.id}`" in message, message
     told = state(WEBUI_REF, settings={"backups": {"restore_on_rollback": True}})
-    kind, chosen = engine(tmp_path).data_decision(told, running(NEWER), state(NEWER))
+    kind, chosen = guard(tmp_path).decision(told, running(NEWER), state(NEWER))
     assert (kind, chosen.id) == ("restore", backup.id)

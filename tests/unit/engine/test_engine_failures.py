@@ -48,7 +48,7 @@ def non_utf8_name(commit: str) -> Rendered:
 
 
 def test_an_unexpected_exception_is_a_recorded_failure_of_the_head(engine: Engine) -> None:
-    engine.prepare = non_utf8_name  # type: ignore[method-assign]
+    engine.preparer.prepare = non_utf8_name  # type: ignore[method-assign]
     outcome = engine.reconcile(trigger="poll")
     head = engine.source.branch_head("main")
     assert (outcome.status, outcome.commit) == ("failed", head)
@@ -69,7 +69,7 @@ def test_an_unexpected_exception_is_a_recorded_failure_of_the_head(engine: Engin
 def test_a_moved_head_is_never_synced_with_the_old_commit(engine: Engine) -> None:
     old = "a" * 40
     engine.save(State(applied_commit=old, head_commit=old))
-    engine.prepare = non_utf8_name  # type: ignore[method-assign]
+    engine.preparer.prepare = non_utf8_name  # type: ignore[method-assign]
     engine.reconcile(trigger="poll")
     status = build(engine.state(), None, None, repo=None, suspended=None, daemon=None)
     assert status.sync == "Failed" and status.head_commit != old
@@ -85,7 +85,7 @@ def test_a_running_reconcile_shows_what_it_does(engine: Engine) -> None:
                           repo=None, suspended=None, daemon=None, working=record))
         raise RuntimeError("stop here")
 
-    engine.prepare = prepare  # type: ignore[method-assign]
+    engine.preparer.prepare = prepare  # type: ignore[method-assign]
     engine.reconcile()
     [status] = seen
     assert (status.sync, status.doing) == (
@@ -136,7 +136,7 @@ def test_a_deployment_of_an_older_lanai_gets_its_documents_from_the_commit(
     (deployment / "docs" / "a.md").write_text("# a\n")
     old = Rendered(directory=deployment, commit=head, key="old", project="lanai",
                    compose_file="compose.yaml", services={})
-    listed = engine._list_documents(old)
+    listed = engine.preparer.list_documents(old)
     assert listed.documents == {"Family": [
         ["docs/a.md", hashlib.sha256(b"# a\n").hexdigest()]]}
     assert load_rendered(deployment).documents == listed.documents
