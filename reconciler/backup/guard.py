@@ -1,5 +1,4 @@
-"""Open WebUI's data around upgrades: the hook the stack's deploy calls (back up first,
-refuse or restore a rollback across a migration, restore after a failed upgrade)."""
+"""The stack deploy's data hook: back up before an upgrade, refuse or restore rollbacks."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Preparing a commit for the stack: which branch, whether the head needs loading, and
-loading, validating and rendering it with the server's inputs (secrets, GPU runtime)."""
+"""Preparing the head for the stack: its branch, whether to load it, and its render."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,19 @@ from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
 from reconciler.webui.sync import WebUISync
 
-__all__ = ["Engine", "Outcome", "Timer", "unexpected"]  # Outcome and Timer: server.record's
+__all__ = ["Engine", "Outcome", "unexpected"]  # Outcome is server.record's, named here too
 
 log = logging.getLogger("lanai")
+
+
+@dataclass
+class Before:
+    """What the last reconcile left, so the history records what changed."""
+
+    source_error: str | None
+    drift: list[dict[str, Any]]
+    models: tuple[tuple[str, str | None, str | None], ...] = ()
+    problems: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -224,8 +235,29 @@ class Engine:
             return Outcome("suspended", applied_commit=state.applied_commit,
                            exit_code=ExitCode.SUSPENDED,
                            error="reconciliation is suspended; run `lanai resume` to catch up.")
+        head, source_error, mark = self._fetch(state, timer)
+        before = Before(source_error=state.source_error, drift=state.drift)
+        self.guard.follow(head)
+        state.source_error = source_error.message if source_error else None
+        run = Run(state, head, retry, trigger, timer, mark, applied=self.applied(state))
+        if state.failure is not None and state.failure.phase \
+                and state.failure.commit == state.applied_commit:
+            state.failure = None  # lanai failed checking the applied commit: this is the retry
+        self.preparer.choose(run, run.applied)
+        run.outcome = outcome = self.stack.sync(run)  # the stack first: its outcome leads
+        before.models, before.problems = self._models_summary(), dict(state.problems)
+        # A commit with the same files as the applied one changes no model or setting; after
+        # a clean last sync there is nothing to read (the polls' drift checks still do).
+        if outcome.status != "failed" and not (run.same_files and not state.problems
+                                               and self._syncs_clean()):
+            for part in self._parts():  # then models, then Open WebUI
+                self._converge(part, run)
+        self._record(run, outcome, source_error, before)
+        return outcome
+
+    def _fetch(self, state: State, timer: Timer) -> tuple[str | None, SourceError | None, float]:
+        """The head of the branch to follow, or why git could not be asked."""
         mark = time.monotonic()
-        source_error = None
         try:
             self.source.fetch()
             branch = self.preparer.branch()
@@ -233,27 +265,13 @@ class Engine:
             state.branch, state.head_commit = branch, head
             self._step(f"checking commit {head[:12]}", head)
         except SourceError as exc:
-            source_error = exc
-            head = None
-        mark = timer.lap("fetch", mark)
-        previous_source_error, previous_drift = state.source_error, state.drift
-        self.guard.follow(head)
-        state.source_error = source_error.message if source_error else None
+            return None, exc, timer.lap("fetch", mark)
+        return head, None, timer.lap("fetch", mark)
 
-        run = Run(state, head, retry, trigger, timer, mark, applied=self.applied(state))
-        if state.failure is not None and state.failure.phase \
-                and state.failure.commit == state.applied_commit:
-            state.failure = None  # lanai failed checking the applied commit: this is the retry
-        self.preparer.choose(run, run.applied)
-        run.outcome = outcome = self.stack.sync(run)  # the stack first: its outcome leads
-        previous_models = self._models_summary()
-        previous_problems = dict(state.problems)
-        # A commit with the same files as the applied one changes no model or setting; after
-        # a clean last sync there is nothing to read (the polls' drift checks still do).
-        if outcome.status != "failed" and not (run.same_files and not state.problems
-                                               and self._syncs_clean()):
-            for part in self._parts():  # then models, then Open WebUI
-                self._converge(part, run)
+    def _record(self, run: Run, outcome: Outcome, source_error: SourceError | None,
+                before: Before) -> None:
+        """The state, and the history when something happened."""
+        state, head, timer = run.state, run.head, run.timer
         if source_error is not None:
             if outcome.status in ("no-op", "waiting"):
                 outcome.status = "source-error"
@@ -270,16 +288,15 @@ class Engine:
         # The history is for events, not polls: drift left alone is recorded when it changes.
         interesting = outcome.status not in ("no-op", "suspended", "waiting", "source-error",
                                              "drift") \
-            or (outcome.status == "drift" and outcome.drift != previous_drift) \
-            or (outcome.status == "source-error" and previous_source_error is None) \
-            or (previous_source_error is not None and source_error is None) \
+            or (outcome.status == "drift" and outcome.drift != before.drift) \
+            or (outcome.status == "source-error" and before.source_error is None) \
+            or (before.source_error is not None and source_error is None) \
             or bool(outcome.models.get("actions")) or _any_done(outcome.webui) \
-            or self._models_summary() != previous_models or state.problems != previous_problems
+            or self._models_summary() != before.models or state.problems != before.problems
         if interesting:
             append_history(self.settings.history_file,
-                           {"at": now_iso(), "trigger": trigger, **outcome.to_json(),
+                           {"at": now_iso(), "trigger": run.trigger, **outcome.to_json(),
                             "subject": self._subject(head)})
-        return outcome
 
     def _parts(self) -> list[PartSyncer]:
         """The parts that follow the stack, in order (made per reconcile: the daemon sets

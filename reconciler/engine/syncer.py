@@ -1,5 +1,4 @@
-"""The Syncer interface the engine loops over, and its syncers for models and Open WebUI
-(the stack's is reconciler.stack.sync.StackSync)."""
+"""The Syncer interface the engine loops over, and the models and Open WebUI syncers."""
 
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ R_co = TypeVar("R_co", covariant=True)
 
 
 class Syncer(Protocol[R_co]):
-    """One part of the server that a reconcile converges; returns its part of the outcome."""
+    """One part of the server that a reconcile converges; returns its part of the outcome.
+    The stack's (reconciler.stack.sync.StackSync) returns the outcome the others add to."""
 
     name: str  # the part's field in the outcome and its mark in the durations
 
@@ -72,6 +72,7 @@ class ModelsSyncer:
         self.save = save
 
     def ready(self, run: Run) -> bool:
+        # Read again, not run.applied: the stack's sync may just have deployed another one.
         current = applied_deployment(self.settings, run.state)
         if current is None or current.models is None:
             if self.pulls is not None:

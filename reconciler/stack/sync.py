@@ -1,9 +1,4 @@
-"""The stack's part of a reconcile: deploy a commit (rolling back on failure), or check the
-applied deployment for drift and heal it within the restart limit.
-
-The data service's data is protected around an upgrade by a hook the engine wires in
-(reconciler.backup.guard): the stack knows nothing of backups.
-"""
+"""The stack's part of a reconcile: deploy a commit (or roll back), or check for drift and heal."""
 
 from __future__ import annotations
 
@@ -33,7 +28,8 @@ KEEP_DEPLOYMENTS = 10
 
 
 class DataHook(Protocol):
-    """What a deploy does for the data service's data (reconciler.backup.guard)."""
+    """What a deploy does for the data service's data. The engine wires in
+    reconciler.backup.guard: backup sits above the stack, so the stack only calls it."""
 
     def pin(self) -> dict[str, Any] | None:
         """The service restored from a backup onto another image than git's, if any."""
