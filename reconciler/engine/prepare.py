@@ -124,10 +124,13 @@ class Preparer:
 
     # -- what the stack gets ----------------------------------------------------------
 
-    def choose(self, run: Run, applied: Rendered | None) -> None:
+    def choose(self, run: Run) -> None:
         """Set what the stack's sync does with the head: deploy it (run.desired), record
         a commit with the applied files (run.same_files), or check for drift."""
-        state, head = run.state, run.head
+        state, head, applied = run.state, run.head, run.applied
+        if state.failure is not None and state.failure.phase \
+                and state.failure.commit == state.applied_commit:
+            state.failure = None  # lanai failed checking the applied commit: this is the retry
         run.same_files = self.same_files(state, head, applied)
         if head is None or run.same_files or not (
                 head != state.applied_commit or applied is None

@@ -240,10 +240,7 @@ class Engine:
         self.guard.follow(head)
         state.source_error = source_error.message if source_error else None
         run = Run(state, head, retry, trigger, timer, mark, applied=self.applied(state))
-        if state.failure is not None and state.failure.phase \
-                and state.failure.commit == state.applied_commit:
-            state.failure = None  # lanai failed checking the applied commit: this is the retry
-        self.preparer.choose(run, run.applied)
+        self.preparer.choose(run)
         run.outcome = outcome = self.stack.sync(run)  # the stack first: its outcome leads
         before.models, before.problems = self._models_summary(), dict(state.problems)
         # A commit with the same files as the applied one changes no model or setting; after
