@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,8 +11,17 @@ import time
 from pathlib import Path
 
 from reconciler.server.settings import load_settings
-from reconciler.setup.base import (E_DAEMON, SetupError, SetupPaths, err_line, has_systemd, logged,
-                                   ok, warn, would)
+from reconciler.setup.base import (
+    E_DAEMON,
+    SetupError,
+    SetupPaths,
+    err_line,
+    has_systemd,
+    logged,
+    ok,
+    warn,
+    would,
+)
 
 START_WAIT_S = 30
 # SIGTERM lets a running reconcile finish first (an image pull can take minutes).
@@ -118,15 +128,11 @@ def stop_background_daemon(pid_file: Path) -> None:
     pid = daemon_pid(pid_file)
     if pid is None:
         return
-    try:
+    with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGTERM)
-    except OSError:
-        pass
     if not _wait(STOP_WAIT_S, lambda: not _alive(pid)):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
     pid_file.unlink(missing_ok=True)
 
 

@@ -47,8 +47,8 @@ def summary_lines(paths: SetupPaths, wanted: Wanted, seed: Path, ip: str,
                   systemd: bool) -> list[str]:
     lines = [""]
     if serves_https(seed):
-        lines += [f"Open WebUI: {webui_url(seed, ip)} (and https://ai.home.arpa/ once your router's "
-                  "DNS names this server)",
+        lines += [f"Open WebUI: {webui_url(seed, ip)} (and https://ai.home.arpa/ once your "
+                  "router's DNS names this server)",
                   "  Make phones and laptops trust it: `lanai trust` (certificate, steps per "
                   "system, QR codes)."]
     else:
