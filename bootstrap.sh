@@ -48,9 +48,7 @@ E_DISK=5
 E_PORT=6
 E_DOCKER=7
 E_RECONCILER=8
-# shellcheck disable=SC2034  # E_SETUP and E_DAEMON: `lanai setup` exits with them
 E_SETUP=9
-# shellcheck disable=SC2034
 E_DAEMON=10
 E_RECONCILE=11
 E_CANCELLED=12
@@ -991,6 +989,12 @@ lanai_setup() {
   ((DRY_RUN)) && set -- "$@" --dry-run
   "$LANAI" setup "$@" || rc=$?
   ((rc == 0)) && return 0
+  if ((rc != E_SETUP && rc != E_DAEMON)); then
+    # A traceback or a usage error: a bug, not the server's state.
+    # shellcheck disable=SC2016  # the backquotes are literal
+    printf '✗ `lanai setup %s` failed unexpectedly (exit %s); see its output above, fix the cause and run bootstrap.sh again.\n' "$1" "$rc" >&2
+    rc=$E_UNEXPECTED
+  fi
   if ((DRY_RUN)); then
     ((BLOCKER)) || BLOCKER=$rc
     return 0
