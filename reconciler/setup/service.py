@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from reconciler.server.settings import load_settings
@@ -41,10 +42,10 @@ def _systemctl(*args: str) -> bool:
                           check=False).returncode == 0
 
 
-def _wait(seconds: float, condition: object) -> bool:
+def _wait(seconds: float, condition: Callable[[], bool]) -> bool:
     end = time.monotonic() + seconds
     while True:
-        if callable(condition) and condition():
+        if condition():
             return True
         if time.monotonic() >= end:
             return False
