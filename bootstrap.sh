@@ -36,9 +36,8 @@ MIN_DISK_GB=5
 WARN_DISK_GB=20
 MIN_ENGINE=20.10
 MIN_COMPOSE=2.20.2         # reconciler/stack/tool_versions.py MIN_COMPOSE (README "Requirements")
-# Generated once into the secrets file; desired-state/lanai.yaml names them.
+# Generated once into the secrets file (reconciler/setup/config.py GENERATED_SECRETS).
 GENERATED_SECRETS=(WEBUI_SECRET_KEY WEBUI_ADMIN_PASSWORD)
-ADMIN_EMAIL=admin@lanai.home.arpa   # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
 
 # -- exit codes (listed in --help; keep the two in step) -------------------------------
 E_UNEXPECTED=1
@@ -85,6 +84,7 @@ APT_UPDATED=0
 WORK_TMP=""
 PY=""
 OS_ID="" OS_VERSION="" OS_NAME="" ARCH=""
+WANTED=() WANTED_SEED=()  # `lanai setup` options (wanted_args)
 
 usage() {
   cat <<EOF
@@ -294,15 +294,12 @@ join() {
 }
 has_systemd() { [[ -d /run/systemd/system ]]; }
 
+# The state a new repo is seeded from: --seed DIR, or lanai's example.
+seed_dir() { printf '%s\n' "${SEED_DIR:-$SCRIPT_DIR/desired-state}"; }
+
 # True when version $1 >= version $2 (dotted numbers).
 version_ge() {
   [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" == "$2" ]]
-}
-
-# YAML single-quoted scalar.
-yaml_quote() {
-  local value=${1//\'/\'\'}
-  printf "'%s'" "$value"
 }
 
 confirm() {
@@ -854,30 +851,6 @@ step_gpu() {
   fi
 }
 
-# The models template (desired-state/templates/models-*.yaml) for a GPU with this many
-# MiB of memory; no GPU (0) or one too small for an 8B model gets the CPU set.
-models_template_for() {
-  local mib=${1:-0}
-  if ((mib < 7000)); then echo cpu
-  elif ((mib < 11000)); then echo 8gb
-  elif ((mib < 15000)); then echo 12gb
-  elif ((mib < 22000)); then echo 16gb
-  else echo 24gb
-  fi
-}
-
-# The first GPU's memory in MiB when Docker can hand it to containers; 0 otherwise.
-usable_gpu_mib() {
-  local mib
-  if ! have nvidia-smi || ! has_nvidia_runtime; then
-    echo 0
-    return
-  fi
-  mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null |
-    head -n 1 | tr -dc '0-9')
-  echo "${mib:-0}"
-}
-
 # -- step 4: the reconciler ---------------------------------------------------------------
 
 # The first python3 >= 3.11 on PATH (lanai needs 3.11).
@@ -991,374 +964,80 @@ step_reconciler() {
   ok "reconciler: installed $version in $VENV ($LANAI_BIN_LINK)"
 }
 
-# -- step 5: config and secrets ---------------------------------------------------------
+# -- steps 5, 6 and 8 and the summary: `lanai setup` (reconciler/setup/, in Python) -----
+# They need lanai's virtualenv, so they run once step 4 has made it. `lanai setup` exits
+# with this script's codes (E_SETUP, E_DAEMON) and prints its ✓ · ! ✗ lines.
 
-# The repo this server follows: --state-repo URL, or the local bare repo.
-wanted_repo() {
-  if [[ -n $STATE_REPO_URL ]]; then
-    printf '%s\n' "$STATE_REPO_URL"
-  else
-    printf '%s\n' "$LANAI_STATE_REPO_DIR"
+# Whether `lanai setup` can run: always after step 4, but a dry run may come first.
+setup_ready() { [[ -x $LANAI ]] && "$LANAI" setup --help >/dev/null 2>&1; }
+
+# The options that say what was asked for: the state repo and its branch.
+wanted_args() {
+  WANTED=()
+  [[ -n $STATE_REPO_URL ]] && WANTED+=(--state-repo "$STATE_REPO_URL")
+  [[ -n $BRANCH ]] && WANTED+=(--branch "$BRANCH")
+  # lanai's example, or the user's own --seed directory.
+  WANTED_SEED=(--example "$SCRIPT_DIR/desired-state")
+  [[ -n $SEED_DIR ]] && WANTED_SEED+=(--seed "$SEED_DIR")
+  return 0
+}
+
+# Run `lanai setup ARGS...`; in a dry run a failure is noted (the exit code tells) and
+# the run goes on, as for any other check.
+lanai_setup() {
+  local rc=0
+  ((DRY_RUN)) && set -- "$@" --dry-run
+  "$LANAI" setup "$@" || rc=$?
+  ((rc == 0)) && return 0
+  if ((rc != E_SETUP && rc != E_DAEMON)); then
+    # A traceback or a usage error: a bug, not the server's state.
+    # shellcheck disable=SC2016  # the backquotes are literal
+    printf '✗ `lanai setup %s` failed unexpectedly (exit %s); see its output above, fix the cause and run bootstrap.sh again.\n' "$1" "$rc" >&2
+    rc=$E_UNEXPECTED
   fi
+  if ((DRY_RUN)); then
+    ((BLOCKER)) || BLOCKER=$rc
+    return 0
+  fi
+  exit "$rc"
 }
 
-write_new_config() {
-  local tmp
-  mkdir -p "$(dirname "$LANAI_CONFIG")"
-  chmod 0755 "$(dirname "$LANAI_CONFIG")"
-  tmp=$(mktemp "$(dirname "$LANAI_CONFIG")/.server.yaml.XXXXXX")
-  {
-    say "# lanai's server config, written by bootstrap.sh. No secrets here: they live in"
-    say "# secrets_file (root-only). Keys: home, repo, branch, secrets_file; each can be"
-    say "# overridden by LANAI_HOME, LANAI_REPO, LANAI_BRANCH, LANAI_SECRETS_FILE."
-    say "home: $(yaml_quote "$LANAI_HOME")"
-    say "repo: $(yaml_quote "$(wanted_repo)")"
-    [[ -n $BRANCH ]] && say "branch: $(yaml_quote "$BRANCH")"
-    say "secrets_file: $(yaml_quote "$LANAI_SECRETS_FILE")"
-  } >"$tmp"
-  chmod 0644 "$tmp"
-  mv -f "$tmp" "$LANAI_CONFIG"
-}
-
-# Set repo (when --state-repo is given or none is set) and branch (when --branch is
-# given) in an existing config, keeping everything else. Prints the keys it changed.
-update_config() {
-  "$VENV/bin/python" - "$LANAI_CONFIG" "$(wanted_repo)" "$([[ -n $STATE_REPO_URL ]] && echo 1 || echo 0)" "$BRANCH" <<'PY'
-import os, sys, tempfile
-import yaml
-path, repo, force_repo, branch = sys.argv[1:5]
-with open(path, encoding="utf-8") as handle:
-    text = handle.read()
-data = yaml.safe_load(text) or {}
-if not isinstance(data, dict):
-    sys.exit(f"{path} is not a mapping")
-changed = []
-if (force_repo == "1" or not data.get("repo")) and data.get("repo") != repo:
-    data["repo"] = repo
-    changed.append("repo")
-if branch and data.get("branch") != branch:
-    data["branch"] = branch
-    changed.append("branch")
-if changed:
-    head = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".server.yaml.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(head + yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-print(" ".join(changed))
-PY
-}
+# -- step 5: config and secrets ----------------------------------------------------------
 
 step_config() {
-  local changed
-  if [[ ! -e $LANAI_CONFIG ]]; then
-    if ((DRY_RUN)); then
-      would "config: would write $LANAI_CONFIG (repo: $(wanted_repo), home: $LANAI_HOME, secrets_file: $LANAI_SECRETS_FILE)"
-      return 0
-    fi
-    write_new_config || fail_with_log "$E_SETUP" "could not write $LANAI_CONFIG; check that $(dirname "$LANAI_CONFIG") is writable and run again."
-    ok "config: wrote $LANAI_CONFIG"
-    return 0
-  fi
-  if ((DRY_RUN)); then
-    if [[ -n $STATE_REPO_URL || -n $BRANCH ]]; then
-      would "config: would set repo/branch in $LANAI_CONFIG if they differ"
-    else
-      ok "config: $LANAI_CONFIG already set up (kept as it is)"
-    fi
-    return 0
-  fi
-  changed=$(update_config 2>>"$LANAI_BOOTSTRAP_LOG") ||
-    fail_with_log "$E_SETUP" "$LANAI_CONFIG exists but could not be read as YAML; fix it (or move it away) and run again."
-  if [[ -n $changed ]]; then
-    ok "config: set $changed in $LANAI_CONFIG"
-  else
-    ok "config: $LANAI_CONFIG already set up"
-  fi
-}
-
-new_secret_value() {
-  "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(32))'
-}
-
-# Reads NAME=value lines (FILE) and the server's secrets; prints the names whose
-# value would change, or with `get NAME` prints that one value (to a pipe only).
-secrets_helper() {
-  "$VENV/bin/python" -c '
-import sys
-from pathlib import Path
-from reconciler.desired.lanai_yaml import SECRET_NAME
-from reconciler.server.secrets import read_secrets
-mode, source, target = sys.argv[1:4]
-given = {}
-for number, raw in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
-    line = raw.strip()
-    if not line or line.startswith("#"):
-        continue
-    name, sep, value = line.partition("=")
-    name = name.strip().removeprefix("export ").strip()
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\x27\"":
-        value = value[1:-1]
-    if not sep or not SECRET_NAME.match(name) or not value:
-        sys.exit(f"line {number} is not NAME=value (names use A-Z, 0-9 and _)")
-    given[name] = value
-if mode == "get":
-    sys.stdout.write(given[sys.argv[4]] + "\n")
-else:
-    current = read_secrets(Path(target))
-    print(" ".join(n for n in sorted(given) if current.get(n) != given[n]))
-' "$@"
-}
-
-step_secrets() {
-  local names changed=() name err
-  if ((DRY_RUN)); then
-    if [[ -e $LANAI_SECRETS_FILE ]]; then
-      ok "secrets: $LANAI_SECRETS_FILE exists (values are kept; a missing $(join "${GENERATED_SECRETS[@]}") would be generated)"
-    else
-      would "secrets: would create $LANAI_SECRETS_FILE (mode 0600) with generated $(join "${GENERATED_SECRETS[@]}")"
-    fi
+  local args=()
+  wanted_args
+  [[ -n $SECRETS_IN ]] && args+=(--secrets-file "$SECRETS_IN")
+  if ((DRY_RUN)) && ! setup_ready; then
+    # A dry run before lanai is installed: what a new server gets.
+    would "config: would write $LANAI_CONFIG (repo: ${STATE_REPO_URL:-$LANAI_STATE_REPO_DIR}, home: $LANAI_HOME, secrets_file: $LANAI_SECRETS_FILE) unless it exists"
+    would "secrets: would create $LANAI_SECRETS_FILE (mode 0600) with generated $(join "${GENERATED_SECRETS[@]}") unless it exists"
     [[ -n $SECRETS_IN ]] && would "secrets: would add the secrets in $SECRETS_IN that differ (names only are shown)"
     return 0
   fi
-  work_tmp
-  err="$WORK_TMP/secrets.err"
-  names=$("$LANAI" secrets list 2>"$err") ||
-    die "$E_SETUP" "cannot read $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-  for name in "${GENERATED_SECRETS[@]}"; do
-    grep -qx "$name" <<<"$names" && continue
-    new_secret_value | "$LANAI" secrets set "$name" 2>"$err" >/dev/null ||
-      die "$E_SETUP" "could not write $name to $LANAI_SECRETS_FILE: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-    changed+=("generated $name")
-  done
-  if [[ -n $SECRETS_IN ]]; then
-    if [[ $(stat -c '%a' "$SECRETS_IN") != [0-7]00 ]]; then
-      warn "$SECRETS_IN can be read by other users; its values are now on this server in $LANAI_SECRETS_FILE, so delete $SECRETS_IN (or chmod 600 it)."
-    fi
-    names=$(secrets_helper diff "$SECRETS_IN" "$LANAI_SECRETS_FILE" 2>"$err") ||
-      die "$E_SETUP" "cannot use --secrets-file $SECRETS_IN: $(tail -n 1 "$err"); fix the file (NAME=value lines) and run again."
-    for name in $names; do
-      secrets_helper get "$SECRETS_IN" "$LANAI_SECRETS_FILE" "$name" | "$LANAI" secrets set "$name" 2>"$err" >/dev/null ||
-        die "$E_SETUP" "could not set $name from $SECRETS_IN: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-      changed+=("set $name")
-    done
-  fi
-  if ((${#changed[@]})); then
-    ok "secrets: $(join "${changed[@]}") in $LANAI_SECRETS_FILE (mode 0600)"
-  else
-    ok "secrets: $LANAI_SECRETS_FILE already set up"
-  fi
+  lanai_setup config "${WANTED[@]}" "${args[@]}"
 }
 
 # -- step 6: the state repo -----------------------------------------------------------------
 
-hook_digest() {
-  sha256sum "$LANAI_STATE_REPO_DIR/hooks/post-receive" 2>/dev/null | cut -d' ' -f1
-}
-
-seed_dir() { printf '%s\n' "${SEED_DIR:-$SCRIPT_DIR/desired-state}"; }
-
-seed_state_repo() {
-  local branch=${BRANCH:-main} clone
-  [[ -d $(seed_dir) ]] ||
-    die "$E_SETUP" "$SCRIPT_DIR/desired-state is missing, so the state repo cannot be seeded; run bootstrap.sh from a lanai checkout, or pass --state-repo URL."
-  work_tmp
-  clone="$WORK_TMP/state"
-  mkdir -p "$(dirname "$LANAI_STATE_REPO_DIR")"
-  if ! seed_commands "$branch" "$clone"; then
-    rm -rf -- "$LANAI_STATE_REPO_DIR"
-    fail_with_log "$E_SETUP" "could not create the state repo $LANAI_STATE_REPO_DIR from desired-state/; see the log and run again."
-  fi
-}
-
-# lanai's example state carries models for an 8 GB card; seed the set that fits this
-# server's GPU instead (a --seed directory is the user's own and is left as it is).
-pick_models_template() {
-  local clone=$1 mib template
-  [[ -z $SEED_DIR && -d $clone/templates ]] || return 0
-  mib=$(usable_gpu_mib)
-  template=$(models_template_for "$mib")
-  [[ -f $clone/templates/models-$template.yaml ]] || return 0
-  cp "$clone/templates/models-$template.yaml" "$clone/models.yaml" || return 1
-  seed_lock_gpu "$clone/models.lock" "$mib" || return 1
-  if ((mib > 0)); then
-    ok "models: the $template template (desired-state/templates/models-$template.yaml) for the ${mib} MiB GPU"
-  else
-    ok "models: the cpu template (desired-state/templates/models-cpu.yaml): no GPU Docker can use"
-  fi
-}
-
-# The example models.lock records an RTX 3070; record this server's GPU instead, so a
-# pull request's CI fits the models to the card they will run on (the server rewrites
-# the whole lock once it has pulled them: `lanai models lock`).
-seed_lock_gpu() {
-  local lock=$1 mib=$2 name
-  [[ -f $lock ]] || return 0
-  if ((mib > 0)); then
-    name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 | tr -d '\\"|')
-    sed -i -e "s|^  name: NVIDIA GeForce RTX 3070\$|  name: \"${name:-NVIDIA GPU}\"|" \
-      -e "s|^  memory: 8589934592\$|  memory: $((mib * 1024 * 1024))|" "$lock"
-  else
-    sed -i -e '/^gpu:$/,/^  memory: /d' -e 's/^version: 1$/version: 1\ngpu: null/' "$lock"
-  fi
-}
-
-seed_commands() {
-  local branch=$1 clone=$2
-  quiet git init --quiet --bare --initial-branch="$branch" "$LANAI_STATE_REPO_DIR" || return 1
-  quiet git clone --quiet "$LANAI_STATE_REPO_DIR" "$clone" || return 1
-  cp -a "$(seed_dir)/." "$clone/" || return 1
-  pick_models_template "$clone" || return 1
-  quiet git -C "$clone" add -A || return 1
-  quiet git -C "$clone" -c user.name="lanai bootstrap" -c user.email="root@$(hostname)" \
-    commit --quiet -m "Initial state from lanai's example" || return 1
-  quiet git -C "$clone" push --quiet origin "HEAD:refs/heads/$branch"
-}
-
-install_state_hook() {
-  local before after err
-  work_tmp
-  err="$WORK_TMP/hook.err"
-  before=$(hook_digest)
-  PATH="$VENV/bin:$PATH" "$LANAI" hook install "$LANAI_STATE_REPO_DIR" >/dev/null 2>"$err" ||
-    die "$E_SETUP" "could not install the post-receive hook: $(sed 's/^error: //' "$err" | tr '\n' ' ')"
-  after=$(hook_digest)
-  [[ $before != "$after" ]]
-}
-
 step_state_repo() {
-  local did=()
-  if [[ -n $STATE_REPO_URL ]]; then
-    if ((DRY_RUN)); then
+  local args=()
+  wanted_args
+  [[ -n $GIT_USER ]] && args+=(--git-user "$GIT_USER")
+  if ((DRY_RUN)) && ! setup_ready; then
+    if [[ -n $STATE_REPO_URL ]]; then
       would "state repo: would follow $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}; no repo is created here"
-      return 0
-    fi
-    if is_ssh_url "$STATE_REPO_URL"; then
-      ensure_deploy_key
-    fi
-    if ! GIT_TERMINAL_PROMPT=0 GIT_SSH_COMMAND="$(git_ssh_command)" timeout 60 git ls-remote --heads "$STATE_REPO_URL" >/dev/null 2>>"$LANAI_BOOTSTRAP_LOG"; then
-      if is_ssh_url "$STATE_REPO_URL"; then
-        warn "this server cannot read $STATE_REPO_URL yet: add the deploy key above to that repository (read-only), and the daemon picks it up at its next poll."
-      else
-        warn "this server cannot read $STATE_REPO_URL yet (git ls-remote failed; see $LANAI_BOOTSTRAP_LOG); the daemon keeps trying."
-      fi
-    fi
-    ok "state repo: following $STATE_REPO_URL${BRANCH:+ (branch $BRANCH)}"
-    return 0
-  fi
-  if [[ -e $LANAI_STATE_REPO_DIR && ! -f $LANAI_STATE_REPO_DIR/HEAD ]]; then
-    refuse "$E_SETUP" "$LANAI_STATE_REPO_DIR exists but is not a bare git repo; move it away (or pass --state-repo URL) and run again."
-    return 0
-  fi
-  if ((DRY_RUN)); then
-    if [[ -e $LANAI_STATE_REPO_DIR ]]; then
-      ok "state repo: $LANAI_STATE_REPO_DIR already set up (the post-receive hook is refreshed)"
     else
-      would "state repo: would create the bare repo $LANAI_STATE_REPO_DIR (branch ${BRANCH:-main}), commit desired-state/ as \"Initial state from lanai's example\", and install its post-receive hook"
+      would "state repo: would create the bare repo $LANAI_STATE_REPO_DIR (branch ${BRANCH:-main}) unless it exists, commit desired-state/ as \"Initial state from lanai's example\", and install its post-receive hook"
     fi
     return 0
   fi
-  if [[ ! -e $LANAI_STATE_REPO_DIR ]]; then
-    seed_state_repo
-    did+=("created $LANAI_STATE_REPO_DIR from desired-state/ (branch ${BRANCH:-main})")
-  fi
-  if install_state_hook; then
-    did+=("installed its post-receive hook")
-  fi
-  if [[ -n $GIT_USER ]] && grant_git_user; then
-    did+=("gave $GIT_USER push access (group lanai) and the docker group (root-equivalent)")
-  fi
-  if ((${#did[@]})); then
-    ok "state repo: $(join "${did[@]}")"
-  else
-    ok "state repo: $LANAI_STATE_REPO_DIR already set up"
-  fi
+  lanai_setup state-repo "${WANTED[@]}" "${WANTED_SEED[@]}" "${args[@]}"
 }
 
-is_ssh_url() { [[ $1 == ssh://* || ( $1 != *://* && $1 == *:* ) ]]; }
-
-# The same SSH command lanai's git source uses (reconciler/desired/source.py: ssh_command).
-git_ssh_command() {
-  if [[ -f $LANAI_DEPLOY_KEY ]]; then
-    printf 'ssh -o BatchMode=yes -i %q -o IdentitiesOnly=yes -o UserKnownHostsFile=%q -o StrictHostKeyChecking=accept-new\n' \
-      "$LANAI_DEPLOY_KEY" "$(dirname "$LANAI_DEPLOY_KEY")/known_hosts"
-  else
-    printf 'ssh -o BatchMode=yes\n'
-  fi
-}
-
-# A key for this server alone, to be added to the git host as a read-only deploy key.
-ensure_deploy_key() {
-  if [[ ! -f $LANAI_DEPLOY_KEY ]]; then
-    mkdir -p "$(dirname "$LANAI_DEPLOY_KEY")"
-    quiet ssh-keygen -q -t ed25519 -N "" -C "lanai deploy key for $(hostname) (read-only)" \
-      -f "$LANAI_DEPLOY_KEY" ||
-      die "$E_SETUP" "could not create the deploy key $LANAI_DEPLOY_KEY (ssh-keygen failed; is openssh-client installed?)."
-    chmod 0600 "$LANAI_DEPLOY_KEY"
-    ok "deploy key: created $LANAI_DEPLOY_KEY"
-  fi
-  say "  Add this public key to $STATE_REPO_URL as a READ-ONLY deploy key"
-  say "  (GitHub/Gitea: repository Settings > Deploy keys; GitLab: Settings > Repository > Deploy keys):"
-  say "    $(cat "$LANAI_DEPLOY_KEY.pub")"
-}
-
-# A non-root user who pushes over SSH writes to the repo through the lanai group,
-# which also may poke the daemon's socket (the hook does).
-grant_git_user() {
-  local repo=$LANAI_STATE_REPO_DIR granted=0
-  id "$GIT_USER" >/dev/null 2>&1 ||
-    die "$E_SETUP" "--git-user $GIT_USER does not exist on this server; create the user or leave the option out."
-  if ! getent group lanai >/dev/null; then
-    quiet groupadd --system lanai
-    record_grant "group lanai"
-    granted=1
-  fi
-  local group
-  for group in lanai docker; do  # docker: `docker ps` and `lanai logs` without sudo
-    getent group "$group" >/dev/null || continue
-    if ! id -nG "$GIT_USER" | tr ' ' '\n' | grep -qx "$group"; then
-      quiet usermod -aG "$group" "$GIT_USER"
-      record_grant "member $GIT_USER $group"
-      granted=1
-    fi
-  done
-  # git refuses a repo owned by another user ("dubious ownership"): vouch for this one.
-  if ! git config --system --get-all safe.directory 2>/dev/null | grep -qxF "$repo"; then
-    quiet git config --system --add safe.directory "$repo"
-    record_grant "safe.directory $repo"
-    granted=1
-  fi
-  if [[ "$(git -C "$repo" config core.sharedRepository || true)" != group ]] ||
-    [[ "$(stat -c %G "$repo")" != lanai ]]; then
-    quiet git -C "$repo" config core.sharedRepository group
-    quiet chgrp -R lanai "$repo"
-    quiet chmod -R g+rwX "$repo"
-    quiet find "$repo" -type d -exec chmod g+s {} +
-    granted=1
-  fi
-  protect_repo_code "$repo"
-  ((granted))
-}
-
-# The hook runs as whoever pushes, and the config can name programs git runs: the
-# lanai group may push (objects, refs) but not change either. The sticky repo directory
-# keeps group members from renaming root's config or hooks/ away and putting their own.
-protect_repo_code() {
-  local repo=$1
-  chmod go-w "$repo/config" "$repo/hooks"
-  find "$repo/hooks" -type f -exec chmod go-w {} +
-  chmod +t "$repo"
-}
-
-# What bootstrap granted, so that --uninstall --purge can take exactly that back.
+# What `lanai setup state-repo --git-user` granted (one per line), so that
+# --uninstall --purge can take exactly that back.
 grants_file() { printf '%s/granted\n' "$(dirname "$LANAI_CONFIG")"; }
-
-record_grant() {
-  mkdir -p "$(dirname "$LANAI_CONFIG")"
-  grep -qxF "$1" "$(grants_file)" 2>/dev/null || printf '%s\n' "$1" >>"$(grants_file)"
-}
 
 revoke_grants() {
   local kind a b file
@@ -1428,15 +1107,22 @@ last_error() {
 
 # -- step 8: the daemon ------------------------------------------------------------------------
 
-render_unit() {
-  sed -e "s|@LANAI@|$LANAI|g" -e "s|@LANAI_CONFIG@|$LANAI_CONFIG|g" "$SCRIPT_DIR/packaging/lanai.service"
+step_daemon() {
+  local args=(--unit-template "$SCRIPT_DIR/packaging/lanai.service")
+  ((RECONCILER_CHANGED || DAEMON_RESTART)) && args+=(--restart)
+  if ((DRY_RUN)) && ! setup_ready; then
+    if has_systemd; then
+      would "daemon: would install $LANAI_UNIT_FILE (from packaging/lanai.service) and \`systemctl enable --now lanai\`"
+    else
+      would "daemon: no systemd here: would start \`lanai run\` in the background (logs $LANAI_DAEMON_LOG, pid in $LANAI_PID_FILE)"
+    fi
+    return 0
+  fi
+  lanai_setup service "${args[@]}"
 }
 
-lanai_socket() {
-  "$VENV/bin/python" -c 'from reconciler.server.settings import load_settings; print(load_settings().socket_path)'
-}
-
-# The pid of the background daemon, when it runs.
+# The background daemon's pid, when it runs (uninstall stops it; `lanai setup service`
+# starts it).
 daemon_pid() {
   local pid
   [[ -r $LANAI_PID_FILE ]] || return 1
@@ -1445,12 +1131,6 @@ daemon_pid() {
   kill -0 "$pid" 2>/dev/null || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'lanai.* run' || return 1
   printf '%s\n' "$pid"
-}
-
-daemon_ready() {
-  local socket=$1 pid=$2
-  kill -0 "$pid" 2>/dev/null || return 2
-  [[ -S $socket ]]
 }
 
 stop_background_daemon() {
@@ -1464,147 +1144,12 @@ stop_background_daemon() {
   rm -f "$LANAI_PID_FILE"
 }
 
-start_background_daemon() {
-  local socket pid rc
-  socket=$(lanai_socket)
-  mkdir -p "$(dirname "$LANAI_DAEMON_LOG")" "$(dirname "$LANAI_PID_FILE")"
-  LANAI_CONFIG=$LANAI_CONFIG PYTHONUNBUFFERED=1 setsid nohup "$LANAI" run >>"$LANAI_DAEMON_LOG" 2>&1 </dev/null &
-  pid=$!
-  printf '%s\n' "$pid" >"$LANAI_PID_FILE"
-  local end=$((SECONDS + 30))
-  while true; do
-    rc=0
-    daemon_ready "$socket" "$pid" || rc=$?
-    ((rc == 0)) && return 0
-    if ((rc == 2 || SECONDS >= end)); then
-      printf '  (last lines of %s)\n' "$LANAI_DAEMON_LOG" >&2
-      tail -n 12 "$LANAI_DAEMON_LOG" 2>/dev/null | sed 's/^/  | /' >&2
-      rm -f "$LANAI_PID_FILE"
-      die "$E_DAEMON" "\`lanai run\` did not start (no control socket at $socket within 30 s); see $LANAI_DAEMON_LOG, fix the cause and run again."
-    fi
-    sleep 0.5
-  done
-}
-
-step_daemon_systemd() {
-  local unit_changed=0 started=""
-  if [[ ! -f $LANAI_UNIT_FILE ]] || ! cmp -s <(render_unit) "$LANAI_UNIT_FILE"; then
-    unit_changed=1
-  fi
-  if ((DRY_RUN)); then
-    if ((unit_changed)); then
-      would "daemon: would install $LANAI_UNIT_FILE (from packaging/lanai.service) and \`systemctl enable --now lanai\`"
-    elif systemctl is-active --quiet lanai; then
-      ok "daemon: lanai.service already set up and running"
-    else
-      would "daemon: would \`systemctl enable --now lanai\`"
-    fi
-    return 0
-  fi
-  if ((unit_changed)); then
-    mkdir -p "$(dirname "$LANAI_UNIT_FILE")"
-    render_unit >"$LANAI_UNIT_FILE"
-    chmod 0644 "$LANAI_UNIT_FILE"
-    quiet systemctl daemon-reload
-  fi
-  systemctl is-enabled --quiet lanai 2>/dev/null || quiet systemctl enable lanai ||
-    fail_with_log "$E_DAEMON" "\`systemctl enable lanai\` failed; see the log and run again."
-  if systemctl is-active --quiet lanai; then
-    if ((unit_changed || RECONCILER_CHANGED || DAEMON_RESTART)); then
-      quiet systemctl restart lanai
-      started="restarted"
-    fi
-  else
-    quiet systemctl start lanai || true
-    started="started"
-  fi
-  if ! wait_until 30 systemctl is-active --quiet lanai; then
-    journalctl -u lanai -n 12 --no-pager 2>/dev/null | sed 's/^/  | /' >&2 || true
-    die "$E_DAEMON" "lanai.service did not start; see \`journalctl -u lanai\`, fix the cause and run again."
-  fi
-  if ((unit_changed)) || [[ -n $started ]]; then
-    ok "daemon: lanai.service ${started:-installed} (enabled at boot; logs: journalctl -u lanai -f)"
-  else
-    ok "daemon: lanai.service already set up and running"
-  fi
-}
-
-step_daemon_background() {
-  local pid
-  if pid=$(daemon_pid); then
-    if ((RECONCILER_CHANGED || DAEMON_RESTART)) && ((!DRY_RUN)); then
-      stop_background_daemon
-      start_background_daemon
-      ok "daemon: restarted \`lanai run\` with the new version (pid $(<"$LANAI_PID_FILE"), logs in $LANAI_DAEMON_LOG)"
-    else
-      ok "daemon: \`lanai run\` already set up and running (pid $pid)"
-    fi
-    return 0
-  fi
-  if ((DRY_RUN)); then
-    would "daemon: no systemd here: would start \`lanai run\` in the background (logs $LANAI_DAEMON_LOG, pid in $LANAI_PID_FILE)"
-    return 0
-  fi
-  start_background_daemon
-  ok "daemon: started \`lanai run\` in the background (pid $(<"$LANAI_PID_FILE"), logs in $LANAI_DAEMON_LOG)"
-  warn "no systemd here: the daemon will not start again after a reboot; run bootstrap.sh again after one (or use a machine with systemd)."
-}
-
-step_daemon() {
-  if has_systemd; then
-    step_daemon_systemd
-  else
-    step_daemon_background
-  fi
-}
-
 # -- the end -----------------------------------------------------------------------------
 
-# This machine's LAN address: the source address of its default route (no packet
-# is sent), else the first non-loopback IPv4 of `hostname -I`, else its name.
-lan_ip() {
-  local ip="" candidate
-  if have ip; then
-    ip=$(ip -4 route get 192.0.2.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n 1)
-  fi
-  if [[ -z $ip ]] && have python3; then
-    ip=$(python3 -c 'import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect(("192.0.2.1", 9))
-print(s.getsockname()[0])' 2>/dev/null || true)
-  fi
-  if [[ -z $ip || $ip == 127.* || $ip == 0.0.0.0 ]]; then
-    ip=""
-    for candidate in $(hostname -I 2>/dev/null); do
-      if [[ $candidate == *.* && $candidate != 127.* ]]; then
-        ip=$candidate
-        break
-      fi
-    done
-  fi
-  printf '%s\n' "${ip:-$(hostname)}"
-}
-
 summary() {
-  local ip
-  ip=$(lan_ip)
-  say ""
-  if grep -q '"443:443"' "$(seed_dir)/compose.yaml" 2>/dev/null; then
-    say "Open WebUI: https://$ip/ (and https://ai.home.arpa/ once your router's DNS names this server)"
-    say "  Make phones and laptops trust it: \`lanai trust\` (certificate, steps per system, QR codes)."
-  else
-    say "Open WebUI: http://$ip:$WEBUI_PORT"
-  fi
-  say "  Admin login: $ADMIN_EMAIL, password: \`sudo grep ^WEBUI_ADMIN_PASSWORD= $LANAI_SECRETS_FILE\` on the server"
-  say "  (sign-ups are closed until the admin opens them in Admin Settings)."
-  if [[ -n $STATE_REPO_URL ]]; then
-    say "State repo: $STATE_REPO_URL (push to its ${BRANCH:-main} branch to deploy)"
-  else
-    say "State repo (edit, commit and push to deploy):"
-    printf '  %-48s (from another machine)\n' "git clone root@$ip:$LANAI_STATE_REPO_DIR"
-    printf '  %-48s (on this server)\n' "git clone $LANAI_STATE_REPO_DIR"
-  fi
-  say "Check it: lanai status    lanai history    $(has_systemd && echo 'journalctl -u lanai -f' || echo "tail -f $LANAI_DAEMON_LOG")"
+  wanted_args
+  "$LANAI" setup summary "${WANTED[@]}" "${WANTED_SEED[@]}" ||
+    warn "\`lanai setup summary\` failed; \`lanai status\` shows the server."
 }
 
 confirm_install() {
@@ -1624,7 +1169,6 @@ install_main() {
   step_gpu
   step_reconciler
   step_config
-  step_secrets
   step_state_repo
   step_images
   step_reconcile

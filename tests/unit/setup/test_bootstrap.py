@@ -17,95 +17,17 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-from reconciler.models import lock as models_lock
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = REPO_ROOT / "bootstrap.sh"
 UNIT = REPO_ROOT / "packaging" / "lanai.service"
 
-DEBIAN_12 = """PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
-NAME="Debian GNU/Linux"
-VERSION_ID="12"
-VERSION="12 (bookworm)"
-VERSION_CODENAME=bookworm
-ID=debian
-"""
-
-FAKE_DAEMON = """\
-import os, signal, socket, sys, time
-from reconciler.server.settings import load_settings
-path = load_settings().socket_path
-path.parent.mkdir(parents=True, exist_ok=True)
-server = socket.socket(socket.AF_UNIX)
-server.bind(str(path))
-server.listen()
-signal.signal(signal.SIGTERM, lambda *_: (path.unlink(missing_ok=True), sys.exit(0)))
-while True:
-    time.sleep(1)
-"""
-
-
 def exit_codes() -> dict[str, int]:
     text = SCRIPT.read_text(encoding="utf-8")
     return {m[1]: int(m[2]) for m in re.finditer(r"^(E_[A-Z]+)=(\d+)$", text, re.M)}
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "root"
-
-
-@pytest.fixture
-def env(root: Path, tmp_path: Path) -> dict[str, str]:
-    """The environment of a run whose every path lies under `root`, on Debian 12."""
-    os_release = tmp_path / "os-release"
-    os_release.write_text(DEBIAN_12)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LANAI_")}
-    base.update({
-        "LANAI_CONFIG": f"{root}/etc/lanai/server.yaml",
-        "LANAI_SECRETS_FILE": f"{root}/etc/lanai/secrets.env",
-        "LANAI_HOME": f"{root}/var/lib/lanai",
-        "LANAI_STATE_REPO_DIR": f"{root}/srv/lanai/state.git",
-        "LANAI_OPT": f"{root}/opt/lanai",
-        "LANAI_BIN_LINK": f"{root}/usr/local/bin/lanai",
-        "LANAI_UNIT_FILE": f"{root}/etc/systemd/system/lanai.service",
-        "LANAI_DAEMON_LOG": f"{root}/var/log/lanai.log",
-        "LANAI_PID_FILE": f"{root}/run/lanai.pid",
-        "LANAI_BOOTSTRAP_LOG": f"{root}/var/log/lanai-bootstrap.log",
-        "LANAI_DOCKERD_LOG": f"{root}/var/log/dockerd.log",
-        "LANAI_COMPOSE_PLUGIN_DIR": f"{root}/usr/local/lib/docker/cli-plugins",
-        "LANAI_OS_RELEASE": str(os_release),
-        "PYTHONPATH": str(REPO_ROOT),
-        "TMPDIR": str(tmp_path),
-    })
-    return base
-
-
-@pytest.fixture
-def venv(root: Path, env: dict[str, str]) -> Path:
-    """A stand-in for /opt/lanai/venv: this interpreter, and `lanai` running this checkout.
-
-    `lanai run` is a fake daemon that only opens the control socket.
-    """
-    bin_dir = root / "opt" / "lanai" / "venv" / "bin"
-    bin_dir.mkdir(parents=True)
-    (root / "var" / "log").mkdir(parents=True)  # made by install_main before the steps
-    (bin_dir / "python").symlink_to(sys.executable)
-    daemon = root / "fake_daemon.py"
-    daemon.write_text(FAKE_DAEMON)
-    lanai = bin_dir / "lanai"
-    lanai.write_text(
-        "#!/bin/sh\n"
-        f'if [ "$1" = run ]; then exec "{sys.executable}" "{daemon}" lanai run; fi\n'
-        f'exec "{sys.executable}" -m reconciler "$@"\n')
-    lanai.chmod(0o755)
-    return bin_dir.parent
 
 
 def run(args: list[str], env: dict[str, str], timeout: int = 120
@@ -229,6 +151,26 @@ def test_dry_run_prints_every_step_and_writes_nothing(env: dict[str, str], root:
     assert files_under(root) == []
 
 
+def test_a_dry_run_with_lanai_installed_asks_lanai_setup(env: dict[str, str], root: Path,
+                                                        venv: Path) -> None:
+    """Once lanai is installed, a dry run's steps 5, 6 and 8 are `lanai setup --dry-run`:
+    an existing config is said to be kept, and a refusal is a blocker with its code."""
+    assert sourced("step_config", env).returncode == 0
+    repo = root / "srv" / "lanai" / "state.git"
+    repo.mkdir(parents=True)
+    before = files_under(root)
+    result = sourced("DRY_RUN=1; step_config; step_state_repo; step_daemon; "
+                     'echo "blocker=$BLOCKER"', env)
+    assert result.returncode == 0, result.stderr
+    assert f"✓ config: {root}/etc/lanai/server.yaml already set up (kept as it is)" \
+        in result.stdout
+    assert f"✓ secrets: {root}/etc/lanai/secrets.env exists (values are kept" in result.stdout
+    assert "is not a bare git repo" in result.stderr
+    assert re.search(r"^[✓·] daemon:", result.stdout, re.M)
+    assert f"blocker={exit_codes()['E_SETUP']}" in result.stdout
+    assert files_under(root) == before
+
+
 def test_dry_run_uninstall_purge_changes_nothing(env: dict[str, str], root: Path) -> None:
     config = root / "etc" / "lanai" / "server.yaml"
     config.parent.mkdir(parents=True)
@@ -310,117 +252,9 @@ def test_version_comparison() -> None:
     assert result.stdout.split() == ["20.10", "20.10.24", "26.1.5", "27.0", "old"]
 
 
-def test_lan_address_is_not_loopback() -> None:
-    result = sourced("lan_ip", {**os.environ})
-    assert result.returncode == 0
-    address = result.stdout.strip()
-    assert address and not address.startswith("127.")
-
-
-# -- config, secrets, state repo ----------------------------------------------------------
-
-def test_config_is_written_once_then_kept(env: dict[str, str], root: Path, venv: Path) -> None:
-    first = sourced("step_config", env)
-    assert first.returncode == 0, first.stderr
-    config = root / "etc" / "lanai" / "server.yaml"
-    assert "wrote" in first.stdout
-    assert stat.S_IMODE(config.stat().st_mode) == 0o644
-    assert yaml.safe_load(config.read_text()) == {
-        "home": f"{root}/var/lib/lanai", "repo": f"{root}/srv/lanai/state.git",
-        "secrets_file": f"{root}/etc/lanai/secrets.env"}
-    again = sourced("step_config", env)
-    assert again.returncode == 0, again.stderr
-    assert "already set up" in again.stdout
-
-    from reconciler.server.settings import load_settings
-    settings = load_settings({"LANAI_CONFIG": str(config)})
-    assert settings.repo == f"{root}/srv/lanai/state.git"
-    assert settings.home == root / "var" / "lib" / "lanai"
-
-
-def test_state_repo_url_and_branch_update_an_existing_config(
-        env: dict[str, str], root: Path, venv: Path) -> None:
-    assert sourced("step_config", env).returncode == 0
-    config = root / "etc" / "lanai" / "server.yaml"
-    result = sourced('STATE_REPO_URL="git@example.invalid:me/state.git"; BRANCH=prod; '
-                     "step_config", env)
-    assert result.returncode == 0, result.stderr
-    assert "set repo branch" in result.stdout
-    data = yaml.safe_load(config.read_text())
-    assert data["repo"] == "git@example.invalid:me/state.git"
-    assert data["branch"] == "prod"
-    assert data["home"] == f"{root}/var/lib/lanai"
-    assert config.read_text().startswith("# lanai's server config")
-
-
-def test_secrets_are_generated_once_kept_and_merged_from_a_file(
-        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
-    from reconciler.server.secrets import read_secrets
-    secrets_file = root / "etc" / "lanai" / "secrets.env"
-    first = sourced("step_secrets", env)
-    assert first.returncode == 0, first.stderr
-    assert "generated WEBUI_SECRET_KEY, generated WEBUI_ADMIN_PASSWORD" in first.stdout
-    assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    key = read_secrets(secrets_file)["WEBUI_SECRET_KEY"]
-    admin = read_secrets(secrets_file)["WEBUI_ADMIN_PASSWORD"]
-    assert len(key) >= 40 and len(admin) >= 40 and key != admin
-
-    again = sourced("step_secrets", env)
-    assert "already set up" in again.stdout
-    assert read_secrets(secrets_file)["WEBUI_SECRET_KEY"] == key
-
-    given = tmp_path / "more.env"
-    given.write_text("# cloud keys\nOPENAI_API_KEY=sk-not-a-real-key-4242\n"
-                     "export ANTHROPIC_API_KEY='an-thropic 99'\n")
-    given.chmod(0o600)
-    merged = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
-    assert merged.returncode == 0, merged.stderr
-    assert "set ANTHROPIC_API_KEY, set OPENAI_API_KEY" in merged.stdout
-    values = read_secrets(secrets_file)
-    assert values == {"WEBUI_SECRET_KEY": key, "WEBUI_ADMIN_PASSWORD": admin,
-                      "OPENAI_API_KEY": "sk-not-a-real-key-4242",
-                      "ANTHROPIC_API_KEY": "an-thropic 99"}
-    for secret in (key, admin, "sk-not-a-real-key-4242", "an-thropic 99"):
-        assert secret not in merged.stdout + merged.stderr
-        assert secret not in first.stdout + first.stderr
-    unchanged = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
-    assert "already set up" in unchanged.stdout
-
-
-def test_a_bad_secrets_file_is_refused(env: dict[str, str], venv: Path,
-                                       tmp_path: Path) -> None:
-    given = tmp_path / "bad.env"
-    given.write_text("OPENAI_API_KEY sk-oops\n")
-    result = sourced(f'SECRETS_IN="{given}"; step_secrets', env)
-    assert result.returncode == exit_codes()["E_SETUP"]
-    assert "line 1 is not NAME=value" in result.stderr
-    assert "sk-oops" not in result.stderr
-
-
-def test_state_repo_is_seeded_from_the_example_with_a_hook(
-        env: dict[str, str], root: Path, venv: Path, tmp_path: Path) -> None:
-    repo = root / "srv" / "lanai" / "state.git"
-    first = sourced("step_state_repo", env)
-    assert first.returncode == 0, first.stderr
-    assert "created" in first.stdout and "post-receive hook" in first.stdout
-    git = ["git", "-C", str(repo)]
-    log = subprocess.run([*git, "log", "--format=%s", "main"], capture_output=True, text=True)
-    assert log.stdout.strip() == "Initial state from lanai's example"
-    files = subprocess.run([*git, "ls-tree", "--name-only", "main"], capture_output=True,
-                           text=True).stdout.split()
-    assert files == sorted(p.name for p in (REPO_ROOT / "desired-state").iterdir())
-    hook = repo / "hooks" / "post-receive"
-    assert "lanai post-receive hook" in hook.read_text()
-    assert os.access(hook, os.X_OK)
-
-    again = sourced("step_state_repo", env)
-    assert again.returncode == 0, again.stderr
-    assert "already set up" in again.stdout
-    clone = tmp_path / "clone"
-    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-    assert (clone / "lanai.yaml").read_text() == \
-        (REPO_ROOT / "desired-state" / "lanai.yaml").read_text()
-
+# -- config, secrets, state repo: `lanai setup` (tests/unit/setup/test_setup_*.py) -----------
+# Here: that bootstrap.sh passes its options and passes on `lanai setup`'s exit codes,
+# and that --uninstall --purge takes back what `lanai setup` granted.
 
 STUB = """#!/bin/sh
 printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
@@ -448,8 +282,9 @@ def test_the_git_user_may_push_but_not_change_the_hook_and_purge_takes_every_gra
     assert sourced("step_state_repo", env).returncode == 0
     env = {**env, "PATH": f"{stubs}:{env['PATH']}", "STUB_LOG": str(log),
            "GIT_CONFIG_SYSTEM": str(gitconfig)}
-    granted = sourced("GIT_USER=alice; grant_git_user", env)
+    granted = sourced("GIT_USER=alice; step_state_repo", env)  # `lanai setup` grants
     assert granted.returncode == 0, granted.stderr
+    assert "gave alice push access (group lanai)" in granted.stdout
     for path in (repo / "config", repo / "hooks", repo / "hooks" / "post-receive"):
         assert not path.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
     assert (repo / "refs" / "heads").stat().st_mode & stat.S_IWGRP  # pushes still work
@@ -480,20 +315,24 @@ def test_a_state_repo_path_that_is_not_a_repo_is_refused(env: dict[str, str], ro
 
 # -- the daemon without systemd, and uninstall ---------------------------------------------
 
-def test_background_daemon_starts_once_and_stops(env: dict[str, str], root: Path,
-                                                 venv: Path) -> None:
+START_DAEMON = """
+from reconciler.setup.base import SetupPaths
+from reconciler.setup.service import step_daemon_background
+step_daemon_background(SetupPaths.from_environ(), restart=False, dry_run=False)
+"""
+
+
+def test_uninstall_stops_the_background_daemon_setup_started(env: dict[str, str], root: Path,
+                                                              venv: Path) -> None:
     config = root / "etc" / "lanai" / "server.yaml"
     assert sourced("step_config", env).returncode == 0
     pid_file = root / "run" / "lanai.pid"
     try:
-        first = sourced("step_daemon_background", env)
+        first = subprocess.run([str(venv / "bin" / "python"), "-c", START_DAEMON], env=env,
+                               capture_output=True, text=True, timeout=60)
         assert first.returncode == 0, first.stderr
-        assert "started `lanai run` in the background" in first.stdout
-        assert "will not start again after a reboot" in first.stderr
         pid = int(pid_file.read_text())
-        assert (root / "var" / "lib" / "lanai" / "daemon.sock").is_socket()
-        again = sourced("step_daemon_background", env)
-        assert f"already set up and running (pid {pid})" in again.stdout
+        assert sourced("daemon_pid", env).stdout.strip() == str(pid)
         assert sourced("stop_background_daemon", env).returncode == 0
         assert not pid_file.exists()
         assert not Path(f"/proc/{pid}").exists() or \
@@ -509,7 +348,7 @@ def test_uninstall_keeps_state_config_and_secrets(env: dict[str, str], root: Pat
                                                   venv: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("a real uninstall run needs root (it would re-run itself with sudo)")
-    assert sourced("step_config; step_secrets; step_state_repo", env).returncode == 0
+    assert sourced("step_config; step_state_repo", env).returncode == 0
     link = root / "usr" / "local" / "bin" / "lanai"
     link.parent.mkdir(parents=True)
     link.symlink_to(venv / "bin" / "lanai")
@@ -534,28 +373,6 @@ def test_purge_needs_confirmation_when_not_at_a_terminal(env: dict[str, str],
     assert result.returncode == 2
     assert "add --yes" in result.stderr
     assert (root / "srv" / "lanai" / "state.git").is_dir()
-
-
-# -- the systemd unit ---------------------------------------------------------------------
-
-def test_unit_template_renders_without_placeholders_or_secrets(env: dict[str, str],
-                                                                root: Path) -> None:
-    result = sourced("render_unit", env)
-    assert result.returncode == 0, result.stderr
-    unit = result.stdout
-    assert "@" not in unit.replace("multi-user", "")
-    directives = [line for line in unit.splitlines() if line and not line.startswith("#")]
-    for expected in (f"ExecStart={root}/opt/lanai/venv/bin/lanai run",
-                     "Restart=on-failure", "RestartSec=5",
-                     "After=docker.service network-online.target",
-                     "Wants=docker.service network-online.target",
-                     "Environment=PYTHONUNBUFFERED=1",
-                     f"Environment=LANAI_CONFIG={root}/etc/lanai/server.yaml",
-                     "StandardOutput=journal", "WantedBy=multi-user.target"):
-        assert expected in directives, expected
-    assert not any("SECRET" in line.upper() and line.startswith("Environment")
-                   for line in directives)
-    assert "ExecStart=@LANAI@ run" in UNIT.read_text()
 
 
 # ---------------------------------------------------------------- GPU and Docker's repository
@@ -672,58 +489,3 @@ def test_docker_comes_from_dockers_repository_on_ubuntu_and_from_debian_on_debia
     assert result.stdout.split() == ["docker", "distro", "distro"]
 
 
-def test_an_ssh_state_repo_gets_a_read_only_deploy_key_once(env: dict[str, str],
-                                                            root: Path) -> None:
-    env = {**env, "LANAI_DEPLOY_KEY": f"{root}/etc/lanai/deploy_key"}
-    url = "git@git.lanai-nowhere.invalid:me/state.git"
-    (root / "var" / "log").mkdir(parents=True)  # install_main makes it before the steps
-    first = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
-    assert first.returncode == 0, first.stderr
-    key = root / "etc" / "lanai" / "deploy_key"
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    public = key.with_suffix(".pub").read_text().strip()
-    assert public.startswith("ssh-ed25519 ") and "(read-only)" in public
-    assert "READ-ONLY deploy key" in first.stdout and public in first.stdout
-    assert "cannot read" in first.stderr and "add the deploy key above" in first.stderr
-    again = sourced(f'STATE_REPO_URL="{url}"; step_state_repo', env)
-    assert "created" not in again.stdout
-    assert key.with_suffix(".pub").read_text().strip() == public  # the same key, kept
-    command = sourced("git_ssh_command", env).stdout.strip()
-    assert command == (f"ssh -o BatchMode=yes -i {key} -o IdentitiesOnly=yes "
-                       f"-o UserKnownHostsFile={key.parent}/known_hosts "
-                       "-o StrictHostKeyChecking=accept-new")
-
-
-@pytest.mark.parametrize(("mib", "template"), [
-    (0, "cpu"), (4096, "cpu"), (8192, "8gb"), (12288, "12gb"), (16376, "16gb"),
-    (24576, "24gb"), (81559, "24gb")])
-def test_the_models_template_matches_the_gpu_memory(mib: int, template: str,
-                                                    env: dict[str, str]) -> None:
-    result = sourced(f"models_template_for {mib}", env)
-    assert result.stdout.strip() == template
-    assert (REPO_ROOT / "desired-state" / "templates" / f"models-{template}.yaml").is_file()
-
-
-def test_seeding_without_a_gpu_picks_the_cpu_models_and_says_so(tmp_path: Path,
-                                                               env: dict[str, str]) -> None:
-    clone = tmp_path / "clone"
-    shutil.copytree(REPO_ROOT / "desired-state", clone)
-    # PATH without nvidia-smi: this machine's truth, and the CPU template's case.
-    result = sourced(f'pick_models_template "{clone}"', {**env, "PATH": "/usr/bin:/bin"})
-    assert result.returncode == 0, result.stderr
-    assert "cpu template" in result.stdout
-    assert (clone / "models.yaml").read_text() == \
-        (REPO_ROOT / "desired-state" / "templates" / "models-cpu.yaml").read_text()
-    # The example lock's RTX 3070 is gone: CI must not fit this server's models to it.
-    lock = models_lock.loads((clone / "models.lock").read_text())
-    assert lock.gpu_memory is None and len(lock.models) >= 4
-
-
-def test_a_seed_directory_of_the_users_keeps_its_own_models(tmp_path: Path,
-                                                            env: dict[str, str]) -> None:
-    clone = tmp_path / "clone"
-    shutil.copytree(REPO_ROOT / "desired-state", clone)
-    result = sourced(f'SEED_DIR=/elsewhere; pick_models_template "{clone}"', env)
-    assert result.returncode == 0
-    assert (clone / "models.yaml").read_text() == \
-        (REPO_ROOT / "desired-state" / "models.yaml").read_text()
