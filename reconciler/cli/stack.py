@@ -23,7 +23,7 @@ from reconciler.daemon.control import poke
 from reconciler.daemon.run import Daemon
 from reconciler.desired import load as desired_mod
 from reconciler.desired.models_yaml import ModelsConfig
-from reconciler.engine.reconcile import Engine, Outcome
+from reconciler.engine.reconcile import Engine
 from reconciler.https.caddyfile import lan_ip
 from reconciler.models import lock as models_lock
 from reconciler.models import state as models_state
@@ -32,7 +32,7 @@ from reconciler.models.pulls import load_progress
 from reconciler.notify import drift_report
 from reconciler.server import gpu as gpu_mod
 from reconciler.server import working
-from reconciler.server.record import read_history
+from reconciler.server.record import Outcome, read_history
 from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 from reconciler.stack import compose, gpu_health, readiness, tool_versions

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.core.durations import format_duration
-from reconciler.engine.reconcile import Outcome
+from reconciler.server.record import Outcome
 from reconciler.stack.health import StatusReport
 
 out = Console(highlight=False, soft_wrap=True)

@@ -35,11 +35,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from reconciler.core.errors import ExitCode, LanaiError, LockHeld
 from reconciler.daemon.control import SOCKET_TIMEOUT_S
 from reconciler.daemon.webhook import WebhookServer, webhook_config
-from reconciler.engine.reconcile import Engine, Outcome, unexpected
+from reconciler.engine.reconcile import Engine, unexpected
 from reconciler.models.pulls import PullResult, PullWorker, ollama_puller
 from reconciler.notify import send as notify_send
 from reconciler.notify.notices import Notice
-from reconciler.server.record import parse_iso
+from reconciler.server.record import Outcome, parse_iso
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.facts import LABEL_PROJECT
 from reconciler.stack.health import sync_status

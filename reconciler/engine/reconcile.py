@@ -47,8 +47,6 @@ from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
 from reconciler.webui.sync import WebUISync
 
-__all__ = ["Engine", "Outcome", "unexpected"]  # Outcome is server.record's, named here too
-
 log = logging.getLogger("lanai")
 
 
