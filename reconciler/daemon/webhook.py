@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from reconciler.core.errors import NotSetUp, SecretsError
-from reconciler.server.secrets import read_secrets
 from reconciler.server import settings as settings_mod
+from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 
 log = logging.getLogger("lanai.webhook")
