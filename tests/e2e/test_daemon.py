@@ -76,7 +76,8 @@ def test_docker_stop_is_seen_as_drift_and_healed(mini: Server):
         ("start", "web", "ok")]
     wait_for(lambda: mini.containers()["web"].status == "running", 30, "web running again")
     # /metrics says so too: one heal of web counted, and the stack Synced again.
-    assert scrape(metrics_port)["lanai_service_heals_total[('service', 'web')]"] == 1
+    wait_for(lambda: scrape(metrics_port)["lanai_service_heals_total[('service', 'web')]"]
+             >= 1, 30, "the heal counted on /metrics")
     wait_for(lambda: scrape(metrics_port)["lanai_stack_synced[]"] == 1, 30,
              "lanai_stack_synced 1 after the heal")
 
