@@ -85,8 +85,9 @@ def root(host: str | None, ssh_config: str | None) -> None:
 
     \b
     Configuration: /etc/lanai/server.yaml (repo, branch, home, secrets_file,
-    ollama_url, webhook_listen), overridden by LANAI_CONFIG, LANAI_REPO, LANAI_BRANCH,
-    LANAI_HOME, LANAI_SECRETS_FILE, LANAI_OLLAMA_URL, LANAI_WEBHOOK_LISTEN. Exit codes
+    ollama_url, webhook_listen, metrics_listen), overridden by LANAI_CONFIG, LANAI_REPO,
+    LANAI_BRANCH, LANAI_HOME, LANAI_SECRETS_FILE, LANAI_OLLAMA_URL, LANAI_WEBHOOK_LISTEN,
+    LANAI_METRICS_LISTEN. Exit codes
     are listed in the README.
     """
     ctx = click.get_current_context()

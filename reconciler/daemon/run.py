@@ -7,6 +7,8 @@ post-receive hook, `lanai reconcile --now`, `lanai resume`), and Docker events
 of managed containers (a stop, a death, a failing health check), which are
 seen within a second and start a drift check at once. A forge's signed push
 webhook (reconciler.daemon.webhook, when server.yaml sets webhook_listen) queues one too.
+With metrics_listen set, /metrics (reconciler.metrics) is served on a thread of its own:
+each reconcile's outcome is counted here, the rest is read at scrape time.
 
 Model pulls do not run on that worker: a pull of tens of gigabytes would hold back
 every heal, deploy and backup for hours. They run on one pull worker of their own
@@ -31,11 +33,16 @@ from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CollectorRegistry
 
 from reconciler.core.errors import ExitCode, LanaiError, LockHeld
 from reconciler.daemon.control import SOCKET_TIMEOUT_S
 from reconciler.daemon.webhook import WebhookServer, webhook_config
 from reconciler.engine.reconcile import Engine, unexpected
+from reconciler.metrics.collect import LanaiCollector
+from reconciler.metrics.live import Live
+from reconciler.metrics.reconciles import ReconcileMetrics
+from reconciler.metrics.serve import MetricsServer, metrics_address
 from reconciler.models.pulls import PullResult, PullWorker, ollama_puller
 from reconciler.notify import send as notify_send
 from reconciler.notify.notices import Notice
@@ -74,6 +81,9 @@ class Daemon:
         self._waiters: dict[str, list[queue_mod.SimpleQueue[dict[str, Any]]]] = {}
         self._events: tuple[Any, str | None] = (None, None)
         self._pending_lock = threading.Lock()
+        # Counted whether or not /metrics is served: a few increments per reconcile.
+        self.registry = CollectorRegistry()
+        self.metrics = ReconcileMetrics(self.registry)
 
     # -- scheduling -----------------------------------------------------------
 
@@ -114,6 +124,7 @@ class Daemon:
         except LanaiError as exc:
             log.error("reconcile (%s) failed: %s", trigger, exc.message)
             failed = Outcome("failed", error=exc.message, exit_code=int(exc.exit_code))
+            self.metrics.observe(failed)
             self._answer(waiters, failed)
             self._tell(failed)
             return
@@ -121,10 +132,12 @@ class Daemon:
             log.exception("reconcile (%s) crashed", trigger)
             failed = Outcome("failed", error=unexpected("reconciling", exc),
                              exit_code=int(ExitCode.APPLY_FAILED))
+            self.metrics.observe(failed)
             self._answer(waiters, failed)
             self._tell(failed)
             return
         self.last_outcome = outcome
+        self.metrics.observe(outcome)
         self._answer(waiters, outcome)
         self._log(outcome, trigger, time.monotonic() - started)
         self._after(outcome)
@@ -337,10 +350,25 @@ class Daemon:
 
     # -- lifecycle --------------------------------------------------------------
 
+    def metrics_server(self, host: str, port: int) -> MetricsServer:
+        """/metrics on host:port, bound now (a taken port refuses the start), not started."""
+        live = Live(self.settings, docker_client=self.engine.client_factory)
+        collector = LanaiCollector(self.settings, live, self.metrics)
+        server = MetricsServer(host, port, self.registry)
+        self.registry.register(collector)
+        return server
+
     def run(self) -> None:
         # A weak or broken webhook setup refuses the start before anything listens.
         hook_config = webhook_config(self.settings)
+        address = metrics_address(self.settings)
         webhook = WebhookServer(hook_config, self.queue) if hook_config else None
+        try:
+            metrics = self.metrics_server(*address) if address else None
+        except LanaiError:
+            if webhook is not None:  # bound, not started: close it, start nothing
+                webhook.httpd.server_close()
+            raise
         self.serve_socket()
         self.scheduler.add_job(self._run, "interval", seconds=self.poll_interval, id="poll",
                                kwargs={"trigger": "poll"})
@@ -348,6 +376,8 @@ class Daemon:
         self.queue("start")
         if webhook is not None:
             webhook.start()
+        if metrics is not None:
+            metrics.start()
         threading.Thread(target=self.watch_events, name="events", daemon=True).start()
         log.info("lanai daemon started (pid %d), following %s", os.getpid(),
                  self.settings.repo)
@@ -357,6 +387,8 @@ class Daemon:
         log.info("stopping: waiting for a running reconcile to finish")
         if webhook is not None:
             webhook.stop()
+        if metrics is not None:
+            metrics.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

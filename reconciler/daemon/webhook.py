@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from reconciler.core.errors import NotSetUp, SecretsError
+from reconciler.server import settings as settings_mod
 from reconciler.server.secrets import read_secrets
 from reconciler.server.settings import ServerSettings
 
@@ -108,12 +109,8 @@ def decide(secret: bytes, headers: Mapping[str, str], body: bytes) -> Reply:
 
 def parse_listen(value: str) -> tuple[str, int]:
     """"0.0.0.0:9095", "[::]:9095", ":9095" (every interface) -> (host, port)."""
-    host, sep, port = value.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise NotSetUp(f"webhook_listen {value!r} is not HOST:PORT; set it to an address "
-                       "and port such as 0.0.0.0:9095 in server.yaml (or LANAI_WEBHOOK_LISTEN).")
-    return host or "0.0.0.0", int(port)
+    return settings_mod.parse_listen(value, "webhook_listen", default_host="0.0.0.0",
+                                     example="0.0.0.0:9095")
 
 
 def webhook_config(settings: ServerSettings) -> WebhookConfig | None:

@@ -27,6 +27,7 @@ class ServerSettings:
     deploy_key: Path  # used for SSH remotes when the file exists (bootstrap makes it)
     ollama_url: str | None = None  # default: Ollama's container address on its network
     webhook_listen: str | None = None  # HOST:PORT of the push webhook; None: off
+    metrics_listen: str | None = None  # [HOST:]PORT of /metrics (loopback unless named); None: off
 
     @property
     def state_file(self) -> Path:
@@ -101,7 +102,7 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         if not isinstance(loaded, dict):
             raise NotSetUp(f"{config_file} must be a mapping; fix or re-run bootstrap.sh.")
         known = ("home", "repo", "branch", "secrets_file", "deploy_key", "ollama_url",
-                 "webhook_listen")
+                 "webhook_listen", "metrics_listen")
         unknown = set(loaded) - set(known)
         if unknown:
             raise NotSetUp(f"{config_file} has unknown key(s) {', '.join(sorted(unknown))}; "
@@ -121,4 +122,16 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         deploy_key=Path(pick("deploy_key", str(config_file.with_name("deploy_key"))) or ""),
         ollama_url=pick("ollama_url", None),
         webhook_listen=pick("webhook_listen", None),
+        metrics_listen=pick("metrics_listen", None),
     )
+
+
+def parse_listen(value: str, key: str, *, default_host: str, example: str) -> tuple[str, int]:
+    """"0.0.0.0:9095", "[::]:9095" or ":9095" -> (host, port); a missing host is
+    `default_host`. `key` and `example` name the setting in the sentence of a bad value."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NotSetUp(f"{key} {value!r} is not HOST:PORT; set it to an address and port "
+                       f"such as {example} in server.yaml (or LANAI_{key.upper()}).")
+    return host or default_host, int(port)

@@ -17,6 +17,7 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .harness import MINI_STATE, Server, StateRepo, free_port, new_project, wait_for
 
@@ -52,7 +53,16 @@ def test_push_deploys_through_the_post_receive_hook(mini: Server):
     assert "push" in triggers and "poll" not in triggers
 
 
+def scrape(port: int) -> dict[str, float]:
+    """/metrics of the daemon: series -> value (prometheus_client's own parser)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {f"{s.name}{sorted(s.labels.items())}": s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
 def test_docker_stop_is_seen_as_drift_and_healed(mini: Server):
+    metrics_port = free_port()
+    mini.env["LANAI_METRICS_LISTEN"] = str(metrics_port)  # a port alone: 127.0.0.1
     mini.start_daemon()
     wait_for(lambda: mini.status().get("health") == "Healthy", 120, "a healthy stack")
     mini.containers()["web"].stop(timeout=5)
@@ -65,6 +75,11 @@ def test_docker_stop_is_seen_as_drift_and_healed(mini: Server):
     assert [(a["kind"], a["service"], a["result"]) for a in record["actions"]] == [
         ("start", "web", "ok")]
     wait_for(lambda: mini.containers()["web"].status == "running", 30, "web running again")
+    # /metrics says so too: one heal of web counted, and the stack Synced again.
+    wait_for(lambda: scrape(metrics_port)["lanai_service_heals_total[('service', 'web')]"]
+             >= 1, 30, "the heal counted on /metrics")
+    wait_for(lambda: scrape(metrics_port)["lanai_stack_synced[]"] == 1, 30,
+             "lanai_stack_synced 1 after the heal")
 
 
 def test_container_failing_its_health_check_is_not_restarted_in_a_tight_loop(mini: Server):

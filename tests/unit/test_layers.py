@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"stack"},
     {"models", "webui", "backup"},
     {"notify", "bench"},
-    {"engine"},
+    {"engine", "metrics"},
     {"daemon"},
     {"setup"},
     {"cli"},

@@ -73,7 +73,7 @@ def test_unknown_keys_are_rejected(tmp_path: Path) -> None:
         load_settings({"LANAI_CONFIG": str(config)})
     assert str(info.value) == (f"{config} has unknown key(s) branches, repository; known keys "
                                "are home, repo, branch, secrets_file, deploy_key, ollama_url, "
-                               "webhook_listen.")
+                               "webhook_listen, metrics_listen.")
     assert info.value.exit_code == ExitCode.NOT_SET_UP
 
 
