@@ -17,25 +17,19 @@ is missing (Docker, the test images, `lanai`), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import json
-import signal
 import statistics
 import sys
 import threading
 import time
 import urllib.request
-from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 from benchmarks.reconcile import (
     Bench,
     Metric,
-    Precondition,
-    machine,
     poll,
-    print_table,
     read_state,
+    run_bench,
     say,
 )
 from tests.e2e.harness import free_port
@@ -134,48 +128,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-
-    def terminated(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminated)
     bench = MetricsBench(args)
-    started = time.monotonic()
-    code, error = 0, None
-    try:
-        bench.setup()
-        bench.compare(args.interval)
-    except KeyboardInterrupt:
-        say("interrupted; cleaning up")
-        code, error = 130, "interrupted"
-    except Precondition as exc:
-        say(f"cannot run: {exc}")
-        code, error = 2, str(exc)
-    except Exception as exc:  # the benchmark could not run; say why, clean up, exit 1
-        say(f"benchmark failed: {type(exc).__name__}: {exc}")
-        log = bench.daemon_log_tail()
-        if log:
-            say("last lines of the daemon's log:\n" + log)
-        code, error = 1, f"{type(exc).__name__}: {exc}"
-    finally:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        say("cleaning up")
-        cleanup = bench.cleanup()
-        signal.signal(signal.SIGINT, previous)
-    summary = {"date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
-               "elapsed_s": round(time.monotonic() - started, 1), "exit_code": code,
-               "error": error, "cleanup": cleanup,
-               "metrics": [{**asdict(m), "result": m.verdict} for m in bench.results.metrics],
-               "raw": bench.results.raw}
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    elif bench.results.metrics:
-        print(f"\nlanai /metrics benchmark, {summary['date']}, {summary['machine']['cpus']} "
-              f"CPUs, {summary['elapsed_s']:.0f}s\n")
-        print_table(bench.results.metrics)
-    return code
-
+    return run_bench(bench, lambda: bench.compare(args.interval), lambda s: (
+        f"lanai /metrics benchmark, {s['date']}, {s['machine']['cpus']} CPUs, "
+        f"{s['elapsed_s']:.0f}s"), args.json)
 
 if __name__ == "__main__":
     sys.exit(main())

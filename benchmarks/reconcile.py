@@ -699,23 +699,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_bench(bench: Bench, steps: Callable[[], None], title: Callable[[dict[str, Any]], str],
+              as_json: bool) -> int:
+    """Run a benchmark's steps, always clean up (even on Ctrl-C or SIGTERM), then print the
+    table (or one JSON object) and return the exit code: 0, 1 (could not run), 2 (a
+    precondition is missing), 130 (interrupted)."""
 
     def terminated(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminated)
-    bench = Bench(args)
     started = time.monotonic()
-    code = 0
-    error = None
+    code, error = 0, None
     try:
         bench.setup()
-        bench.push_to_applied()
-        bench.drift()
-        bench.idle_daemon()
-        bench.idle_reconcile()
+        steps()
     except KeyboardInterrupt:
         say("interrupted; cleaning up")
         code, error = 130, "interrupted"
@@ -739,15 +737,28 @@ def main(argv: list[str] | None = None) -> int:
                "error": error, "cleanup": cleanup,
                "metrics": [{**asdict(m), "result": m.verdict} for m in bench.results.metrics],
                "raw": bench.results.raw}
-    if args.json:
+    if as_json:
         print(json.dumps(summary, indent=1))
     elif bench.results.metrics:
-        print(f"\nlanai reconcile benchmark, {summary['date']}, {summary['machine']['cpus']} "
-              f"CPUs, docker {summary['machine'].get('docker', '?')}, compose "
-              f"{summary['machine'].get('compose', '?')}, {summary['elapsed_s']:.0f}s\n")
+        print(f"\n{title(summary)}\n")
         print_table(bench.results.metrics)
     return code
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = Bench(args)
+
+    def steps() -> None:
+        bench.push_to_applied()
+        bench.drift()
+        bench.idle_daemon()
+        bench.idle_reconcile()
+
+    return run_bench(bench, steps, lambda s: (
+        f"lanai reconcile benchmark, {s['date']}, {s['machine']['cpus']} CPUs, docker "
+        f"{s['machine'].get('docker', '?')}, compose {s['machine'].get('compose', '?')}, "
+        f"{s['elapsed_s']:.0f}s"), args.json)
 
 if __name__ == "__main__":
     sys.exit(main())
