@@ -7,7 +7,7 @@ passes to containers; nothing here logs or prints a value.
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from reconciler.core.errors import SecretsError
@@ -25,19 +25,36 @@ def read_secrets(path: Path) -> dict[str, str]:
         raise SecretsError(
             f"the secrets file {path} can be read by other users; run `chmod 600 {path}` "
             "(and rotate any secret that may have leaked).")
-    values: dict[str, str] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        return dict((name, value) for _, name, value
+                    in secret_lines(path.read_text(encoding="utf-8")))
+    except BadLine as exc:
+        raise SecretsError(
+            f"line {exc.number} of {path} is not NAME=value; fix that line "
+            "(names use A-Z, 0-9 and _).") from None
+
+
+class BadLine(ValueError):
+    """A line that is not NAME=value; only its number is kept (the line may hold a value)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"line {number} is not NAME=value")
+        self.number = number
+
+
+def secret_lines(text: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, name, value) of NAME=value lines, in order; comments, blank lines,
+    `export ` and one pair of quotes around the value are allowed. Raises BadLine when a
+    line is reached that is not one."""
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         name, sep, value = line.partition("=")
         name = name.strip().removeprefix("export ").strip()
         if not sep or not SECRET_NAME.match(name):
-            raise SecretsError(
-                f"line {number} of {path} is not NAME=value; fix that line "
-                "(names use A-Z, 0-9 and _).")
-        values[name] = _unquote(value.strip())
-    return values
+            raise BadLine(number)
+        yield number, name, _unquote(value.strip())
 
 
 def _unquote(value: str) -> str:

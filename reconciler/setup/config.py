@@ -13,8 +13,7 @@ import yaml
 
 from reconciler.core.errors import LanaiError
 from reconciler.core.files import write_atomic
-from reconciler.desired.lanai_yaml import SECRET_NAME
-from reconciler.server.secrets import read_secrets, write_secret
+from reconciler.server.secrets import BadLine, read_secrets, secret_lines, write_secret
 from reconciler.setup.base import SetupError, SetupPaths, join, ok, warn, would
 
 # Generated once into the secrets file; desired-state/lanai.yaml names them.
@@ -110,21 +109,18 @@ def step_config(paths: SetupPaths, wanted: Wanted, dry_run: bool) -> None:
 
 
 def parse_secrets_file(text: str) -> dict[str, str]:
-    """NAME=value lines (comments, `export ` and one pair of quotes allowed)."""
+    """NAME=value lines (comments, `export ` and one pair of quotes allowed), each with a
+    value: the server's own parser (server.secrets), stricter about empty values."""
     given: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, sep, value = line.partition("=")
-        name = name.strip().removeprefix("export ").strip()
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        if not sep or not SECRET_NAME.match(name) or not value:
-            # The line itself is never shown: it may hold a value.
-            raise ValueError(f"line {number} is not NAME=value (names use A-Z, 0-9 and _)")
-        given[name] = value
+    try:
+        for number, name, value in secret_lines(text):
+            if not value:
+                raise BadLine(number)
+            given[name] = value
+    except BadLine as exc:
+        # The line itself is never shown: it may hold a value.
+        raise ValueError(f"line {exc.number} is not NAME=value (names use A-Z, 0-9 and _)") \
+            from None
     return given
 
 
