@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from reconciler.core.files import write_atomic
 from reconciler.server.settings import load_settings
 from reconciler.setup.base import (
     E_DAEMON,
@@ -69,9 +70,7 @@ def step_daemon_systemd(paths: SetupPaths, template: str, restart: bool, dry_run
         return
     log = paths.bootstrap_log
     if unit_changed:
-        paths.unit_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.unit_file.write_text(unit, encoding="utf-8")
-        paths.unit_file.chmod(0o644)
+        write_atomic(paths.unit_file, unit, mode=0o644)  # systemd never reads half a unit
         logged(log, ["systemctl", "daemon-reload"])
     if not _systemctl("is-enabled", "--quiet", "lanai") \
             and not logged(log, ["systemctl", "enable", "lanai"]):
