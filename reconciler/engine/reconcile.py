@@ -245,6 +245,8 @@ class Engine:
         # a clean last sync there is nothing to read (the polls' drift checks still do).
         if outcome.status != "failed" and not (run.same_files and not state.problems
                                                and self._syncs_clean()):
+            # Read once, after the stack: it may just have deployed another commit.
+            run.deployed = self.applied(state)
             for part in self._parts():  # then models, then Open WebUI
                 self._converge(part, run)
         self._record(run, outcome, source_error, before)

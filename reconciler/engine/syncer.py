@@ -12,7 +12,7 @@ from reconciler.models.sync import ModelsOutcome, ModelSync
 from reconciler.server.record import State
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
-from reconciler.stack.sync import Run, applied_deployment
+from reconciler.stack.sync import Run
 from reconciler.webui.sync import WebUIOutcome, WebUISync
 
 R_co = TypeVar("R_co", covariant=True)
@@ -72,8 +72,7 @@ class ModelsSyncer:
         self.save = save
 
     def ready(self, run: Run) -> bool:
-        # Read again, not run.applied: the stack's sync may just have deployed another one.
-        current = applied_deployment(self.settings, run.state)
+        current = run.deployed
         if current is None or current.models is None:
             if self.pulls is not None:
                 self.pulls.keep_only(set())  # models.yaml is gone: so are its pulls
@@ -83,7 +82,7 @@ class ModelsSyncer:
         return True
 
     def sync(self, run: Run) -> ModelsOutcome:
-        current = applied_deployment(self.settings, run.state)
+        current = run.deployed
         assert current is not None  # ready() said so
         return ModelSync(self.settings, self._client(), progress=self.progress, gpu=self.gpu,
                          pulls=self.pulls).converge(current, retry=run.retry)
@@ -114,11 +113,11 @@ class WebUISyncer:
         self.list_documents = list_documents
 
     def ready(self, run: Run) -> bool:
-        current = applied_deployment(self.settings, run.state)
+        current = run.deployed
         return current is not None and current.webui is not None
 
     def sync(self, run: Run) -> WebUIOutcome:
-        current = applied_deployment(self.settings, run.state)
+        current = run.deployed
         assert current is not None and current.webui is not None  # ready() said so
         if current.documents is None and current.webui.knowledge:
             current = self.list_documents(current)

@@ -60,6 +60,7 @@ class Run:
     unloadable: LanaiError | None = None  # why the head commit could not be prepared
     same_files: bool = False  # the head has the applied commit's tree
     outcome: Outcome | None = None  # the stack's, once it has synced
+    deployed: Rendered | None = None  # applied once the stack has synced: the parts' target
 
 
 class StackSync:
