@@ -167,7 +167,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
         return result
     settings.require_repo()
     engine.source.fetch()
-    branch = engine.branch()
+    branch = engine.preparer.branch()
     if ref and ref.startswith("HEAD"):  # HEAD~1 means the followed branch's parent commit
         ref = branch + ref.removeprefix("HEAD")
     commit = engine.source.resolve(ref) if ref else engine.source.branch_head(branch)
@@ -179,7 +179,7 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
 
 def _plan_commit(engine: Engine, commit: str, private: Path, applied: Rendered | None,
                  notes: list[str], settings: ServerSettings) -> dict[str, Any]:
-    rendered = engine.prepare(commit, private=private)
+    rendered = engine.preparer.prepare(commit, private=private)
     result = _plan_against(engine, rendered, applied, notes)
     if rendered.models is not None:
         # On the server: the facts it recorded, and its own GPU.
@@ -220,15 +220,15 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
         secrets = {**secrets, **{name: "<placeholder>" for name in missing}}
     state.root = target
     commit = "working-tree"
-    gpu = engine.gpu_runtime()
+    gpu = engine.preparer.gpu_runtime()
     try:
-        salt = engine.hash_salt()
+        salt = engine.preparer.hash_salt()
     except OSError:
         salt = b""
         notes.append("cannot read this server's hash key; services with secrets may show as "
                      "changed")
     address = lan_ip() if state.config.https is not None else None
-    fast = engine.start_interval()
+    fast = engine.preparer.start_interval()
     return render(state, secrets, target, commit,
                   render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,
                              lan_ip=address, start_interval=fast),
@@ -239,7 +239,7 @@ def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
                   notes: list[str]) -> dict[str, Any]:
     facts = facts_mod.observe(engine.client, rendered.project, rendered.images)
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
-    decision = engine.data_decision(rendered, facts, applied)
+    decision = engine.guard.decision(rendered, facts, applied)
     if decision is not None:
         service = rendered.config.backups.service
         notes.append({"backup": f"{service}'s data is backed up first (its image changes)",
@@ -318,7 +318,7 @@ def status(as_json: bool) -> None:
     if applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, applied.images)
         facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
-        live = engine.live_plan(state, applied, facts)
+        live = engine.stack.live_plan(state, applied, facts)
         state.drift = [d.to_json() for d in live.drift]  # now, not as of the last check
     daemon = poke(settings.socket_path, {"command": "ping"})
     report = report_mod.build(state, applied, facts, repo=settings.repo,
@@ -330,7 +330,7 @@ def status(as_json: bool) -> None:
     if applied is not None and applied.config.backups.service in applied.services:
         listed = Store(settings.backups_dir).list()
         report.backups = {"newest": listed[0].to_json() if listed else None,
-                          "count": len(listed), "restore_pin": engine.restore_pin()}
+                          "count": len(listed), "restore_pin": engine.guard.pin()}
     gpus = gpu_mod.observe_gpus()
     if gpus.gpus or gpus.error:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
@@ -396,7 +396,7 @@ def drift(as_json: bool, report: bool, fresh: bool) -> None:
                          exit_code=ExitCode.NOT_SET_UP)
     facts = facts_mod.observe(engine.client, applied.project, applied.images)
     facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
-    result = engine.live_plan(state, applied, facts)
+    result = engine.stack.live_plan(state, applied, facts)
     items = drift_report.collect(settings, applied, [d.to_json() for d in result.drift])
     if report:
         cli_drift.show_fresh(settings, items, applied.commit, as_json)

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -42,7 +41,6 @@ from reconciler.server.record import (
 )
 from reconciler.server.settings import ServerSettings
 from reconciler.stack import facts as facts_mod
-from reconciler.stack.plan import Plan
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
 from reconciler.webui.sync import WebUISync
@@ -147,33 +145,6 @@ class Engine:
         if self._gpu_info is None:
             self._gpu_info = first_gpu() or ()
         return self._gpu_info or None
-
-    # -- the parts' answers, for the CLI ---------------------------------------------
-
-    def hash_salt(self) -> bytes:
-        return self.preparer.hash_salt()
-
-    def gpu_runtime(self) -> bool:
-        return self.preparer.gpu_runtime()
-
-    def start_interval(self) -> bool:
-        return self.preparer.start_interval()
-
-    def branch(self) -> str:
-        return self.preparer.branch()
-
-    def prepare(self, commit: str, *, private: Path | None = None) -> Rendered:
-        return self.preparer.prepare(commit, private=private)
-
-    def live_plan(self, state: State, applied: Rendered, facts: facts_mod.Facts) -> Plan:
-        return self.stack.live_plan(state, applied, facts)
-
-    def restore_pin(self) -> dict[str, Any] | None:
-        return self.guard.pin()
-
-    def data_decision(self, desired: Rendered, facts: facts_mod.Facts,
-                      applied: Rendered | None) -> tuple[str, Any] | None:
-        return self.guard.decision(desired, facts, applied)
 
     def backup(self, *, kind: str, reason: str) -> Backup | None:
         """A backup of the applied deployment's data now (under the reconcile lock)."""

@@ -34,7 +34,7 @@ def test_a_plan_never_touches_the_render_the_daemon_is_writing(tmp_path: Path) -
                              version=lambda: {"Version": "20.10.24", "ApiVersion": "1.41"})
     daemon = Engine(settings, client_factory=lambda: no_gpu)
     daemon.source.fetch()
-    done = daemon.prepare(commit)  # what the daemon renders, to learn the directory's name
+    done = daemon.preparer.prepare(commit)  # what the daemon renders, to learn the directory's name
     writing = done.directory
     shutil.rmtree(writing)
     writing.mkdir()  # the daemon has moved its export in and is half way through rendering
@@ -43,7 +43,7 @@ def test_a_plan_never_touches_the_render_the_daemon_is_writing(tmp_path: Path) -
     plan = Engine(settings, client_factory=lambda: no_gpu)
     private = settings.deployments_dir / ".plan-test"
     private.mkdir()
-    rendered = plan.prepare(commit, private=private)
+    rendered = plan.preparer.prepare(commit, private=private)
 
     assert rendered.directory == private / writing.name
     assert rendered.services == done.services
