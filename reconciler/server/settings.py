@@ -81,6 +81,16 @@ class ServerSettings:
     def socket_path(self) -> Path:
         return self.home / "daemon.sock"
 
+    @property
+    def status_dir(self) -> Path:
+        # The status page's socket lives alone in this directory: the proxy mounts the
+        # directory (a socket recreated by a restarted daemon shows through it).
+        return self.home / "status"
+
+    @property
+    def status_socket(self) -> Path:
+        return self.status_dir / "status.sock"
+
     def require_repo(self) -> str:
         if not self.repo:
             raise NotSetUp(

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
     {"models", "webui", "backup"},
     {"notify", "bench"},
     {"engine", "metrics"},
+    {"statuspage"},
     {"daemon"},
     {"setup"},
     {"cli"},
