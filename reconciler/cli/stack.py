@@ -229,10 +229,12 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
                      "changed")
     address = lan_ip() if state.config.https is not None else None
     fast = engine.preparer.start_interval()
+    status_dir = engine.settings.status_dir
     return render(state, secrets, target, commit,
                   render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,
-                             lan_ip=address, start_interval=fast),
-                  gpu_runtime=gpu, salt=salt, lan_ip=address, start_interval=fast)
+                             lan_ip=address, start_interval=fast, status_dir=status_dir),
+                  gpu_runtime=gpu, salt=salt, lan_ip=address, start_interval=fast,
+                  status_dir=status_dir)
 
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,

@@ -105,6 +105,9 @@ class Https(Strict):
     hold: Seconds = Field(
         120.0, ge=1, le=600, description="While the upstream restarts (an update), the proxy "
         "holds requests up to this long instead of answering errors.")
+    status_page: bool = Field(
+        True, description="Serve lanai's status page at https://<name>/lanai/ to Open "
+        "WebUI's admin (signed in to Open WebUI; anyone else gets 401).")
     acme_email: str | None = Field(
         None, description="Use public certificates (Let's Encrypt, by ACME) for names that are "
         "real domains whose DNS you control; this address gets expiry notices. Unset: every "

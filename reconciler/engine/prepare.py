@@ -171,7 +171,8 @@ class Preparer:
             address = lan_ip() if state.config.https is not None else None
             fast = self.start_interval()
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
-                             salt=self.hash_salt(), lan_ip=address, start_interval=fast)
+                             salt=self.hash_salt(), lan_ip=address, start_interval=fast,
+                             status_dir=self.settings.status_dir)
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -183,7 +184,8 @@ class Preparer:
             state.root = final
             try:
                 return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime,
-                              salt=self.hash_salt(), lan_ip=address, start_interval=fast)
+                              salt=self.hash_salt(), lan_ip=address, start_interval=fast,
+                              status_dir=self.settings.status_dir)
             except BaseException:
                 discard(final)
                 raise
@@ -214,7 +216,8 @@ class Preparer:
         address = lan_ip() if config.https is not None else None
         return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
                           salt=self.hash_salt(), lan_ip=address,
-                          start_interval=self.start_interval()) != applied.key
+                          start_interval=self.start_interval(),
+                          status_dir=self.settings.status_dir) != applied.key
 
     def list_documents(self, rendered: Rendered) -> Rendered:
         """A deployment rendered by an older lanai has no list of the commit's documents:

@@ -10,6 +10,7 @@ import ipaddress
 import socket
 
 from reconciler.desired.lanai_yaml import Https
+from reconciler.server.settings import STATUS_SOCKET
 
 CADDYFILE = "lanai.Caddyfile"
 CADDYFILE_IN_PROXY = "/etc/caddy/Caddyfile"
@@ -17,6 +18,11 @@ CA_DIR_IN_PROXY = "/data/caddy/pki/authorities/local"
 CA_IN_PROXY = f"{CA_DIR_IN_PROXY}/root.crt"
 CA_URL_PATH = "/lanai-ca.crt"  # served over plain http: a phone needs it before https works
 CA_NAME = "lanai local CA"
+# The daemon's status page socket: its directory is bind-mounted here (stack.render).
+STATUS_DIR_IN_PROXY = "/run/lanai-status"
+STATUS_PATH = "/lanai/"
+# Open WebUI answers this 200 to an admin's session only (401 to a user's, or to none).
+ADMIN_CHECK_URI = "/api/v1/auths/admin/config"
 
 
 def site_addresses(https: Https, lan_ip: str | None) -> list[str]:
@@ -27,9 +33,12 @@ def site_addresses(https: Https, lan_ip: str | None) -> list[str]:
     return hosts
 
 
-def render_caddyfile(https: Https, lan_ip: str | None) -> str:
+def render_caddyfile(https: Https, lan_ip: str | None, *, status_page: bool = False) -> str:
     """The proxy's configuration. Nothing per commit goes in: the file's content is part of
-    the proxy's hash, and a push that changes no https setting must not restart it."""
+    the proxy's hash, and a push that changes no https setting must not restart it.
+
+    `status_page`: the daemon's socket is mounted in the proxy; /lanai/ goes there for
+    Open WebUI's admin (forward auth), and for nobody else."""
     hosts = site_addresses(https, lan_ip)
     tls = f"tls {https.acme_email}" if https.acme_email else "tls internal"
     hold = f"{int(https.hold)}s"
@@ -63,7 +72,7 @@ def render_caddyfile(https: Https, lan_ip: str | None) -> str:
 # Only these names get a certificate; any other name gets no TLS handshake.
 {secure} {{
 	{tls}
-	import open_webui
+{_status_routes(https) if status_page else ""}	import open_webui
 }}
 
 {plain} {{
@@ -79,6 +88,24 @@ def render_caddyfile(https: Https, lan_ip: str | None) -> str:
 		redir https://{{host}}{{uri}} 308
 	}}
 }}
+"""
+
+
+def _status_routes(https: Https) -> str:
+    """/lanai/ for the admin: Caddy asks Open WebUI about the request's session (its
+    cookie goes along) and passes any answer but 2xx back to the browser (401). The session
+    never reaches the daemon."""
+    return f"""\
+	redir {STATUS_PATH.rstrip("/")} {STATUS_PATH} 308
+	route {STATUS_PATH}* {{
+		forward_auth {https.upstream} {{
+			uri {ADMIN_CHECK_URI}
+		}}
+		reverse_proxy unix/{STATUS_DIR_IN_PROXY}/{STATUS_SOCKET} {{
+			header_up -Cookie
+			header_up -Authorization
+		}}
+	}}
 """
 
 

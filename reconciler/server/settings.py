@@ -17,6 +17,9 @@ from reconciler.core.errors import NotSetUp
 DEFAULT_CONFIG = Path("/etc/lanai/server.yaml")
 
 
+STATUS_SOCKET = "status.sock"  # the status page's socket, in status_dir
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     home: Path  # state, history, rendered deployments, the local clone
@@ -89,7 +92,7 @@ class ServerSettings:
 
     @property
     def status_socket(self) -> Path:
-        return self.status_dir / "status.sock"
+        return self.status_dir / STATUS_SOCKET
 
     def require_repo(self) -> str:
         if not self.repo:

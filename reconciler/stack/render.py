@@ -31,7 +31,12 @@ from reconciler.desired.load import (
 )
 from reconciler.desired.models_yaml import ModelsConfig
 from reconciler.desired.webui_yaml import WebUIConfig
-from reconciler.https.caddyfile import CADDYFILE, CADDYFILE_IN_PROXY, render_caddyfile
+from reconciler.https.caddyfile import (
+    CADDYFILE,
+    CADDYFILE_IN_PROXY,
+    STATUS_DIR_IN_PROXY,
+    render_caddyfile,
+)
 from reconciler.server.secrets import write_compose_env_file
 from reconciler.stack import compose, tool_versions
 
@@ -120,17 +125,27 @@ class Rendered:
                              for name, spec in data["services"].items()})
 
 
+def status_mount(config: LanaiConfig, status_dir: Path | None) -> Path | None:
+    """The daemon's status page directory, when the proxy serves the page."""
+    https = config.https
+    return status_dir if https is not None and https.status_page else None
+
+
 def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
                gpu_runtime: bool, salt: bytes, lan_ip: str | None = None,
-               start_interval: bool = False) -> str:
+               start_interval: bool = False, status_dir: Path | None = None) -> str:
     """Changes when the commit, any secret value the state uses, the GPU runtime, the
-    engine's health start_interval or (with https) the server's LAN address changes.
+    engine's health start_interval, (with https) the server's LAN address or where the
+    status page's socket is changes.
     Keyed with the server's salt: the key names a directory, and a plain digest of a
     weak secret could be guessed from it."""
     digest = hmac.new(salt or b"lanai", f"{commit}\0gpu={gpu_runtime}".encode(),
                       hashlib.sha256)
     if start_interval:  # absent before lanai used it: older engines keep their keys
         digest.update(b"\0start_interval")
+    mount = status_mount(config, status_dir)
+    if mount is not None:  # absent before the status page: an upgrade renders again
+        digest.update(f"\0status={mount}".encode())
     if config.https is not None and config.https.lan_ip:
         digest.update(f"\0lan_ip={lan_ip}".encode())
     for name in sorted(config.secret_names()):
@@ -173,19 +188,23 @@ def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
 
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
            key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60,
-           lan_ip: str | None = None, start_interval: bool = False) -> Rendered:
-    """Fill `directory` (already holding the commit's files) and validate it with compose."""
+           lan_ip: str | None = None, start_interval: bool = False,
+           status_dir: Path | None = None) -> Rendered:
+    """Fill `directory` (already holding the commit's files) and validate it with compose.
+
+    `status_dir`: the daemon's status page directory, mounted in the https proxy."""
     config = state.config
     safe_tree.refuse_generated(directory, GENERATED)
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
     env_files = _write_secret_env(state, secrets, directory)
+    status = status_mount(config, status_dir)
     if config.https is not None:
-        safe_tree.write_generated(directory, CADDYFILE, render_caddyfile(config.https, lan_ip),
-                                  0o644)
+        caddyfile = render_caddyfile(config.https, lan_ip, status_page=status is not None)
+        safe_tree.write_generated(directory, CADDYFILE, caddyfile, 0o644)
     cpu_only = cpu_only_services(state, gpu_runtime)
     fast_start = fast_start_services(state.compose) if start_interval else []
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only,
-                    fast_start=fast_start)
+                    fast_start=fast_start, status_dir=status)
     project = compose.Project(config.project, directory, config.compose_file)
     result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
     if result.returncode != 0:
@@ -193,7 +212,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     normalized = json.loads(result.stdout)
     # Again on what compose resolved: interpolation from a .env file, extends and include
     # can grant what the raw file did not show.
-    refused = host_access.refused(normalized, directory, config.security.allow, resolved=True)
+    refused = host_access.refused(normalized, directory, _allow(config, status),
+                                  resolved=True)
     if refused:
         found = refused[0]
         raise StateError(f"{config.compose_file} as docker compose resolves it: "
@@ -214,7 +234,7 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
         )
     _write_override(directory, commit, state, env_files,
                     hashes={name: spec.hash for name, spec in services.items()},
-                    cpu_only=cpu_only, fast_start=fast_start)
+                    cpu_only=cpu_only, fast_start=fast_start, status_dir=status)
     models = state.models
     rendered = Rendered(directory=directory, commit=commit, key=key, project=config.project,
                         compose_file=config.compose_file, services=services,
@@ -355,9 +375,19 @@ _OverrideDumper.add_representer(
     _Reset, lambda dumper, data: dumper.represent_sequence("!reset", list(data)))
 
 
+def _allow(config: LanaiConfig, status_dir: Path | None) -> dict[str, list[str]]:
+    """lanai.yaml's grants, and lanai's own: the proxy reads the status page's directory."""
+    allow = dict(config.security.allow)
+    if status_dir is not None and config.https is not None:
+        proxy = config.https.proxy
+        allow[proxy] = [*allow.get(proxy, []), str(status_dir)]
+    return allow
+
+
 def _write_override(directory: Path, commit: str, state: DesiredState,
                     env_files: dict[str, Path], hashes: dict[str, str],
-                    cpu_only: list[str], fast_start: list[str]) -> None:
+                    cpu_only: list[str], fast_start: list[str],
+                    status_dir: Path | None = None) -> None:
     services: dict[str, Any] = {}
     models = state.models
     ollama = ollama_service(state.compose, models) if models else None
@@ -367,6 +397,8 @@ def _write_override(directory: Path, commit: str, state: DesiredState,
         if https is not None and name == https.proxy:
             # The proxy's configuration, generated from lanai.yaml (hashed with the service).
             entry["volumes"] = [f"./{CADDYFILE}:{CADDYFILE_IN_PROXY}:ro"]
+            if status_dir is not None:  # the daemon's socket (a file in it, made later)
+                entry["volumes"].append(f"{status_dir}:{STATUS_DIR_IN_PROXY}:ro")
         if models is not None and name == ollama:
             # Ollama's memory settings, from models.yaml (check_models keeps them out of
             # compose.yaml, so there is one place to change them).

@@ -12,7 +12,12 @@ from pydantic import ValidationError
 
 from reconciler.desired import load as desired
 from reconciler.desired.lanai_yaml import Https
-from reconciler.https.caddyfile import CA_URL_PATH, render_caddyfile, site_addresses
+from reconciler.https.caddyfile import (
+    ADMIN_CHECK_URI,
+    CA_URL_PATH,
+    render_caddyfile,
+    site_addresses,
+)
 from reconciler.https.trust import describe, fingerprint
 
 
@@ -73,10 +78,27 @@ def test_a_public_domain_gets_an_acme_certificate_and_no_ip() -> None:
     assert site_addresses(https(lan_ip=False), "192.168.1.50") == ["ai.home.arpa"]
 
 
-def test_caddy_itself_accepts_the_generated_caddyfile(tmp_path: Path) -> None:
+def test_the_status_page_goes_to_the_daemon_only_after_open_webui_says_admin() -> None:
+    text = render_caddyfile(https(), "192.168.1.50", status_page=True)
+    secure = text[text.index("https://ai.home.arpa"):text.index("http://ai.home.arpa")]
+    route = secure[secure.index("route /lanai/* {"):secure.index("import open_webui")]
+    # The check comes first inside the route, and the route comes before Open WebUI.
+    assert route.index("forward_auth open-webui:8080") < route.index("reverse_proxy unix/")
+    assert f"uri {ADMIN_CHECK_URI}" in route
+    assert "reverse_proxy unix//run/lanai-status/status.sock" in route
+    # The admin's session goes to Open WebUI's check, never on to the daemon.
+    assert "header_up -Cookie" in route and "header_up -Authorization" in route
+    assert "redir /lanai /lanai/ 308" in secure
+    plain = text[text.index("http://ai.home.arpa"):]
+    assert "lanai-status" not in plain  # plain http only redirects
+    assert "/lanai/" not in render_caddyfile(https(), "192.168.1.50")
+
+
+@pytest.mark.parametrize("status_page", [False, True])
+def test_caddy_itself_accepts_the_generated_caddyfile(tmp_path: Path, status_page: bool) -> None:
     assert shutil.which("caddy"), "install Debian's caddy package (tests/run does)"
     path = tmp_path / "Caddyfile"
-    path.write_text(render_caddyfile(https(), "192.168.1.50"))
+    path.write_text(render_caddyfile(https(), "192.168.1.50", status_page=status_page))
     result = subprocess.run(["caddy", "validate", "--config", str(path), "--adapter",
                              "caddyfile"], capture_output=True, text=True, timeout=60,
                             env={"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "d"),

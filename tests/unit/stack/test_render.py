@@ -66,11 +66,14 @@ def copy_state(tmp_path: Path, name: str) -> Path:
 
 
 def do_render(directory: Path, *, secrets: dict[str, str] | None = None,
-              gpu_runtime: bool = False, commit: str = COMMIT) -> Rendered:
+              gpu_runtime: bool = False, commit: str = COMMIT,
+              status_dir: Path | None = None) -> Rendered:
     state = load_state(directory, commit)
     secrets = SECRETS if secrets is None else secrets
-    key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime, salt=SALT)
-    return render(state, secrets, directory, commit, key, gpu_runtime=gpu_runtime)
+    key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime, salt=SALT,
+                     status_dir=status_dir)
+    return render(state, secrets, directory, commit, key, gpu_runtime=gpu_runtime,
+                  status_dir=status_dir)
 
 
 def override(directory: Path) -> dict[str, Any]:
@@ -423,3 +426,38 @@ def test_host_access_hidden_in_an_extended_file_is_refused_as_compose_resolves_i
     set_text(again / "lanai.yaml", "  require_pinned_images: true\n",
              "  require_pinned_images: true\n  allow: {open-webui: [privileged]}\n")
     assert do_render(again).services["open-webui"].config["privileged"] is True
+
+
+def test_the_proxy_gets_the_status_page_directory_and_nothing_else_does(tmp_path: Path) -> None:
+    status_dir = tmp_path / "home" / "status"
+    rendered = do_render(copy_state(tmp_path, "status"), status_dir=status_dir)
+    volumes = rendered.services["proxy"].config["volumes"]
+    mount = next(v for v in volumes if v["target"] == "/run/lanai-status")
+    assert mount["source"] == str(status_dir) and mount["read_only"] is True
+    assert "route /lanai/*" in (rendered.directory / CADDYFILE).read_text()
+    for name in ("ollama", "open-webui"):
+        assert str(status_dir) not in json.dumps(rendered.services[name].config)
+    # A grant made for the proxy alone: compose.yaml giving it to another service is refused.
+    other = copy_state(tmp_path, "other")
+    set_text(other / "compose.yaml", "      - open-webui:/app/backend/data\n",
+             f"      - open-webui:/app/backend/data\n      - {status_dir}:/peek:ro\n")
+    with pytest.raises(StateError, match="outside the state repo"):
+        do_render(other, status_dir=status_dir)
+
+
+def test_the_status_page_switched_off_mounts_nothing_and_routes_nothing(tmp_path: Path) -> None:
+    off = copy_state(tmp_path, "off")
+    set_text(off / "lanai.yaml", "  names: [ai.home.arpa]\n",
+             "  names: [ai.home.arpa]\n  status_page: false\n")
+    status_dir = tmp_path / "home" / "status"
+    rendered = do_render(off, status_dir=status_dir)
+    assert str(status_dir) not in json.dumps(rendered.services["proxy"].config)
+    assert "/lanai/" not in (off / CADDYFILE).read_text()
+
+
+def test_the_status_page_changes_the_render_key_so_an_upgrade_renders_again() -> None:
+    config = load_state(EXAMPLE_STATE).config
+    before = render_key(COMMIT, config, SECRETS, gpu_runtime=False, salt=SALT)
+    after = render_key(COMMIT, config, SECRETS, gpu_runtime=False, salt=SALT,
+                       status_dir=Path("/var/lib/lanai/status"))
+    assert before != after
