@@ -50,7 +50,9 @@ def summary_lines(paths: SetupPaths, wanted: Wanted, seed: Path, ip: str,
         lines += [f"Open WebUI: {webui_url(seed, ip)} (and https://ai.home.arpa/ once your "
                   "router's DNS names this server)",
                   "  Make phones and laptops trust it: `lanai trust` (certificate, steps per "
-                  "system, QR codes)."]
+                  "system, QR codes).",
+                  f"  lanai's status page: {webui_url(seed, ip)}lanai/ (signed in to Open WebUI "
+                  "as the admin)."]
     else:
         lines.append(f"Open WebUI: {webui_url(seed, ip)}")
     lines += [f"  Admin login: {ADMIN_EMAIL}, password: `sudo grep ^WEBUI_ADMIN_PASSWORD= "

@@ -53,6 +53,7 @@ class PageFacts:
     is_secure_context: bool
     has_get_user_media: bool
     certificate_error: str | None   # e.g. "net::ERR_CERT_AUTHORITY_INVALID" on a TLS failure
+    status: int | None = None       # the HTTP status of the page's own response
 
 
 def chromium_path() -> str:
@@ -74,14 +75,17 @@ def certutil_path() -> str:
 
 def open_page(url: str, *, ca_pem: str | None, resolve: dict[str, str] | None = None,
               screenshot: Path | None = None, wait_for_text: str | None = None,
-              timeout: float = 60, before_load: str | None = None) -> PageFacts:
+              timeout: float = 60, before_load: str | None = None,
+              cookies: dict[str, str] | None = None, phone: bool = False) -> PageFacts:
     """Open `url` in a fresh headless Chromium that trusts only `ca_pem`; report what it saw.
 
     A TLS failure is a result (`certificate_error`; the facts are then the error page's and
     `wait_for_text` is not waited for), other navigation failures raise AssertionError, and
     running past `timeout` (for the whole call) raises TimeoutError. `before_load` is
     JavaScript run in the page before its own scripts (e.g. to put a session token in
-    localStorage, as a signed-in browser has it).
+    localStorage, as a signed-in browser has it). `cookies` are set for the URL's site
+    (secure, HTTP-only) before it loads, as a signed-in browser sends them. `phone`: a
+    390x844 touch screen at 3x, as a phone shows the page.
     Chromium and its temporary HOME and profile are removed however the call ends."""
     deadline = time.monotonic() + timeout
     browser = chromium_path()
@@ -101,7 +105,8 @@ def open_page(url: str, *, ca_pem: str | None, resolve: dict[str, str] | None = 
                                     stdout=log, stderr=log, start_new_session=True)
         ws_url = _devtools_url(proc, profile, log_path, deadline)
         with _CDP(ws_url, deadline) as cdp:
-            return _visit(cdp, url, screenshot, wait_for_text, deadline, before_load)
+            return _visit(cdp, url, screenshot, wait_for_text, deadline, before_load,
+                          cookies or {}, phone)
     finally:
         if proc is not None:
             _kill_group(proc)
@@ -216,11 +221,20 @@ _FACTS_JS = f"""({{
 
 
 def _visit(cdp: _CDP, url: str, screenshot: Path | None, wait_for_text: str | None,
-           deadline: float, before_load: str | None = None) -> PageFacts:
+           deadline: float, before_load: str | None = None,
+           cookies: dict[str, str] | None = None, phone: bool = False) -> PageFacts:
     target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
     session = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     page = _Session(cdp, session)
     page.call("Page.enable")
+    page.call("Network.enable")
+    for name, value in (cookies or {}).items():
+        page.call("Network.setCookie", {"name": name, "value": value, "url": url,
+                                        "secure": True, "httpOnly": True})
+    if phone:
+        page.call("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 3, "mobile": True})
+        page.call("Emulation.setTouchEmulationEnabled", {"enabled": True})
     if before_load:
         page.call("Page.addScriptToEvaluateOnNewDocument", {"source": before_load})
     page.call("Page.setLifecycleEventsEnabled", {"enabled": True})
@@ -239,6 +253,13 @@ def _visit(cdp: _CDP, url: str, screenshot: Path | None, wait_for_text: str | No
                    and m["params"].get("name") == "load"
                    and m["params"].get("loaderId") == nav.get("loaderId"),
                    f"{url} to load")
+    status = None
+    for event in cdp.events:
+        params = event.get("params") or {}
+        if event.get("method") == "Network.responseReceived" \
+                and event.get("sessionId") == session and params.get("type") == "Document" \
+                and params.get("loaderId") == nav.get("loaderId"):
+            status = int(params["response"]["status"])
     if wait_for_text is not None and certificate_error is None:
         _wait_for_text(page, wait_for_text, url, deadline)
     facts = page.evaluate(_FACTS_JS)
@@ -252,7 +273,7 @@ def _visit(cdp: _CDP, url: str, screenshot: Path | None, wait_for_text: str | No
     return PageFacts(url=final_url, title=facts["title"], text=facts["text"],
                      is_secure_context=facts["isSecureContext"],
                      has_get_user_media=facts["hasGetUserMedia"],
-                     certificate_error=certificate_error)
+                     certificate_error=certificate_error, status=status)
 
 
 def _wait_for_text(page: _Session, text: str, url: str, deadline: float) -> None:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from .browser import open_page
+from .chats import add_user, signin
 from .harness import (
     REPO_ROOT,
     Server,
@@ -32,6 +33,8 @@ from .harness import (
 from .probe import Probe
 
 NAME = "ai.home.arpa"
+ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
+ADMIN_PASSWORD = "e2e-pw-7"
 ARTIFACTS = REPO_ROOT / "tests" / "e2e" / "artifacts"
 WEBUI = "ghcr.io/open-webui/open-webui:v0.12.4"
 PROBE_RPS = 20
@@ -54,12 +57,16 @@ class Https:
         context = ssl.create_default_context(cadata=ca_pem)
         return context
 
-    def get(self, path: str, ca_pem: str, **kwargs: Any) -> httpx.Response:
-        """GET https://ai.home.arpa:PORT/path, connecting to 127.0.0.1 (no DNS needed)."""
+    def get(self, path: str, ca_pem: str, *, session: str | None = None,
+            **kwargs: Any) -> httpx.Response:
+        """GET https://ai.home.arpa:PORT/path, connecting to 127.0.0.1 (no DNS needed);
+        `session`: an Open WebUI token, sent as its cookie."""
+        headers = {"Host": NAME}
+        if session is not None:
+            headers["Cookie"] = f"token={session}"
         with httpx.Client(verify=self.tls(ca_pem), timeout=30) as client:
             return client.get(f"https://127.0.0.1:{self.https_port}{path}",
-                              headers={"Host": NAME}, extensions={"sni_hostname": NAME},
-                              **kwargs)
+                              headers=headers, extensions={"sni_hostname": NAME}, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +77,8 @@ def https(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathF
     repo, ports = example_repo(root, project)
     webui, secure, plain = ports.webui, ports.https, ports.http
     server = Server(root, repo, project, docker_client,
-                    {"WEBUI_SECRET_KEY": "e2e-https-secret", "WEBUI_ADMIN_PASSWORD": "e2e-pw-7"})
+                    {"WEBUI_SECRET_KEY": "e2e-https-secret",
+                     "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
     code, outcome = server.reconcile()
     assert code == 0, outcome
     yield Https(server, repo, secure, plain, webui)
@@ -187,3 +195,42 @@ def test_lanai_trust_prints_fingerprint_steps_and_qr_codes(https: Https):
     assert pem.stdout.startswith("-----BEGIN CERTIFICATE-----")
     assert subprocess.run(["openssl", "x509", "-noout"], input=pem.stdout, text=True,
                           check=False).returncode == 0
+
+
+def test_the_status_page_shows_the_admin_the_state_and_nobody_else_anything(https: Https):
+    """Signed in to Open WebUI as the admin (its session cookie), Chromium on a phone-sized
+    screen gets /lanai/ from the daemon through the proxy; a family member's session, or
+    none, gets Open WebUI's 401 and nothing of the daemon's."""
+    ca = https.trust()["ca_pem"]
+    webui = f"http://127.0.0.1:{https.webui_port}"
+    admin = signin(webui, ADMIN_EMAIL, ADMIN_PASSWORD)
+    add_user(webui, admin, "Kid", "kid@home.arpa", "kid-password-5")
+    kid = signin(webui, "kid@home.arpa", "kid-password-5")
+    applied = https.server.status()["applied_commit"]
+    subject = subprocess.run(["git", "--git-dir", str(https.repo.bare), "log", "-1",
+                              "--format=%s", applied], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    page = f"https://{NAME}:{https.https_port}/lanai/"
+    https.server.start_daemon()
+    try:
+        shot = ARTIFACTS / "status-page-phone.png"
+        shot.unlink(missing_ok=True)
+        facts = open_page(page, ca_pem=ca, resolve={NAME: "127.0.0.1"}, phone=True,
+                          cookies={"token": admin}, screenshot=shot, wait_for_text=subject,
+                          timeout=90)
+        assert facts.status == 200, facts
+        for service in ("ollama", "open-webui", "proxy"):
+            assert service in facts.text
+        assert applied[:7] in facts.text
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+        state = https.get("/lanai/status.json", ca, session=admin)
+        assert state.status_code == 200 and "open-webui" in state.text
+        for who, session in (("a family member", kid), ("signed out", None)):
+            denied = open_page(page, ca_pem=ca, resolve={NAME: "127.0.0.1"}, timeout=60,
+                               cookies={"token": session} if session else None)
+            assert denied.status in (401, 403), (who, denied)
+            assert "open-webui" not in denied.text and applied[:7] not in denied.text, who
+            data = https.get("/lanai/status.json", ca, session=session)
+            assert data.status_code in (401, 403) and "open-webui" not in data.text, who
+    finally:
+        https.server.stop_daemon()
