@@ -1,5 +1,6 @@
-"""What /metrics costs the idle daemon: CPU seconds and RSS with metrics off, beside
-metrics on and scraped every 15 s, measured in the same run on the same stack.
+"""What /metrics and the status page cost the idle daemon: CPU seconds and RSS with
+metrics off, beside metrics on and scraped every 15 s, beside the status page open in a
+browser (status.json every 10 s), measured in the same run on the same stack.
 
 `python -m benchmarks.metrics [--window 60] [--interval 15] [--json]`
 
@@ -7,7 +8,9 @@ It sets up the isolated server of benchmarks/reconcile.py (the mini stack, a bar
 with the hook, a temp LANAI_HOME: see benchmarks/README.md), then measures two idle
 windows of the daemon, each on a freshly started daemon once its first reconcile is done:
 1. metrics off (no metrics_listen), 2. metrics on (LANAI_METRICS_LISTEN on 127.0.0.1),
-with a scraper asking /metrics every `--interval` seconds from the window's start.
+with a scraper asking /metrics every `--interval` seconds from the window's start,
+3. metrics off and the status page's status.json asked every 10 s on the daemon's socket
+(what an open page does; the proxy and its admin check are not part of the daemon's cost).
 The numbers are the daemon's own CPU (and with its children: nvidia-smi, where present),
 its mean and peak RSS, and the scrapes' latency; "on" is shown as a ratio to "off".
 Exit status as benchmarks/reconcile.py: 0 ran, 1 could not finish, 2 a precondition
@@ -17,6 +20,8 @@ is missing (Docker, the test images, `lanai`), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import http.client
+import socket
 import statistics
 import sys
 import threading
@@ -34,9 +39,40 @@ from benchmarks.reconcile import (
 )
 from tests.e2e.harness import free_port
 
+PAGE_INTERVAL_S = 10.0  # how often the status page asks for status.json
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(10)
+        self.sock.connect(self.path)
+
+
+def get_url(url: str) -> None:
+    """GET an http:// URL, or unix:SOCKET:PATH on a Unix socket; raises OSError on failure."""
+    if not url.startswith("unix:"):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            response.read()
+        return
+    _, sock, path = url.split(":", 2)
+    conn = _UnixHTTP(sock)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise OSError(f"{path}: HTTP {response.status}")
+    finally:
+        conn.close()
+
 
 class Scraper:
-    """GET /metrics every `interval` seconds on a thread; keeps each scrape's latency."""
+    """GET a URL every `interval` seconds on a thread; keeps each request's latency."""
 
     def __init__(self, url: str, interval: float) -> None:
         self.url, self.interval = url, interval
@@ -49,8 +85,7 @@ class Scraper:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                with urllib.request.urlopen(self.url, timeout=10) as response:
-                    response.read()
+                get_url(self.url)
                 self.latencies.append(time.monotonic() - started)
             except OSError as exc:
                 self.errors.append(str(exc))
@@ -93,7 +128,15 @@ class MetricsBench(Bench):
             raise RuntimeError(f"no scrape of /metrics succeeded: {scraper.errors[:3]}")
         scrapes = {"count": len(scraper.latencies), "errors": scraper.errors,
                    "ms": [round(s * 1000, 1) for s in scraper.latencies]}
-        self.results.raw["metrics"] = {"off": off, "on": on, "scrapes": scrapes}
+        self.restart_daemon(None)
+        socket_path = self.home / "status" / "status.sock"
+        with Scraper(f"unix:{socket_path}:/lanai/status.json", PAGE_INTERVAL_S) as page:
+            open_page = self.idle_window("status page open")
+        if not page.latencies:
+            raise RuntimeError(f"no status.json was answered: {page.errors[:3]}")
+        self.results.raw["metrics"] = {"off": off, "on": on, "scrapes": scrapes,
+                                       "page": open_page,
+                                       "page_ms": [round(s * 1000, 1) for s in page.latencies]}
         add = self.results.add
         window = on["window_s"]
 
@@ -106,13 +149,20 @@ class MetricsBench(Bench):
             add(Metric(f"{label} over {window:.0f}s, metrics off", base, "s"))
             add(Metric(f"{label} over {window:.0f}s, metrics on", with_metrics, "s",
                        ratio=with_metrics / base if base else None, baseline="metrics off"))
+            paged = cpu_s(open_page, key)
+            add(Metric(f"{label} over {window:.0f}s, status page open", paged, "s",
+                       ratio=paged / base if base else None, baseline="metrics off"))
         add(Metric("daemon RSS mean, metrics off", off["rss_mb_mean"], "MB"))
         add(Metric("daemon RSS mean, metrics on", on["rss_mb_mean"], "MB",
                    ratio=on["rss_mb_mean"] / off["rss_mb_mean"], baseline="metrics off"))
         add(Metric("daemon RSS max, metrics on", on["rss_mb_max"], "MB",
                    ratio=on["rss_mb_max"] / off["rss_mb_max"], baseline="metrics off"))
+        add(Metric("daemon RSS mean, status page open", open_page["rss_mb_mean"], "MB",
+                   ratio=open_page["rss_mb_mean"] / off["rss_mb_mean"], baseline="metrics off"))
         add(Metric("scrape latency, median", statistics.median(scraper.latencies) * 1000,
                    "ms", note=f"{len(scraper.latencies)} scrapes"))
+        add(Metric("status.json latency, median", statistics.median(page.latencies) * 1000,
+                   "ms", note=f"{len(page.latencies)} requests"))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
