@@ -231,6 +231,11 @@ def test_the_admin_signs_in_to_open_webui_through_the_https_proxy(deployment: De
         me = call("GET", "/api/v1/auths/",
                   headers={"Authorization": f"Bearer {signin.json()['token']}"})
         assert me.status_code == 200 and me.json()["email"] == ADMIN_EMAIL, me.text
+        # lanai's status page, from the systemd daemon's socket: the admin's session only.
+        token = signin.json()["token"]
+        page = call("GET", "/lanai/status.json", headers={"Cookie": f"token={token}"})
+        assert page.status_code == 200 and "open-webui" in page.text, page.text[:500]
+        assert call("GET", "/lanai/status.json").status_code in (401, 403)
 
 
 def test_the_models_of_models_yaml_are_in_ollama(deployment: Deployment):
