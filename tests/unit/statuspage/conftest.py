@@ -82,8 +82,9 @@ def no_docker() -> object:
 
 @pytest.fixture
 def fresh(tmp_path: Path) -> StatusApp:
-    """No home directory yet, nothing answering."""
-    settings = settings_in(tmp_path, "http://127.0.0.1:9")
+    """No home directory yet, nothing answering (beside page_server in a test, not in it)."""
+    (tmp_path / "fresh").mkdir()
+    settings = settings_in(tmp_path / "fresh", "http://127.0.0.1:9")
     live = Live(settings, docker_client=no_docker,  # type: ignore[arg-type]
                 gpus=lambda: gpu_mod.GpuFacts([], None))
     return StatusApp(settings, live)
