@@ -8,7 +8,7 @@
 const REFRESH_MS = 10000;
 const SNAPSHOT_VERSION = 1;
 const SIGNED_OUT = "Signed out of Open WebUI, or not an admin: sign in as the admin and reload.";
-const NO_DAEMON = "lanai's daemon did not answer.";
+const NO_DAEMON = "lanai's daemon did not answer; this page asks again every 10 s.";
 
 const TONE = {
   Synced: "good", Healthy: "good", ready: "good", fits: "good", applied: "good",
@@ -348,7 +348,8 @@ function showAlert(message) {
 function showUpdated() {
   const text = view.updatedAt === null ? "Not updated yet"
     : "Updated " + duration((Date.now() - view.updatedAt) / 1000) + " ago";
-  document.getElementById("updated").textContent = view.failure ? text + " (stale)" : text;
+  const stale = view.failure && view.updatedAt !== null;
+  document.getElementById("updated").textContent = stale ? text + " (stale)" : text;
 }
 
 async function refresh() {
