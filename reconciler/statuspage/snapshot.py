@@ -36,6 +36,7 @@ VERSION = 1  # of the snapshot's shape; page.js reads this one
 HISTORY_SHOWN = 10
 BACKUPS_SHOWN = 10
 CHART_RUNS = 8  # the bench runs charted (as `lanai bench --plot`): one colour each
+MiB = 1024 * 1024
 
 
 def snapshot(settings: ServerSettings, live: Live) -> dict[str, Any]:
@@ -182,7 +183,6 @@ def _models(settings: ServerSettings, applied: Rendered | None, live: Live) -> d
 
 
 def _gpus(live: Live) -> dict[str, Any]:
-    MiB = 1024 * 1024
     found = live.gpus.get()
     return {"error": found.error, "items": [{
         "index": g.index, "name": g.name,
