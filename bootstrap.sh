@@ -871,7 +871,7 @@ source_fingerprint() {
     (cd "$WHEELS" && find . -maxdepth 1 -name '*.whl' -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum) |
       sha256sum | cut -d' ' -f1
   else
-    (cd "$SCRIPT_DIR" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' \) -print0 |
+    (cd "$SCRIPT_DIR" && find pyproject.toml reconciler -type f \( -name '*.py' -o -name '*.toml' -o -name '*.typed' -o -path '*/assets/*' \) -print0 |
       LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -d' ' -f1
   fi
 }
