@@ -8,7 +8,9 @@ of managed containers (a stop, a death, a failing health check), which are
 seen within a second and start a drift check at once. A forge's signed push
 webhook (reconciler.daemon.webhook, when server.yaml sets webhook_listen) queues one too.
 With metrics_listen set, /metrics (reconciler.metrics) is served on a thread of its own:
-each reconcile's outcome is counted here, the rest is read at scrape time.
+each reconcile's outcome is counted here, the rest is read at scrape time. The status page
+(reconciler.statuspage) is served on a Unix socket for the https proxy; both read the same
+live readings, each taken at most once per interval.
 
 Model pulls do not run on that worker: a pull of tens of gigabytes would hold back
 every heal, deploy and backup for hours. They run on one pull worker of their own
@@ -51,6 +53,8 @@ from reconciler.server.settings import ServerSettings
 from reconciler.stack.facts import LABEL_PROJECT
 from reconciler.stack.health import sync_status
 from reconciler.stack.render import LABEL_MANAGED
+from reconciler.statuspage.app import StatusApp
+from reconciler.statuspage.serve import StatusServer
 
 log = logging.getLogger("lanai.daemon")
 EVENT_ACTIONS = {"die", "stop", "kill", "destroy", "oom", "pause", "health_status: unhealthy"}
@@ -84,6 +88,8 @@ class Daemon:
         # Counted whether or not /metrics is served: a few increments per reconcile.
         self.registry = CollectorRegistry()
         self.metrics = ReconcileMetrics(self.registry)
+        # Docker, Ollama and nvidia-smi as /metrics and the status page see them (cached).
+        self.live = Live(settings, docker_client=self.engine.client_factory)
 
     # -- scheduling -----------------------------------------------------------
 
@@ -352,11 +358,21 @@ class Daemon:
 
     def metrics_server(self, host: str, port: int) -> MetricsServer:
         """/metrics on host:port, bound now (a taken port refuses the start), not started."""
-        live = Live(self.settings, docker_client=self.engine.client_factory)
-        collector = LanaiCollector(self.settings, live, self.metrics)
+        collector = LanaiCollector(self.settings, self.live, self.metrics)
         server = MetricsServer(host, port, self.registry)
         self.registry.register(collector)
         return server
+
+    def status_page(self) -> StatusServer | None:
+        """The status page's socket, started; a failure costs the page, not the daemon."""
+        server = StatusServer(self.settings.status_socket, StatusApp(self.settings, self.live))
+        try:
+            return server.start()
+        except OSError as exc:
+            log.error("the status page cannot listen on %s (%s); https://<server>/lanai/ "
+                      "answers 502 until the daemon is restarted", server.path,
+                      exc.strerror or exc)
+            return None
 
     def run(self) -> None:
         # A weak or broken webhook setup refuses the start before anything listens.
@@ -370,6 +386,7 @@ class Daemon:
                 webhook.httpd.server_close()
             raise
         self.serve_socket()
+        status = self.status_page()
         self.scheduler.add_job(self._run, "interval", seconds=self.poll_interval, id="poll",
                                kwargs={"trigger": "poll"})
         self.scheduler.start()
@@ -389,6 +406,8 @@ class Daemon:
             webhook.stop()
         if metrics is not None:
             metrics.stop()
+        if status is not None:
+            status.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -447,8 +447,7 @@ def test_the_proxy_gets_the_status_page_directory_and_nothing_else_does(tmp_path
 
 def test_the_status_page_switched_off_mounts_nothing_and_routes_nothing(tmp_path: Path) -> None:
     off = copy_state(tmp_path, "off")
-    set_text(off / "lanai.yaml", "  names: [ai.home.arpa]\n",
-             "  names: [ai.home.arpa]\n  status_page: false\n")
+    set_text(off / "lanai.yaml", "  status_page: true\n", "  status_page: false\n")
     status_dir = tmp_path / "home" / "status"
     rendered = do_render(off, status_dir=status_dir)
     assert str(status_dir) not in json.dumps(rendered.services["proxy"].config)
