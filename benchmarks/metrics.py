@@ -20,8 +20,6 @@ is missing (Docker, the test images, `lanai`), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import http.client
-import socket
 import statistics
 import sys
 import threading
@@ -38,19 +36,9 @@ from benchmarks.reconcile import (
     say,
 )
 from tests.e2e.harness import free_port
+from tests.unix_http import UnixConnection
 
 PAGE_INTERVAL_S = 10.0  # how often the status page asks for status.json
-
-
-class _UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(10)
-        self.sock.connect(self.path)
 
 
 def get_url(url: str) -> None:
@@ -60,7 +48,7 @@ def get_url(url: str) -> None:
             response.read()
         return
     _, sock, path = url.split(":", 2)
-    conn = _UnixHTTP(sock)
+    conn = UnixConnection(sock)
     try:
         conn.request("GET", path)
         response = conn.getresponse()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
-import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.statuspage.serve import SECURITY_HEADERS, StatusServer
+from tests.unix_http import UnixConnection
 
 
 @dataclass(frozen=True)
@@ -31,17 +30,6 @@ class App:
         return Answer(200, "text/plain; charset=utf-8", f"{method} {path}".encode())
 
 
-class UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: Path) -> None:
-        super().__init__("localhost", timeout=5)
-        self.socket_path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(5)
-        self.sock.connect(str(self.socket_path))
-
-
 @pytest.fixture
 def served(tmp_path: Path):
     app = App()
@@ -51,7 +39,7 @@ def served(tmp_path: Path):
 
 
 def get(path: Path, method: str, target: str) -> tuple[int, dict[str, str], bytes]:
-    conn = UnixConnection(path)
+    conn = UnixConnection(path, timeout=5)
     try:
         conn.request(method, target)
         response = conn.getresponse()
