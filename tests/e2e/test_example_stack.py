@@ -9,6 +9,7 @@ profile switched on (a real Prometheus scraping the daemon's /metrics) and off a
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -259,6 +260,15 @@ def test_monitoring_profile_scrapes_the_daemon_and_switching_it_off_removes_prom
     the pinned prom/prometheus:v3.5.0, tests/images/prometheus); here it listens on a free
     port instead of 9090 and scrapes /metrics on another instead of 9469."""
     server, ports = example.server, example.ports
+    # A model in memory, so /api/ps has a VRAM figure for it (0 here: no GPU).
+    ollama = server.containers()["ollama"]
+    model = "phi3:3.8b-mini-4k-instruct-q4_K_M"
+    code, out = ollama.exec_run(["curl", "-fsS", "http://127.0.0.1:11434/api/generate", "-d",
+                                 json.dumps({"model": model, "prompt": "hi", "stream": False})])
+    assert code == 0, out
+    code, out = ollama.exec_run(["curl", "-fsS", "http://127.0.0.1:11434/api/ps"])
+    assert code == 0, out
+    size_vram = {m["name"]: m["size_vram"] for m in json.loads(out)["models"]}[model]
     server.env["LANAI_METRICS_LISTEN"] = str(ports.metrics)
     server.start_daemon()
     try:
@@ -275,18 +285,20 @@ def test_monitoring_profile_scrapes_the_daemon_and_switching_it_off_removes_prom
         assert prometheus.attrs["Config"]["User"] == "65534"
         assert {s["service"]: s["health"] for s in server.status()["services"]}[
             "prometheus"] == "Healthy"
-        # Through Prometheus' own storage and query engine: the sync status, and a model's
-        # VRAM figure (lanai's estimate; no GPU here, so Ollama's own size_vram would be 0).
+        # Through Prometheus' own storage and query engine: the sync status, and the loaded
+        # model's VRAM figure as Ollama's /api/ps gave it to lanai.
         synced = wait_for(lambda: promql(ports.prometheus, "lanai_stack_synced") == {"": 1.0},
                           90, "Prometheus to scrape lanai_stack_synced 1")
         assert synced
-        vram = wait_for(lambda: promql(ports.prometheus, "lanai_model_vram_estimate_bytes"),
-                        30, "a model's VRAM estimate in Prometheus")
+        query = f'lanai_model_vram_bytes{{model="{model}"}}'
+        vram = wait_for(lambda: promql(ports.prometheus, query), 30,
+                        "a model's VRAM figure in Prometheus")
+        assert vram == {model: float(size_vram)}
         text = httpx.get(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=10).text
         daemon = {s.labels["model"]: s.value for family in text_string_to_metric_families(text)
-                  for s in family.samples if s.name == "lanai_model_vram_estimate_bytes"}
-        assert vram == daemon  # what the daemon says, stored and queried by Prometheus
-        assert vram["llama3.1:8b-instruct-q4_K_M"] > 4e9  # 8B at 4 bits with its KV cache
+                  for s in family.samples if s.name == "lanai_model_vram_bytes"}
+        assert vram[model] == daemon[model]  # the daemon's figure, stored and queried
+        assert promql(ports.prometheus, "lanai_model_loaded == 1")[model] == 1.0
         # The rules in monitoring/ are loaded, and none fires on this healthy stack.
         rules = httpx.get(f"http://127.0.0.1:{ports.prometheus}/api/v1/rules", timeout=10)
         names = [r["name"] for g in rules.json()["data"]["groups"] for r in g["rules"]]
