@@ -294,7 +294,8 @@ def validate(directory: Path, as_json: bool) -> None:
 def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str]:
     directory = directory.resolve()  # compose runs in it, so a relative path would double
     argv = ["docker", "compose", "--project-directory", str(directory), "--file",
-            str(directory / state.config.compose_file), "config", "--quiet"]
+            str(directory / state.config.compose_file),
+            *compose.profile_flags(state.config.profiles), "config", "--quiet"]
     try:
         result = compose.run(argv, cwd=directory, timeout=60)
     except DockerError:

@@ -32,6 +32,8 @@ def shape_problems(services: dict[Any, Any]) -> list[tuple[Path_, str]]:
         ports = spec.get("ports")
         if ports is not None and not _is_list_of(ports, (*_SCALAR, dict)):
             out.append(((*base, "ports"), "must be a list of port entries"))
+        if "profiles" in spec and not _is_list_of(spec["profiles"], (str,)):
+            out.append(((*base, "profiles"), "must be a list of profile names"))
         env = spec.get("environment")
         if env is not None and not isinstance(env, dict) and not _is_list_of(env, _SCALAR):
             out.append(((*base, "environment"), "must be a mapping or a list of NAME=value"))

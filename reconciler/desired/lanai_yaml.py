@@ -20,6 +20,7 @@ from pydantic import (
 
 from reconciler.core.durations import parse_duration
 from reconciler.desired.host_access import ACCESS_NAMES, is_allow_entry
+from reconciler.desired.profiles import PROFILE_NAME
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -237,6 +238,10 @@ class LanaiConfig(Strict):
         "not; required: fail without it; off: always run on the CPU.")
     project: str = Field("lanai", description="The compose project name on the server.")
     compose_file: str = Field("compose.yaml", description="The compose file, relative to the repo.")
+    profiles: list[str] = Field(
+        default_factory=list, description="The Compose profiles switched on, e.g. [monitoring]. "
+        "A service with `profiles:` in compose.yaml is deployed only when one of them is listed "
+        "here; switching it off removes its container (its volumes stay).")
     source: Source = Field(default_factory=Source)
     sync: Sync = Field(default_factory=Sync)
     secrets: dict[str, list[str]] = Field(
@@ -263,6 +268,17 @@ class LanaiConfig(Strict):
         if not PROJECT_NAME.match(value):
             raise ValueError("use lowercase letters, digits, '-' and '_', starting with a "
                              "letter or digit")
+        return value
+
+    @field_validator("profiles")
+    @classmethod
+    def _profiles(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not PROFILE_NAME.match(name):
+                raise ValueError(f"{name!r} is not a profile name (letters, digits, '_', '.' "
+                                 "and '-', at least two characters, e.g. monitoring)")
+        if len(set(value)) != len(value):
+            raise ValueError("a profile is listed twice")
         return value
 
     @field_validator("secrets")

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reconciler.core.errors import StateError
-from reconciler.desired import bounded, compose_shape, host_access, modelfile, yamlpos
+from reconciler.desired import bounded, compose_shape, host_access, modelfile, profiles, yamlpos
 from reconciler.desired.documents import Doc, documents, repo_files
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import MODELS_FILE, ModelsConfig
@@ -67,8 +67,19 @@ class DesiredState:
     documents: dict[str, list[Doc]] = field(default_factory=dict)
 
     @property
-    def services(self) -> dict[str, dict[str, Any]]:
+    def all_services(self) -> dict[str, dict[str, Any]]:
+        """Every service of the compose file, whether its profile is on or not."""
         return self.compose.get("services") or {}
+
+    @property
+    def services(self) -> dict[str, dict[str, Any]]:
+        """The services deployed: those without profiles, and those of a listed profile."""
+        return profiles.active(self.all_services, self.config.profiles)
+
+    @property
+    def inactive(self) -> dict[str, list[str]]:
+        """Services left out because none of their profiles is listed -> those profiles."""
+        return profiles.inactive(self.all_services, self.config.profiles)
 
 
 def load_state(root: Path, commit: str | None = None) -> DesiredState:
@@ -296,10 +307,13 @@ RESTART_POLICIES = re.compile(r"^(no|always|unless-stopped|on-failure(:\d+)?)$")
 def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: LanaiConfig,
                   name: str, settings_lines: yamlpos.Located | None = None, *,
                   root: Path) -> list[Problem]:
-    """lanai's own rules on top of what `docker compose config` validates."""
+    """lanai's own rules on top of what `docker compose config` validates: on each service
+    deployed (a service whose profile is off never runs), and on lanai.yaml's references to
+    services (which may name one whose profile is off)."""
     problems: list[Problem] = []
     services = compose["services"]
-    for service, spec in services.items():
+    deployed = profiles.active(services, config.profiles)
+    for service, spec in deployed.items():
         if not isinstance(spec, dict):
             problems.append(Problem(name, ("services", service),
                                     located.line_of(("services", service)),
@@ -337,7 +351,8 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
                         "Ollama has no authentication and this publishes it on "
                         f"{host_ip or 'every interface'}; publish it on 127.0.0.1 (or not at all) "
                         "or set security.allow_ollama_on_lan: true in lanai.yaml"))
-    for found in host_access.refused(compose, root, config.security.allow):
+    for found in host_access.refused({**compose, "services": deployed}, root,
+                                     config.security.allow):
         problems.append(Problem(name, found.path, located.line_of(found.path),
                                 host_access_sentence(found)))
     for service in config.security.allow:
@@ -346,6 +361,14 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
             line = settings_lines.line_of(path) if settings_lines else None
             problems.append(Problem(SETTINGS_FILE, path, line,
                                     f"names service {service!r}, which is not in {name}"))
+    for index, profile in enumerate(config.profiles):
+        if profile in profiles.unused(services, config.profiles):
+            path = ("profiles", index)
+            line = settings_lines.line_of(path) if settings_lines else None
+            problems.append(Problem(SETTINGS_FILE, path, line,
+                                    f"profile {profile!r} is not named by any service's "
+                                    f"`profiles:` in {name}, so it switches nothing on; fix "
+                                    "the name or remove it"))
     if config.https is not None:
         problems += _check_https(config, services, name, settings_lines)
     for service in config.secrets:

@@ -52,12 +52,19 @@ class Applier:
         if pulls:
             self._pull(project, rendered, pulls, plan, report)
         up = plan.services("create", "update", "start")
-        removes = plan.services("remove")
+        # A service whose profile is off is still in the file, so no orphan to Compose.
+        switched_off = [s for s in plan.services("remove") if s in rendered.inactive]
+        if switched_off:
+            self._step(project.remove_cmd(switched_off), project, report,
+                       [a for a in plan.actions if a.kind == "remove"
+                        and a.service in switched_off],
+                       f"docker compose rm --stop --force {' '.join(switched_off)}")
+        removes = [s for s in plan.services("remove") if s not in switched_off]
         if up or removes:
             self._check_ports(rendered, up)
             self._step(project.up_cmd(up, remove_orphans=bool(removes)), project, report,
-                       [a for a in plan.actions if a.kind in ("create", "update", "start",
-                                                              "remove")],
+                       [a for a in plan.actions if a.kind in ("create", "update", "start")
+                        or (a.kind == "remove" and a.service in removes)],
                        f"docker compose up {' '.join(up) or '(remove orphans)'}")
         restarts = plan.services("restart")
         if restarts:

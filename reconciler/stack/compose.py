@@ -22,18 +22,25 @@ _PASS_ENV = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT",
              "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
 
 
+def profile_flags(profiles: Sequence[str]) -> list[str]:
+    """`--profile X` for each profile lanai.yaml switches on."""
+    return [arg for profile in profiles for arg in ("--profile", profile)]
+
+
 @dataclass(frozen=True)
 class Project:
     name: str
     directory: Path
     compose_file: str
+    profiles: tuple[str, ...] = ()  # lanai.yaml's `profiles`: on for every command
 
     def base(self, *, override: bool = True) -> list[str]:
         files = ["--file", str(self.directory / self.compose_file)]
         if override:
             files += ["--file", str(self.directory / OVERRIDE_FILE)]
         return ["docker", "compose", "--project-name", self.name,
-                "--project-directory", str(self.directory), *files]
+                "--project-directory", str(self.directory), *files,
+                *profile_flags(self.profiles)]
 
     def config_cmd(self, *, override: bool = True) -> list[str]:
         """`override=False`: the user's file alone (whose file compose rejects)."""
@@ -48,6 +55,12 @@ class Project:
         if remove_orphans:
             flags.append("--remove-orphans")
         return [*self.base(), *flags, *services]
+
+    def remove_cmd(self, services: Sequence[str]) -> list[str]:
+        """Stop and remove the containers of services whose profile was switched off:
+        `up --remove-orphans` keeps them (a service still in the file is no orphan to
+        Compose), and a service named on the command line is found whatever its profile."""
+        return [*self.base(), "rm", "--stop", "--force", *services]
 
     def restart_cmd(self, services: Sequence[str]) -> list[str]:
         return [*self.base(), "restart", *services]
@@ -67,6 +80,9 @@ class Project:
 def compose_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     out = {key: env[key] for key in _PASS_ENV if key in env}
+    # Set, and empty: a COMPOSE_PROFILES in the state repo's .env would otherwise switch on
+    # profiles lanai.yaml does not list (the environment wins over .env in every Compose).
+    out["COMPOSE_PROFILES"] = ""
     out.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     return out
 
@@ -111,8 +127,8 @@ def _stream(argv: list[str], cwd: Path, timeout: float,
 
 
 def subcommand(argv: list[str]) -> str:
-    """The compose verb in `argv` (what follows the last --file option)."""
-    last = max((i for i, arg in enumerate(argv) if arg == "--file"), default=-2)
+    """The compose verb in `argv` (what follows the last --file or --profile option)."""
+    last = max((i for i, arg in enumerate(argv) if arg in ("--file", "--profile")), default=-2)
     return argv[last + 2] if last + 2 < len(argv) else "compose"
 
 

@@ -71,8 +71,13 @@ def plan(desired: Rendered, facts: Facts, *, applied: Rendered | None, prune: bo
         _plan_service(result, spec, before, containers, facts, deploying, name in held)
     for name in sorted(set(live) - set(desired.services)):
         detail = f"{len(live[name])} container(s) of a service no longer in compose"
+        off = desired.inactive.get(name)
+        if off is not None:
+            detail = (f"{len(live[name])} container(s) of a service whose profile "
+                      f"({', '.join(off)}) is off")
         if deploying and applied and name in applied.services:
-            reason = "service removed from compose"
+            reason = ("profile switched off in lanai.yaml" if off is not None
+                      else "service removed from compose")
         else:
             reason = "not in the desired state"
             result.drift.append(Drift(name, "orphan", detail))

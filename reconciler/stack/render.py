@@ -79,6 +79,8 @@ class Rendered:
     # Knowledge base -> [[path, sha256], ...]: the commit's own files it names, listed before
     # lanai wrote its files here (None: rendered by a lanai that did not list them).
     documents: dict[str, list[list[str]]] | None = None
+    # Services of the compose file left out because their profiles are off -> those profiles.
+    inactive: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def config(self) -> LanaiConfig:
@@ -102,15 +104,19 @@ class Rendered:
         return sorted({s.image for s in self.services.values() if s.image})
 
     @property
+    def profiles(self) -> tuple[str, ...]:
+        return tuple(self.settings.get("profiles") or ())
+
+    @property
     def project_handle(self) -> compose.Project:
-        return compose.Project(self.project, self.directory, self.compose_file)
+        return compose.Project(self.project, self.directory, self.compose_file, self.profiles)
 
     def to_json(self) -> dict[str, Any]:
         return {"commit": self.commit, "key": self.key, "project": self.project,
                 "compose_file": self.compose_file, "settings": self.settings,
                 "cpu_only": self.cpu_only, "models": self.models_settings,
                 "ollama_service": self.ollama_service, "webui": self.webui_settings,
-                "documents": self.documents,
+                "documents": self.documents, "inactive": self.inactive,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
@@ -121,6 +127,7 @@ class Rendered:
                    models_settings=data.get("models"),
                    ollama_service=data.get("ollama_service"),
                    webui_settings=data.get("webui"), documents=data.get("documents"),
+                   inactive=data.get("inactive") or {},
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
@@ -175,7 +182,7 @@ def gpu_services(compose_data: dict[str, Any]) -> list[str]:
 
 
 def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
-    wanted = gpu_services(state.compose)
+    wanted = gpu_services({"services": state.services})  # a profile that is off needs no GPU
     if state.config.gpu == "required" and wanted and not gpu_runtime:
         raise StateError(
             f"{', '.join(wanted)} need(s) an NVIDIA GPU (gpu: required in lanai.yaml) but "
@@ -205,7 +212,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
     fast_start = fast_start_services(state.compose) if start_interval else []
     _write_override(directory, commit, state, env_files, hashes={}, cpu_only=cpu_only,
                     fast_start=fast_start, status_dir=status)
-    project = compose.Project(config.project, directory, config.compose_file)
+    project = compose.Project(config.project, directory, config.compose_file,
+                              tuple(config.profiles))
     result = compose.run(project.config_cmd(), cwd=directory, timeout=timeout)
     if result.returncode != 0:
         raise config_error(project, result, timeout)
@@ -244,7 +252,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         webui_settings=state.webui.model_dump(mode="json") if state.webui
                         else None,
                         documents={name: [[d.path, d.sha256] for d in docs]
-                                   for name, docs in state.documents.items()})
+                                   for name, docs in state.documents.items()},
+                        inactive=state.inactive)
     # Written last: a directory without it is an interrupted render and is redone.
     safe_tree.write_generated(directory, DESIRED_FILE, json.dumps(rendered.to_json(), indent=1),
                               0o644)

@@ -143,3 +143,23 @@ def test_floor_binary_is_the_declared_floor() -> None:
     out = subprocess.run([str(binary(tool_versions.MIN_COMPOSE)), "version", "--short"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip().removeprefix("v") == tool_versions.MIN_COMPOSE
+
+
+def test_every_version_reads_the_profiles_lanai_passes(version: str, tmp_path: Path) -> None:
+    """`--profile` switches the example's Prometheus on; a .env in the repo cannot."""
+    directory = tmp_path / "d"
+    shutil.copytree(EXAMPLE_STATE, directory)
+    (directory / ".env").write_text("COMPOSE_PROFILES=monitoring\n")
+    state = load_state(directory, COMMIT)
+    key = render_key(COMMIT, state.config, AWKWARD, gpu_runtime=False, salt=b"test")
+    off = render(state, AWKWARD, directory, COMMIT, key, gpu_runtime=False)
+    assert "prometheus" not in off.services
+    on = tmp_path / "on"
+    shutil.copytree(EXAMPLE_STATE, on)
+    text = (on / "lanai.yaml").read_text()
+    (on / "lanai.yaml").write_text(text.replace("# profiles: [monitoring]",
+                                                "profiles: [monitoring]"))
+    state = load_state(on, COMMIT)
+    rendered = render(state, AWKWARD, on, COMMIT, key, gpu_runtime=False)
+    assert rendered.services["prometheus"].config["network_mode"] == "host"
+    assert rendered.services["prometheus"].config["labels"][LABEL_MANAGED] == "true"

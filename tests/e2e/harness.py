@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_STATE = REPO_ROOT / "desired-state"
 MINI_STATE = Path(__file__).parent / "stacks" / "mini"
 REQUIRED_IMAGES = ("ollama/ollama:0.24.0", "ghcr.io/open-webui/open-webui:v0.12.4",
-                   "lanai-test/debian:bookworm", "caddy:2.6.2")
+                   "lanai-test/debian:bookworm", "caddy:2.6.2", "prom/prometheus:v3.5.0")
 T = TypeVar("T")
 
 
@@ -72,8 +72,10 @@ class StateRepo:
                 shutil.copytree(item, target)
             else:
                 shutil.copy2(item, target)
-        for name in ("compose.yaml", "lanai.yaml"):
+        for name in ("compose.yaml", "lanai.yaml", "monitoring/prometheus.yml"):
             path = self.work / name
+            if not path.exists():  # a state without monitoring
+                continue
             text = path.read_text()
             for old, new in replacements.items():
                 text = text.replace(old, new)
@@ -334,20 +336,25 @@ def new_project() -> str:
 
 
 class ExamplePorts:
-    """Free loopback ports for the example state's published ports."""
+    """Free loopback ports for the example state's published ports, and for its monitoring
+    profile: Prometheus (on the host's network) and the daemon's /metrics it scrapes."""
 
     def __init__(self) -> None:
         self.webui, self.https, self.http = free_port(), free_port(), free_port()
+        self.prometheus, self.metrics = free_port(), free_port()
 
 
 def example_repo(root: Path, project: str, extra: dict[str, str] | None = None
                  ) -> tuple[StateRepo, ExamplePorts]:
-    """desired-state/ as a state repo under its own project name, with Open WebUI and the
-    https proxy on free loopback ports (plus `extra` text replacements)."""
+    """desired-state/ as a state repo under its own project name, with Open WebUI, the
+    https proxy and the monitoring profile's Prometheus on free loopback ports, Prometheus
+    scraping /metrics on another (plus `extra` text replacements)."""
     ports = ExamplePorts()
     repo = StateRepo(root, EXAMPLE_STATE, {
         "project: lanai": f"project: {project}",
         '"127.0.0.1:3000:8080"': f'"127.0.0.1:{ports.webui}:8080"',
         '"443:443"': f'"127.0.0.1:{ports.https}:443"',
-        '"80:80"': f'"127.0.0.1:{ports.http}:80"', **(extra or {})})
+        '"80:80"': f'"127.0.0.1:{ports.http}:80"',
+        "127.0.0.1:9090": f"127.0.0.1:{ports.prometheus}",
+        "127.0.0.1:9469": f"127.0.0.1:{ports.metrics}", **(extra or {})})
     return repo, ports

@@ -399,9 +399,11 @@ def mini_seed_and_images(root: Path) -> tuple[Path, Path]:
 
 
 def example_images() -> list[str]:
-    """The images desired-state/compose.yaml pins (Open WebUI, Ollama, Caddy)."""
+    """The images desired-state/compose.yaml deploys as it is (Open WebUI, Ollama, Caddy):
+    not those of services under a profile, which lanai.yaml leaves off."""
     compose = yaml.safe_load((EXAMPLE_STATE / "compose.yaml").read_text())
-    return sorted({spec["image"] for spec in compose["services"].values()})
+    return sorted({spec["image"] for spec in compose["services"].values()
+                   if not spec.get("profiles")})
 
 
 def save_images(images: list[str], archive: Path) -> float:

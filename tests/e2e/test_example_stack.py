@@ -3,19 +3,30 @@ wheel, the Ollama API double, a bare git repo, the lanai CLI.
 
 One stack is deployed for the module and the tests walk through a user's week
 in order: deploy, a push that changes nothing, a push that changes the stack,
-a broken push, a push whose health check fails, and a `git revert`.
+a broken push, a push whose health check fails, a `git revert`, and the monitoring
+profile switched on (a real Prometheus scraping the daemon's /metrics) and off again.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
 import docker
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from .harness import ModelRegistry, Server, StateRepo, example_repo, new_project
+from .harness import (
+    ExamplePorts,
+    ModelRegistry,
+    Server,
+    StateRepo,
+    example_repo,
+    new_project,
+    wait_for,
+)
 
 SECRET = "e2e-webui-secret-9f8a7b"
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -23,9 +34,9 @@ ADMIN_PASSWORD = "e2e-admin-password-3c1d"
 
 
 class Example:
-    def __init__(self, server: Server, repo: StateRepo, port: int) -> None:
-        self.server, self.repo, self.port = server, repo, port
-        self.url = f"http://127.0.0.1:{port}"
+    def __init__(self, server: Server, repo: StateRepo, ports: ExamplePorts) -> None:
+        self.server, self.repo, self.ports, self.port = server, repo, ports, ports.webui
+        self.url = f"http://127.0.0.1:{self.port}"
         self.commits: dict[str, str] = {}
 
 
@@ -36,10 +47,9 @@ def example(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPat
     project = new_project()
     # The https proxy on free loopback ports too (tests/e2e/test_https.py exercises it).
     repo, ports = example_repo(root, project)
-    port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})
-    yield Example(server, repo, port)
+    yield Example(server, repo, ports)
     server.teardown()
 
 
@@ -233,3 +243,81 @@ def test_history_reads_newest_first_with_commit_actions_and_result(example: Exam
     assert human.returncode == 0
     assert example.repo.head()[:12] in human.stdout
 
+
+
+def promql(port: int, query: str) -> dict[str, float]:
+    """An instant query through Prometheus' HTTP API: {model label or "": value}."""
+    reply = httpx.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": query},
+                      timeout=10).json()
+    assert reply["status"] == "success", reply
+    return {r["metric"].get("model", ""): float(r["value"][1]) for r in reply["data"]["result"]}
+
+
+def test_monitoring_profile_scrapes_the_daemon_and_switching_it_off_removes_prometheus(
+        example: Example):
+    """The user's two steps: metrics_listen on the server (a port alone: loopback), the
+    profile in lanai.yaml. Prometheus is the stand-in image (Debian's 2.42.0 binary tagged as
+    the pinned prom/prometheus:v3.5.0, tests/images/prometheus); here it listens on a free
+    port instead of 9090 and scrapes /metrics on another instead of 9469."""
+    server, ports = example.server, example.ports
+    # A model in memory, so /api/ps has a VRAM figure for it (0 here: no GPU).
+    ollama = server.containers()["ollama"]
+    model = "phi3:3.8b-mini-4k-instruct-q4_K_M"
+    code, out = ollama.exec_run(["curl", "-fsS", "http://127.0.0.1:11434/api/generate", "-d",
+                                 json.dumps({"model": model, "prompt": "hi", "stream": False})])
+    assert code == 0, out
+    code, out = ollama.exec_run(["curl", "-fsS", "http://127.0.0.1:11434/api/ps"])
+    assert code == 0, out
+    size_vram = {m["name"]: m["size_vram"] for m in json.loads(out)["models"]}[model]
+    server.env["LANAI_METRICS_LISTEN"] = str(ports.metrics)
+    server.start_daemon()
+    try:
+        example.repo.replace("lanai.yaml", "# profiles: [monitoring]", "profiles: [monitoring]")
+        example.commits["monitoring"] = example.repo.commit_push("Switch monitoring on")
+        before = server.container_ids()
+        code, outcome = server.reconcile()
+        assert code == 0, outcome
+        assert [(a["kind"], a["service"], a["result"]) for a in outcome["actions"]] == [
+            ("create", "prometheus", "ok")]
+        assert server.container_ids().items() >= before.items()  # nothing else touched
+        prometheus = server.containers()["prometheus"]
+        assert prometheus.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert prometheus.attrs["Config"]["User"] == "65534"
+        assert {s["service"]: s["health"] for s in server.status()["services"]}[
+            "prometheus"] == "Healthy"
+        # Through Prometheus' own storage and query engine: the sync status, and the loaded
+        # model's VRAM figure as Ollama's /api/ps gave it to lanai.
+        synced = wait_for(lambda: promql(ports.prometheus, "lanai_stack_synced") == {"": 1.0},
+                          90, "Prometheus to scrape lanai_stack_synced 1")
+        assert synced
+        query = f'lanai_model_vram_bytes{{model="{model}"}}'
+        vram = wait_for(lambda: promql(ports.prometheus, query), 30,
+                        "a model's VRAM figure in Prometheus")
+        assert vram == {model: float(size_vram)}
+        text = httpx.get(f"http://127.0.0.1:{ports.metrics}/metrics", timeout=10).text
+        daemon = {s.labels["model"]: s.value for family in text_string_to_metric_families(text)
+                  for s in family.samples if s.name == "lanai_model_vram_bytes"}
+        assert vram[model] == daemon[model]  # the daemon's figure, stored and queried
+        assert promql(ports.prometheus, "lanai_model_loaded == 1")[model] == 1.0
+        # The rules in monitoring/ are loaded, and none fires on this healthy stack.
+        rules = httpx.get(f"http://127.0.0.1:{ports.prometheus}/api/v1/rules", timeout=10)
+        names = [r["name"] for g in rules.json()["data"]["groups"] for r in g["rules"]]
+        assert "LanaiStackOutOfSync" in names and len(names) == 6
+
+        # Switched off in git: the container goes, its data volume stays.
+        example.repo.revert_push()
+        code, outcome = server.reconcile()
+        assert code == 0, outcome
+        assert [(a["kind"], a["service"], a["result"], a["reason"])
+                for a in outcome["actions"]] == [
+            ("remove", "prometheus", "ok", "profile switched off in lanai.yaml")]
+        assert "prometheus" not in server.containers()
+        assert server.containers().keys() == before.keys()
+        volume = f"{server.project}_prometheus-data"
+        assert server.client.volumes.get(volume).name == volume
+        status = server.status()
+        assert status["sync"] == "Synced" and status["health"] == "Healthy"
+        assert "prometheus" not in {s["service"] for s in status["services"]}
+    finally:
+        server.stop_daemon()
+        server.env.pop("LANAI_METRICS_LISTEN")

@@ -135,9 +135,9 @@ def deployed(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPa
     repo, ports = example_repo(root, project, {
         "\nvolumes:\n  ollama:\n": "\nvolumes:\n  ollama:\n    driver_opts: "
                                    f"{{type: none, o: bind, device: {disk.path}}}\n",
-        # A host path outside the state repo: lanai.yaml must allow it by name.
-        "  require_pinned_images: true\n": "  require_pinned_images: true\n"
-                                           f"  allow: {{ollama: [{disk.path}]}}\n"})
+        # A host path outside the state repo: lanai.yaml must allow it by name (beside the
+        # example's own entry for its Prometheus).
+        "  allow:\n": f"  allow:\n    ollama: [{disk.path}]\n"})
     port = ports.webui
     server = Server(root, repo, project, docker_client, {"WEBUI_SECRET_KEY": SECRET,
                                                          "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD})

@@ -5,8 +5,8 @@
 #
 #   tests/images/build.sh [--force] [IMAGE...]
 #
-# IMAGE is one of: debian open-webui ollama caddy server-trixie server-bookworm
-# server-bullseye
+# IMAGE is one of: debian open-webui ollama caddy prometheus server-trixie
+# server-bookworm server-bullseye
 # (default: all, in that order). An image whose inputs label is current is
 # skipped unless --force is given.
 # Caches live in ${LANAI_TEST_CACHE:-/var/cache/lanai-test}:
@@ -14,6 +14,8 @@
 #   wheels/                  pip download of open-webui + CPU torch (PyPI)
 #   rootfs-server-<suite>/   debootstrap of a clean server (systemd, sshd, sudo)
 #   caddy/                   Debian's caddy package, when the caddy 2.6.2 binary is
+#                            not installed here (apt-get download)
+#   prometheus/              Debian's prometheus package, when its 2.42.0 binaries are
 #                            not installed here (apt-get download)
 # Nothing else is downloaded.
 set -euo pipefail
@@ -32,6 +34,9 @@ OPEN_WEBUI_TAG=ghcr.io/open-webui/open-webui:v${OPEN_WEBUI_VERSION}
 OLLAMA_TAG=ollama/ollama:${OLLAMA_VERSION}
 CADDY_VERSION=2.6.2
 CADDY_TAG=caddy:${CADDY_VERSION}
+# The example pins Prometheus 3.5.0; Debian 12 packages 2.42.0 (tests/images/prometheus).
+PROMETHEUS_DEBIAN_VERSION=2.42.0
+PROMETHEUS_TAG=prom/prometheus:v3.5.0
 OPEN_WEBUI_BUILD_TAG=lanai-test/open-webui-build:tmp
 # Clean servers for bootstrap.sh to manage over SSH (tests/images/server):
 # trixie and bookworm are supported, bullseye exists only to be refused.
@@ -46,7 +51,7 @@ FORCE=0
 TARGETS=()
 
 usage() {
-  sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 log() { printf '%s\n' "$*" >&2; }
@@ -62,6 +67,7 @@ inputs_of() {
     open-webui) printf '%s %s\n' "$OPEN_WEBUI_VERSION" "$TORCH_VERSION"
                 cat "$HERE/open-webui/Dockerfile" "$HERE/open-webui/start.sh" ;;
     caddy) printf '%s\n' "$CADDY_VERSION"; cat "$HERE/caddy/Dockerfile" ;;
+    prometheus) printf '%s\n' "$PROMETHEUS_DEBIAN_VERSION"; cat "$HERE/prometheus/Dockerfile" ;;
     ollama) cat "$HERE/ollama/Dockerfile"
             find "$REPO_TESTS/ollama_double" -type f ! -path '*/__pycache__/*' -print0 \
               | sort -z | xargs -0 cat ;;
@@ -285,18 +291,48 @@ build_caddy() {
   report "$CADDY_TAG" built "$started"
 }
 
+build_prometheus() {
+  local started dir deb ctx
+  started=$(date +%s)
+  image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
+  ctx=$(mktemp -d)
+  # Debian's prometheus package (tests/run installs it for promtool) has both binaries.
+  if command -v prometheus >/dev/null \
+    && [[ $(prometheus --version 2>&1) == "prometheus, version $PROMETHEUS_DEBIAN_VERSION"* ]]; then
+    cp "$(command -v prometheus)" "$(command -v promtool)" "$ctx/"
+  else
+    dir="$CACHE/prometheus"
+    mkdir -p "$dir"
+    deb=$(find "$dir" -maxdepth 1 -name "prometheus_${PROMETHEUS_DEBIAN_VERSION}*.deb" | head -n 1)
+    if [ -z "$deb" ]; then
+      (cd "$dir" && apt-get download "prometheus=$(apt-cache madison prometheus |
+        awk -v v="$PROMETHEUS_DEBIAN_VERSION" '$3 ~ "^"v {print $3; exit}')") >&2 ||
+        die "cannot download Debian's prometheus $PROMETHEUS_DEBIAN_VERSION package (apt-get update first?)"
+      deb=$(find "$dir" -maxdepth 1 -name "prometheus_${PROMETHEUS_DEBIAN_VERSION}*.deb" | head -n 1)
+    fi
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/prometheus >"$ctx/prometheus"
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/promtool >"$ctx/promtool"
+  fi
+  chmod 0755 "$ctx/prometheus" "$ctx/promtool"
+  cp "$HERE/prometheus/Dockerfile" "$ctx/"
+  docker_build --build-arg "BASE=$DEBIAN_TAG" --label "$LABEL_ARG" -t "$PROMETHEUS_TAG" "$ctx"
+  rm -rf "$ctx"
+  report "$PROMETHEUS_TAG" built "$started"
+}
+
 main() {
   while [ $# -gt 0 ]; do
     case $1 in
       --force) FORCE=1 ;;
       -h|--help) usage; exit 0 ;;
-      debian|open-webui|ollama|caddy|server-trixie|server-bookworm|server-bullseye) TARGETS+=("$1") ;;
+      debian|open-webui|ollama|caddy|prometheus|server-trixie|server-bookworm|server-bullseye)
+        TARGETS+=("$1") ;;
       *) usage >&2; die "unknown argument: $1" ;;
     esac
     shift
   done
-  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama caddy server-trixie server-bookworm
-    server-bullseye)
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(debian open-webui ollama caddy prometheus server-trixie
+    server-bookworm server-bullseye)
   docker info >/dev/null 2>&1 || die "cannot talk to the Docker engine"
 
   local target tag started
@@ -306,6 +342,7 @@ main() {
       open-webui) tag=$OPEN_WEBUI_TAG ;;
       ollama) tag=$OLLAMA_TAG ;;
       caddy) tag=$CADDY_TAG ;;
+      prometheus) tag=$PROMETHEUS_TAG ;;
       server-*) tag=$SERVER_IMAGE:${target#server-} ;;
     esac
     started=$(date +%s)
@@ -315,7 +352,7 @@ main() {
       continue
     fi
     # A missing base is built first, even when only a child was asked for.
-    if [[ $target == @(open-webui|ollama|caddy) ]] && ! image_exists "$DEBIAN_TAG"; then
+    if [[ $target == @(open-webui|ollama|caddy|prometheus) ]] && ! image_exists "$DEBIAN_TAG"; then
       build_debian
     fi
     "build_${target//-/_}"

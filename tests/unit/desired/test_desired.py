@@ -85,13 +85,15 @@ def test_compose_file_setting_is_followed(state_dir: Path, edit) -> None:
     secrets_line = settings.index("secrets:") + 2  # the service key right under it
     assert settings[secrets_line - 1] == "  open-webui:"
     https_line = settings.index("https:") + 1  # proxy and upstream are defaults: the section
+    allow_line = settings.index("    prometheus: [host_network]") + 1
     assert [(p.file, p.path, p.line) for p in problems] == [
         ("stack.yaml", ("services", "app", "image"), 3),
+        ("lanai.yaml", ("security", "allow", "prometheus"), allow_line),
         ("lanai.yaml", ("https", "proxy"), https_line),
         ("lanai.yaml", ("https", "upstream"), https_line),
         ("lanai.yaml", ("secrets", "open-webui"), secrets_line)]
-    assert problems[1].message == "names service 'proxy', which is not in stack.yaml"
-    assert problems[3].message == "names service 'open-webui', which is not in stack.yaml"
+    assert problems[2].message == "names service 'proxy', which is not in stack.yaml"
+    assert problems[4].message == "names service 'open-webui', which is not in stack.yaml"
 
 
 def test_compose_without_services(state_dir: Path) -> None:
@@ -322,8 +324,7 @@ def test_ollama_on_the_host_network_is_refused(state_dir: Path, edit) -> None:
                                                      line)}
     assert len(problems) == 2  # the host network (security.allow) and Ollama's lack of auth
     # Allowing the host network is not allowing Ollama on the LAN.
-    edit("lanai.yaml", "  allow_ollama_on_lan: false\n",
-         "  allow_ollama_on_lan: false\n  allow: {ollama: [host_network]}\n")
+    edit("lanai.yaml", "  allow:\n", "  allow:\n    ollama: [host_network]\n")
     problem = only_problem(state_dir)
     assert problem.message.startswith("Ollama has no authentication")
 

@@ -18,6 +18,7 @@ from ..conftest import REPO_ROOT, Edit
 
 WEBUI_IMAGE = "    image: ghcr.io/open-webui/open-webui:v0.12.4\n"
 SECURITY = "  require_pinned_images: true\n"
+ALLOW = "  allow:\n"
 
 
 def problems_of(root: Path) -> list[Problem]:
@@ -40,7 +41,8 @@ def add_to_webui(edit: Edit, text: str) -> int:
 
 
 def allow(edit: Edit, entries: str, service: str = "open-webui") -> None:
-    edit("lanai.yaml", SECURITY, f"{SECURITY}  allow:\n    {service}: {entries}\n")
+    """An entry in the example's security.allow (which allows its Prometheus already)."""
+    edit("lanai.yaml", ALLOW, f"{ALLOW}    {service}: {entries}\n")
 
 
 # (text added to the service, lines below its first line, key path under the service,
@@ -148,7 +150,7 @@ def test_the_example_gpu_reservation_stays_allowed(state_dir: Path) -> None:
     state = load_state(state_dir)
     reservation = state.services["ollama"]["deploy"]["resources"]["reservations"]["devices"]
     assert reservation == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert findings(state.compose, state_dir) == []
+    assert findings({"services": state.services}, state_dir) == []
 
 
 # ---------------------------------------------------------------- host paths

@@ -48,6 +48,23 @@ def test_up_with_remove_orphans(project: Project) -> None:
         *BASE, "up", "--detach", "--pull", "never", "--remove-orphans"]
 
 
+def test_profiles_reach_every_command() -> None:
+    project = Project("lanai", DIR, "compose.yaml", ("monitoring", "media"))
+    flags = ["--profile", "monitoring", "--profile", "media"]
+    assert project.base() == [*BASE, *flags]
+    assert project.config_cmd(override=False) == [*BASE[:-2], *flags, "config", "--format",
+                                                  "json"]
+    assert project.up_cmd(["web"], remove_orphans=True) == [
+        *BASE, *flags, "up", "--detach", "--pull", "never", "--remove-orphans", "web"]
+    assert project.logs_cmd(["prometheus"], tail=5, follow=False) == [
+        *BASE, *flags, "logs", "--no-color", "--tail", "5", "prometheus"]
+
+
+def test_remove(project: Project) -> None:
+    assert project.remove_cmd(["prometheus"]) == [*BASE, "rm", "--stop", "--force",
+                                                  "prometheus"]
+
+
 def test_restart(project: Project) -> None:
     assert project.restart_cmd(["open-webui"]) == [*BASE, "restart", "open-webui"]
 
@@ -72,6 +89,7 @@ def test_other_compose_file_name() -> None:
     ([*BASE, "up", "--detach"], "up"),
     ([*BASE, "pull", "ollama"], "pull"),
     (BASE, "compose"),
+    ([*BASE, "--profile", "monitoring", "rm", "--stop"], "rm"),
 ])
 def test_subcommand(argv: list[str], verb: str) -> None:
     assert compose.subcommand(argv) == verb
@@ -85,14 +103,16 @@ def test_compose_env_passes_only_the_allowed_variables() -> None:
         "COMPOSE_PROJECT_NAME": "other", "COMPOSE_FILE": "/tmp/evil.yaml",
         "COMPOSE_PROFILES": "x", "LANAI_HOME": "/x", "TAG": "latest",
     }
+    # COMPOSE_PROFILES is set, empty, so that a .env in the state repo cannot set it.
     assert compose.compose_env(environ) == {
         "PATH": "/opt/bin:/usr/bin", "HOME": "/root", "DOCKER_HOST": "unix:///run/d.sock",
-        "DOCKER_CONFIG": "/root/.docker", "DOCKER_CONTEXT": "default"}
+        "DOCKER_CONFIG": "/root/.docker", "DOCKER_CONTEXT": "default", "COMPOSE_PROFILES": ""}
 
 
 def test_compose_env_has_a_default_path() -> None:
     assert compose.compose_env({}) == {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "COMPOSE_PROFILES": ""}
 
 
 def test_run_hides_the_callers_environment(monkeypatch: pytest.MonkeyPatch,

@@ -423,8 +423,7 @@ def test_host_access_hidden_in_an_extended_file_is_refused_as_compose_resolves_i
     assert not (d1 / DESIRED_FILE).exists()
     again = d1.parent / "again"  # the server renders each try into a fresh export
     shutil.copytree(d1, again, ignore=shutil.ignore_patterns(*GENERATED))
-    set_text(again / "lanai.yaml", "  require_pinned_images: true\n",
-             "  require_pinned_images: true\n  allow: {open-webui: [privileged]}\n")
+    set_text(again / "lanai.yaml", "  allow:\n", "  allow:\n    open-webui: [privileged]\n")
     assert do_render(again).services["open-webui"].config["privileged"] is True
 
 
