@@ -516,12 +516,13 @@ check_port() {
     held=1
   fi
   ((held)) || return 0
+  # A Docker that is installed but not running holds no port: its CLI fails, which is no answer.
   if have docker; then
-    if [[ -n $(docker ps -q --filter "label=$MANAGED_LABEL=true" --filter "publish=$port" 2>/dev/null) ]]; then
+    if [[ -n $(docker ps -q --filter "label=$MANAGED_LABEL=true" --filter "publish=$port" 2>/dev/null || true) ]]; then
       PORT_HOLDER=lanai
       return 0
     fi
-    name=$(docker ps --filter "publish=$port" --format '{{.Names}}' 2>/dev/null | head -n 1)
+    name=$( (docker ps --filter "publish=$port" --format '{{.Names}}' 2>/dev/null || true) | head -n 1)
     if [[ -n $name ]]; then
       PORT_HOLDER="the container $name"
     fi

@@ -236,6 +236,25 @@ def test_a_port_held_by_another_program_is_refused(env: dict[str, str]) -> None:
     assert "stop that program" in result.stderr
 
 
+def test_a_port_held_while_docker_is_installed_but_stopped_is_refused_in_one_sentence(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """The Docker CLI fails without its daemon (as `docker ps` does then): no answer about
+    the port's holder, not a silent exit."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        result = sourced(f"WEBUI_PORT={port}; check_port",
+                         {**env, "PATH": f"{bin_dir}:{env['PATH']}"})
+    assert result.returncode == exit_codes()["E_PORT"], result.stderr
+    assert f"port {port} is in use by" in result.stderr and "Docker" not in result.stderr
+
+
 def test_a_free_port_passes(env: dict[str, str]) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
