@@ -302,7 +302,10 @@ def test_monitoring_profile_scrapes_the_daemon_and_switching_it_off_removes_prom
         # The rules in monitoring/ are loaded, and none fires on this healthy stack.
         rules = httpx.get(f"http://127.0.0.1:{ports.prometheus}/api/v1/rules", timeout=10)
         names = [r["name"] for g in rules.json()["data"]["groups"] for r in g["rules"]]
-        assert "LanaiStackOutOfSync" in names and len(names) == 6
+        assert "LanaiStackOutOfSync" in names and len(names) == 7
+        states = {r["name"]: r["state"] for g in rules.json()["data"]["groups"]
+                  for r in g["rules"]}
+        assert states["LanaiMetricsDown"] == "inactive", states  # the daemon is scraped
 
         # Switched off in git: the container goes, its data volume stays.
         example.repo.revert_push()
