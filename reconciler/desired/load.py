@@ -361,8 +361,9 @@ def check_compose(compose: dict[str, Any], located: yamlpos.Located, config: Lan
             line = settings_lines.line_of(path) if settings_lines else None
             problems.append(Problem(SETTINGS_FILE, path, line,
                                     f"names service {service!r}, which is not in {name}"))
+    unused = profiles.unused(services, config.profiles)
     for index, profile in enumerate(config.profiles):
-        if profile in profiles.unused(services, config.profiles):
+        if profile in unused:
             path = ("profiles", index)
             line = settings_lines.line_of(path) if settings_lines else None
             problems.append(Problem(SETTINGS_FILE, path, line,
