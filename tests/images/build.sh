@@ -264,8 +264,27 @@ build_ollama() {
   report "$OLLAMA_TAG" built "$started"
 }
 
+# Copy BIN... of Debian's PACKAGE whose version starts with VERSION into CTX, from the
+# package's .deb, downloaded once into the cache (when this machine has another release).
+deb_binaries() {
+  local package=$1 version=$2 ctx=$3 dir deb bin
+  shift 3
+  dir="$CACHE/$package"
+  mkdir -p "$dir"
+  deb=$(find "$dir" -maxdepth 1 -name "${package}_${version}*.deb" | head -n 1)
+  if [ -z "$deb" ]; then
+    (cd "$dir" && apt-get download "$package=$(apt-cache madison "$package" |
+      awk -v v="$version" '$3 ~ "^"v {print $3; exit}')") >&2 ||
+      die "cannot download Debian's $package ${version%-} package (apt-get update first?)"
+    deb=$(find "$dir" -maxdepth 1 -name "${package}_${version}*.deb" | head -n 1)
+  fi
+  for bin; do
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO "./usr/bin/$bin" >"$ctx/$bin"
+  done
+}
+
 build_caddy() {
-  local started dir deb ctx
+  local started ctx
   started=$(date +%s)
   image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
   ctx=$(mktemp -d)
@@ -273,16 +292,7 @@ build_caddy() {
   if command -v caddy >/dev/null && [[ $(caddy version) == "$CADDY_VERSION"* ]]; then
     cp "$(command -v caddy)" "$ctx/caddy"
   else
-    dir="$CACHE/caddy"
-    mkdir -p "$dir"
-    deb=$(find "$dir" -maxdepth 1 -name "caddy_${CADDY_VERSION}-*.deb" | head -n 1)
-    if [ -z "$deb" ]; then
-      (cd "$dir" && apt-get download "caddy=$(apt-cache madison caddy |
-        awk -v v="$CADDY_VERSION" '$3 ~ "^"v"-" {print $3; exit}')") >&2 ||
-        die "cannot download Debian's caddy $CADDY_VERSION package (apt-get update first?)"
-      deb=$(find "$dir" -maxdepth 1 -name "caddy_${CADDY_VERSION}-*.deb" | head -n 1)
-    fi
-    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/caddy >"$ctx/caddy"
+    deb_binaries caddy "${CADDY_VERSION}-" "$ctx" caddy
   fi
   chmod 0755 "$ctx/caddy"
   cp "$HERE/caddy/Dockerfile" "$ctx/"
@@ -292,7 +302,7 @@ build_caddy() {
 }
 
 build_prometheus() {
-  local started dir deb ctx
+  local started ctx
   started=$(date +%s)
   image_exists "$DEBIAN_TAG" || die "$DEBIAN_TAG is missing (build 'debian' first)"
   ctx=$(mktemp -d)
@@ -301,17 +311,7 @@ build_prometheus() {
     && [[ $(prometheus --version 2>&1) == "prometheus, version $PROMETHEUS_DEBIAN_VERSION"* ]]; then
     cp "$(command -v prometheus)" "$(command -v promtool)" "$ctx/"
   else
-    dir="$CACHE/prometheus"
-    mkdir -p "$dir"
-    deb=$(find "$dir" -maxdepth 1 -name "prometheus_${PROMETHEUS_DEBIAN_VERSION}*.deb" | head -n 1)
-    if [ -z "$deb" ]; then
-      (cd "$dir" && apt-get download "prometheus=$(apt-cache madison prometheus |
-        awk -v v="$PROMETHEUS_DEBIAN_VERSION" '$3 ~ "^"v {print $3; exit}')") >&2 ||
-        die "cannot download Debian's prometheus $PROMETHEUS_DEBIAN_VERSION package (apt-get update first?)"
-      deb=$(find "$dir" -maxdepth 1 -name "prometheus_${PROMETHEUS_DEBIAN_VERSION}*.deb" | head -n 1)
-    fi
-    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/prometheus >"$ctx/prometheus"
-    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/bin/promtool >"$ctx/promtool"
+    deb_binaries prometheus "$PROMETHEUS_DEBIAN_VERSION" "$ctx" prometheus promtool
   fi
   chmod 0755 "$ctx/prometheus" "$ctx/promtool"
   cp "$HERE/prometheus/Dockerfile" "$ctx/"
