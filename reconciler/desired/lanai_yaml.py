@@ -21,6 +21,7 @@ from pydantic import (
 from reconciler.core.durations import parse_duration
 from reconciler.desired.host_access import ACCESS_NAMES, is_allow_entry
 from reconciler.desired.profiles import PROFILE_NAME
+from reconciler.desired.servers import Mode, Server, SwarmSettings, manager_of
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -232,6 +233,15 @@ class DriftReport(Strict):
 
 
 class LanaiConfig(Strict):
+    mode: Mode = Field(
+        "compose", description="compose: one box, plain Docker Compose (the default). swarm: "
+        "the servers listed under servers form a Docker Swarm; each model lives on the "
+        "server models.yaml places it on (README, Several servers).")
+    servers: list[Server] = Field(
+        default_factory=list, description="The servers, in swarm mode: name, ssh, gpu, "
+        "labels, and which one is the manager. One box needs none.")
+    swarm: SwarmSettings = Field(
+        default_factory=SwarmSettings, description="Swarm mode's network settings.")
     gpu: Literal["auto", "required", "off"] = Field(
         "auto", description="auto: keep compose.yaml's NVIDIA GPU reservations where the server "
         "has the NVIDIA container runtime, drop them (the stack runs on the CPU) where it does "
@@ -291,6 +301,14 @@ class LanaiConfig(Strict):
                         f"secret name {name!r} of service {service!r} must look like an "
                         "environment variable (A-Z, 0-9, _)")
         return value
+
+    @property
+    def manager(self) -> Server | None:
+        """The swarm manager (swarm mode), or the one server listed (compose mode)."""
+        return manager_of(self.servers)
+
+    def server(self, name: str) -> Server | None:
+        return next((s for s in self.servers if s.name == name), None)
 
     def secret_names(self) -> set[str]:
         return {name for names in self.secrets.values() for name in names} \

@@ -15,7 +15,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from reconciler.core.errors import StateError
-from reconciler.desired import bounded, compose_shape, host_access, modelfile, profiles, yamlpos
+from reconciler.desired import (
+    bounded,
+    compose_shape,
+    host_access,
+    modelfile,
+    profiles,
+    servers,
+    yamlpos,
+)
 from reconciler.desired.documents import Doc, documents, repo_files
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import MODELS_FILE, ModelsConfig
@@ -93,6 +101,9 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
         compose = None  # lanai's rules below read these keys
     models, models_lines = _load_models(root, problems)
     webui, webui_lines, _missing = _load_file(root, WEBUI_FILE, WebUIConfig, problems)
+    if config is not None:
+        problems += check_servers(config, settings_lines, models, models_lines, webui,
+                                  webui_lines)
     if config is not None and compose is not None and located is not None:
         problems += check_compose(compose, located, config, compose_file, settings_lines,
                                   root=root)
@@ -112,6 +123,36 @@ def load_state(root: Path, commit: str | None = None) -> DesiredState:
     assert config is not None and compose is not None and located is not None
     return DesiredState(root=root, config=config, compose=compose, compose_lines=located,
                         commit=commit, models=models, webui=webui, documents=documents)
+
+
+def check_servers(config: LanaiConfig, settings_lines: yamlpos.Located,
+                  models: ModelsConfig | None, models_lines: yamlpos.Located,
+                  webui: WebUIConfig | None, webui_lines: yamlpos.Located) -> list[Problem]:
+    """lanai.yaml's servers, and what models.yaml and webui.yaml say about them."""
+    problems = [Problem(SETTINGS_FILE, path, settings_lines.line_of(path), message)
+                for path, message in servers.server_problems(config.mode, config.servers)]
+    for index, entry in enumerate(models.local if models else []):
+        if entry.place is None:
+            continue
+        path = ("local", index, "place")
+        if config.mode != "swarm":
+            problems.append(Problem(MODELS_FILE, path, models_lines.line_of(path),
+                                    "place needs mode: swarm in lanai.yaml (one box holds "
+                                    "every model); remove it, or switch to swarm mode"))
+            continue
+        _chosen, unmatched = servers.resolve_place(entry.place, config.servers)
+        for item in unmatched:
+            at = (*path, entry.place.index(item))
+            problems.append(Problem(MODELS_FILE, at, models_lines.line_of(at) or
+                                    models_lines.line_of(path),
+                                    servers.describe_unmatched(item, config.servers)))
+    if config.mode == "swarm" and webui is not None \
+            and "ollama" in webui.connections.model_fields_set:
+        path = ("connections", "ollama")
+        problems.append(Problem(WEBUI_FILE, path, webui_lines.line_of(path),
+                                "in swarm mode lanai writes Open WebUI's Ollama connections "
+                                "itself (one per server running Ollama); remove this key"))
+    return problems
 
 
 def knowledge_documents(root: Path, webui: WebUIConfig, located: yamlpos.Located,

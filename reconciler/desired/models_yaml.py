@@ -90,6 +90,10 @@ class ModelEntry(Strict):
     allow_cpu: bool = Field(
         False, description="The model may run partly on the CPU when it does not fit the "
         "budget (slower); otherwise a spill fails validation.")
+    place: Annotated[list[str] | None, BeforeValidator(_place)] = Field(
+        None, description="Swarm mode: the servers that hold this model, by name (box-b) or "
+        "node label (label:size=big), one or a list. Unset: every server that runs Ollama. "
+        "(Not `on`: YAML reads on as true.)")
     modelfile: str | None = Field(
         None, description="A custom model: the path of its Modelfile in this repo. It is "
         "created on the server (FROM a model declared here, or a GGUF file in the repo) and "
@@ -106,12 +110,28 @@ class ModelEntry(Strict):
                              "quantization, e.g. llama3.1:8b-instruct-q4_K_M")
         return value
 
+    @field_validator("place")
+    @classmethod
+    def _place_entries(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty place puts the model nowhere; name a server, or remove "
+                             "place for every server")
+        for entry in value or []:
+            if entry.startswith("label:") and "=" not in entry:
+                raise ValueError(f"{entry!r}: write a label as label:KEY=VALUE, e.g. "
+                                 "label:size=big")
+        return value
+
     @field_validator("context")
     @classmethod
     def _context(cls, value: int | str) -> int | str:
         if isinstance(value, int) and value < 256:
             raise ValueError("a context under 256 tokens cannot hold a chat")
         return value
+
+
+def _place(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
 
 
 def _entry(value: Any) -> Any:
