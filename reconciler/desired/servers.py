@@ -135,6 +135,12 @@ class SwarmSettings(BaseModel):
 
 Mode = Literal["compose", "swarm"]
 
+NOT_DEPLOYABLE_YET = (
+    "lanai.yaml: mode: swarm: this lanai checks and plans a state of several servers (`lanai "
+    "validate`, `lanai plan --dir`: one fit table per server) but cannot deploy one yet, so "
+    "the server was left as it was; keep mode: compose on the branch this server follows "
+    "until a lanai that deploys swarm mode is installed.")
+
 
 def manager_of(servers: list[Server]) -> Server | None:
     marked = [s for s in servers if s.manager]

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import docker
 
-from reconciler.core.errors import DockerError, LanaiError, SourceError
+from reconciler.core.errors import DockerError, LanaiError, SourceError, StateError
 from reconciler.core.files import write_json_atomic
 from reconciler.desired import load as desired_mod
 from reconciler.desired.lanai_yaml import LanaiConfig
+from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.desired.source import GitSource
 from reconciler.https.caddyfile import lan_ip
 from reconciler.server.record import State, parse_iso
@@ -165,6 +166,8 @@ class Preparer:
         self.source.export(commit, scratch)
         try:
             state = desired_mod.load_state(scratch, commit)
+            if state.config.mode == "swarm":
+                raise StateError(NOT_DEPLOYABLE_YET)
             secrets = read_secrets(self.settings.secrets_file)
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
             gpu_runtime = self.gpu_runtime()
