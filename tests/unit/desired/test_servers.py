@@ -158,3 +158,17 @@ def test_gpu_classes_are_lowercase_and_sizes_parse() -> None:
     assert Server(name="x", gpu="none", ollama=True).runs_ollama is True
     assert Server(name="x").runs_ollama is True  # gpu auto: bootstrap found out
 
+
+
+def test_the_commented_example_in_lanai_yaml_is_valid_uncommented(state_dir: Path,
+                                                                  edit) -> None:
+    text = (state_dir / "lanai.yaml").read_text(encoding="utf-8")
+    start = text.index("# mode: swarm\n")
+    block = text[start:text.index("\n\n", start) + 1]
+    edit("lanai.yaml", block, "".join(line.removeprefix("# ") + "\n"
+                                      for line in block.splitlines()))
+    edit("webui.yaml", WEBUI_OLLAMA, "")
+    config = load_state(state_dir).config
+    assert config.mode == "swarm"
+    assert [(s.name, s.vram, s.labels) for s in config.servers] == [
+        ("box-a", 8 * 1024**3, {}), ("box-b", 24 * 1024**3, {"size": "big"})]
