@@ -21,12 +21,14 @@ from reconciler.cli.base import fail, guarded, json_option, root, server_setting
 from reconciler.core.errors import ExitCode, LanaiError
 from reconciler.core.sizes import parse_size
 from reconciler.desired import load as desired_mod
+from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import ModelsConfig
 from reconciler.engine.reconcile import Engine
 from reconciler.models import lock as lock_mod
 from reconciler.models import memory
 from reconciler.models import state as state_mod
 from reconciler.models.fit import fit_directory
+from reconciler.models.fit_servers import fit_servers, servers_json
 from reconciler.models.memory import ModelFacts
 from reconciler.models.ollama import Ollama, OllamaError
 from reconciler.models.plan import runtime_of
@@ -35,7 +37,8 @@ from reconciler.models.sync import OllamaNotReady, connect
 from reconciler.stack.render import Rendered
 
 
-def _state_dir_models(directory: Path) -> ModelsConfig:
+def _state_dir(directory: Path) -> desired_mod.DesiredState:
+    """The state in `directory`, which must have a models.yaml."""
     try:
         state = desired_mod.load_state(directory)
     except desired_mod.InvalidState as exc:
@@ -43,7 +46,7 @@ def _state_dir_models(directory: Path) -> ModelsConfig:
     if state.models is None:
         raise LanaiError(f"{directory} has no models.yaml, so lanai manages no models there.",
                          exit_code=ExitCode.INVALID)
-    return state.models
+    return state
 
 
 def _deployed_models(engine: Engine) -> Rendered:
@@ -89,12 +92,15 @@ def models(ctx: click.Context, as_json: bool) -> None:
 @models.command(name="fit")
 @click.argument("directory", required=False, default=".",
                 type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--vram", metavar="SIZE", help="The server's GPU memory (e.g. 8GiB) when "
-              "budget.vram is auto, instead of the GPU recorded in models.lock.")
+@click.option("--vram", "vram", multiple=True, metavar="SIZE|SERVER=SIZE",
+              help="The GPU memory to check against, instead of the GPU recorded in "
+              "models.lock: a size (e.g. 8GiB) on one box, used when budget.vram is auto; in "
+              "swarm mode SERVER=SIZE (e.g. box-b=24GiB), once per server, over lanai.yaml's "
+              "gpu.")
 @click.option("--strict", is_flag=True, help="Also fail when a model's size is unknown (not in "
               "models.lock).")
 @json_option
-def fit_cmd(directory: Path, vram: str | None, strict: bool, as_json: bool) -> None:
+def fit_cmd(directory: Path, vram: tuple[str, ...], strict: bool, as_json: bool) -> None:
     """Check that the models in DIRECTORY's models.yaml fit the VRAM budget. Offline.
 
     \b
@@ -103,15 +109,34 @@ def fit_cmd(directory: Path, vram: str | None, strict: bool, as_json: bool) -> N
     from budget.vram, --vram, or models.lock. Prints per model: context, weights,
     KV cache, overhead, total, budget, fits or spills (and the CPU share).
     Exits 0 when every model fits, 2 when one spills without allow_cpu: true.
+
+    \b
+    Swarm mode (mode: swarm in lanai.yaml): one table per server that runs Ollama,
+    with the models placed on it, against that server's GPU: --vram SERVER=SIZE,
+    else its gpu in lanai.yaml (a size or a card), else models.lock's servers;
+    budget.vram, when a size, caps every server. Exits 2 when any server's table
+    has a problem. With --json: {"servers": {NAME: table}, "problems": [...]}.
+
+    \b
+    Example, a swarm where box-c's card is not in lanai.yaml yet:
+      lanai models fit . --vram box-c=8GiB
     """
     try:
-        config = _state_dir_models(directory)
-        report = fit_directory(directory, config, vram=parse_size(vram) if vram else None)
+        state = _state_dir(directory)
+        assert state.models is not None
+        if state.config.mode == "swarm":
+            overrides = swarm_vram(vram, state.config)
+        else:
+            size = compose_vram(vram)
     except (LanaiError, ValueError) as exc:
         err = exc if isinstance(exc, LanaiError) else LanaiError(str(exc),
                                                                  exit_code=ExitCode.INVALID)
         fail(err, as_json, code=ExitCode.INVALID)
         return
+    if state.config.mode == "swarm":
+        _fit_servers(directory, state, overrides, strict, as_json)
+        return
+    report = fit_directory(directory, state.models, vram=size)
     if strict:
         report.problems += report.warnings
     if as_json:
@@ -121,6 +146,50 @@ def fit_cmd(directory: Path, vram: str | None, strict: bool, as_json: bool) -> N
         for problem in report.problems:
             models_views.out.print(f"[red]✗[/red] {problem}")
     sys.exit(ExitCode.INVALID if report.problems else ExitCode.OK)
+
+
+def _fit_servers(directory: Path, state: desired_mod.DesiredState, vram: dict[str, int],
+                 strict: bool, as_json: bool) -> None:
+    assert state.models is not None
+    reports = fit_servers(directory, state.models, state.config, vram=vram)
+    if strict:
+        for report in reports.values():
+            report.problems += report.warnings
+    data = servers_json(reports, state.config)
+    if as_json:
+        click.echo(json.dumps(data, indent=1))
+    else:
+        models_views.server_fit_tables(data, problems=True)
+    sys.exit(ExitCode.INVALID if data["problems"] else ExitCode.OK)
+
+
+def compose_vram(values: tuple[str, ...]) -> int | None:
+    """One box: --vram is a plain size (given twice, the last one counts, as click does)."""
+    if any("=" in value for value in values):
+        raise click.UsageError("--vram SERVER=SIZE is for swarm mode; on one box write a plain "
+                               "size, e.g. --vram 8GiB")
+    return parse_size(values[-1]) if values else None
+
+
+def swarm_vram(values: tuple[str, ...], config: LanaiConfig) -> dict[str, int]:
+    """Swarm mode: --vram SERVER=SIZE, for servers that run Ollama."""
+    ollama = [s.name for s in config.servers if s.runs_ollama]
+    out: dict[str, int] = {}
+    for value in values:
+        name, sep, size = value.partition("=")
+        if not sep:
+            raise click.UsageError(f"--vram {value}: in swarm mode name the server, e.g. "
+                                   f"--vram {ollama[0]}={value} (once per server)")
+        if name not in ollama:
+            why = ("runs no Ollama, so it has no fit table" if config.server(name)
+                   else "is not a server in lanai.yaml")
+            raise click.UsageError(f"--vram {value}: {name!r} {why}; name one of "
+                                   f"{', '.join(ollama)}")
+        try:
+            out[name] = parse_size(size)
+        except ValueError as exc:
+            raise click.UsageError(f"--vram {value}: {exc}") from None
+    return out
 
 
 @models.command(name="lock")

@@ -1,4 +1,5 @@
-"""Human output for the model commands: the fit table, the models on the server, bench."""
+"""Human output for the model commands: the fit table (one per server in swarm mode), the
+models on the server, bench."""
 
 from __future__ import annotations
 
@@ -50,6 +51,35 @@ def fit_table(report: dict[str, Any]) -> None:
             out.print(Text(f"  {row['model']}: {line}", style="dim"))
     for line in report.get("warnings") or []:
         out.print(Text(f"  note: {line}", style="yellow"))
+
+
+def server_fit_tables(data: dict[str, Any], *, problems: bool = False) -> None:
+    """Swarm mode: one fit table per server that runs Ollama, under a heading that names
+    the server, its role and its GPU; with `problems`, each table's problems below it."""
+    for index, (name, report) in enumerate(data["servers"].items()):
+        if index:
+            out.print()
+        out.print(Text(f"{name}: {report.get('role')}, {gpu_text(report)}", style="bold"))
+        if report["models"]:
+            fit_table(report)
+        else:
+            out.print(Text("no models in models.yaml are placed here", style="dim"))
+        for line in report["problems"] if problems else []:
+            out.print(f"[red]✗[/red] {line}")
+    for name in data.get("without_ollama") or []:
+        out.print()
+        out.print(Text(f"{name}: runs no Ollama (gpu: none or ollama: false), so no models",
+                       style="dim"))
+
+
+def gpu_text(report: dict[str, Any]) -> str:
+    gpu = report.get("gpu") or {}
+    status = report.get("gpu_status")
+    if status == "none":
+        return "no GPU: models on the CPU"
+    if status != "known" or gpu.get("memory") is None:
+        return "GPU not known"
+    return " ".join(part for part in ("GPU", gpu.get("name"), _b(gpu["memory"])) if part)
 
 
 def models_table(data: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from reconciler.https.caddyfile import lan_ip
 from reconciler.models import lock as models_lock
 from reconciler.models import state as models_state
 from reconciler.models.fit import fit_directory
+from reconciler.models.fit_servers import fit_servers, servers_json
 from reconciler.models.pulls import load_progress
 from reconciler.notify import drift_report
 from reconciler.server import gpu as gpu_mod
@@ -130,6 +131,7 @@ def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
 
     Exit status like `diff`: 0 nothing would change, 1 changes, 2 an error (or,
     with --dir, a model that does not fit the VRAM budget: see `lanai models fit`).
+    In swarm mode the fit is one table per server that runs Ollama.
     """
     try:
         actions = _plan(ref, directory)
@@ -141,7 +143,10 @@ def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
         click.echo(json.dumps(actions, indent=1))
     else:
         views.plan(actions)
-        if fit is not None:
+        if fit is not None and "servers" in fit:
+            models_views.server_fit_tables(fit)
+            views.problems(fit["problems"])
+        elif fit is not None:
             models_views.fit_table(fit)
             views.problems(fit["problems"])
     if fit is not None and fit["problems"]:
@@ -160,10 +165,13 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
             rendered = _render_dir(engine, directory, Path(tmp), notes)
             result = _plan_against(engine, rendered, applied, notes)
-        models = desired_mod.load_state(directory).models
-        if models is not None:
-            result["models"] = fit_directory(directory, models).to_json()
-            _plan_models(result, models, settings)
+        state = desired_mod.load_state(directory)
+        fit = fit_json(directory, state)
+        if fit is not None:
+            result["models"] = fit
+            if state.config.mode == "compose":
+                assert state.models is not None
+                _plan_models(result, state.models, settings)
         return result
     settings.require_repo()
     engine.source.fetch()
@@ -187,8 +195,14 @@ def _plan_commit(engine: Engine, commit: str, private: Path, applied: Rendered |
         repo_lock = models_lock.read(rendered.directory / models_lock.LOCK_FILE)
         lock = (repo_lock.merged(server_lock) if repo_lock and server_lock
                 else server_lock or repo_lock)
-        gpu = engine.gpu_info()
         lock = lock or models_lock.ModelsLock()
+        if rendered.config.mode == "swarm":
+            # Each server's GPU comes from lanai.yaml and the lock, not from this manager's.
+            reports = fit_servers(rendered.directory, rendered.models, rendered.config,
+                                  lock=lock)
+            result["models"] = servers_json(reports, rendered.config)
+            return result  # model actions per server come with the swarm's model sync
+        gpu = engine.gpu_info()
         if gpu:  # this server's own GPU, not the one a lock was written on
             lock = models_lock.ModelsLock(gpu[0], gpu[1], lock.models)
         result["models"] = fit_directory(rendered.directory, rendered.models,
@@ -261,7 +275,8 @@ def validate(directory: Path, as_json: bool) -> None:
     """Check a state directory without a server: lanai.yaml, compose.yaml, models.yaml.
 
     Also checks that the models fit the VRAM budget, with sizes from models.lock
-    (see `lanai models fit`).
+    (see `lanai models fit`); in swarm mode, one table per server that runs Ollama,
+    with the models placed on it, against that server's GPU.
 
     Runs `docker compose config` on it too when the docker CLI is installed (no
     Docker engine needed). Exits 0 when valid, 2 with every problem listed.
@@ -274,21 +289,31 @@ def validate(directory: Path, as_json: bool) -> None:
         problems = [str(p) for p in exc.problems]
     else:
         problems += _compose_check(directory, state)
-        if state.models is not None:
-            report = fit_directory(directory, state.models)
-            problems += report.problems
-            fit = report.to_json()
+        fit = fit_json(directory, state)
+        problems += fit["problems"] if fit is not None else []
     if as_json:
         click.echo(json.dumps({"valid": not problems, "problems": problems, "models": fit},
                               indent=1))
         sys.exit(ExitCode.INVALID if problems else ExitCode.OK)
-    if fit is not None:
+    if fit is not None and "servers" in fit:
+        models_views.server_fit_tables(fit)
+    elif fit is not None:
         models_views.fit_table(fit)
     if problems:
         views.problems(problems)
     else:
         views.note(f"{directory}: valid")
     sys.exit(ExitCode.INVALID if problems else ExitCode.OK)
+
+
+def fit_json(directory: Path, state: desired_mod.DesiredState) -> dict[str, Any] | None:
+    """The fit of a state directory's models, as `--json` prints it: one report on one box,
+    one per server in swarm mode (each server named in its problems). None: no models.yaml."""
+    if state.models is None:
+        return None
+    if state.config.mode == "swarm":
+        return servers_json(fit_servers(directory, state.models, state.config), state.config)
+    return fit_directory(directory, state.models).to_json()
 
 
 def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str]:

@@ -27,12 +27,16 @@ class FitReport:
     budget_from: str | None = None  # where the GPU memory came from
     problems: list[str] = field(default_factory=list)  # fail the check
     warnings: list[str] = field(default_factory=list)  # could not be checked
-    server: str | None = None  # swarm mode: the server these models are placed on
-    role: str | None = None  # swarm mode: manager or worker
+    # Swarm mode: the server these models are placed on, its role (manager, worker) and
+    # whether its GPU is known, none (models on the CPU) or unknown (not checked).
+    server: str | None = None
+    role: str | None = None
+    gpu_status: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Compose mode's JSON keeps its keys: scripts read it.
-        where = {"server": self.server, "role": self.role} if self.server is not None else {}
+        where = ({"server": self.server, "role": self.role, "gpu_status": self.gpu_status}
+                 if self.server is not None else {})
         return {**where, "gpu": {"name": self.gpu_name, "memory": self.gpu_memory},
                 "budget": self.budget, "budget_from": self.budget_from,
                 "facts_from": self.facts_from,

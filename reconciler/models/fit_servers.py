@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.sizes import human_bytes
 from reconciler.desired.lanai_yaml import LanaiConfig
@@ -33,6 +34,12 @@ class ServerGpu:
     @property
     def known(self) -> bool:
         return self.memory is not None or self.no_gpu is not None
+
+    @property
+    def status(self) -> str:
+        if self.memory is not None:
+            return "known"
+        return "none" if self.no_gpu is not None else "unknown"
 
 
 def server_gpu(server: Server, lock: lock_mod.ModelsLock | None, vram: int | None) -> ServerGpu:
@@ -104,7 +111,8 @@ def fit_servers(root: Path, models_config: ModelsConfig, lanai_config: LanaiConf
             budget=resolve_budget(config, memory),
             facts_from=lock_mod.LOCK_FILE if lock and lock.models else "nowhere",
             budget_from=budget_from, server=server.name,
-            role="manager" if manager is not None and manager.name == server.name else "worker")
+            role="manager" if manager is not None and manager.name == server.name else "worker",
+            gpu_status=gpu.status)
         if lock_problem:
             report.problems.append(lock_problem)
         report.problems += fit_problems(rows)
@@ -145,3 +153,11 @@ def flat_problems(reports: dict[str, FitReport]) -> list[str]:
     for name, report in reports.items():
         out += [f"{name}: {p}" for p in report.problems if p not in shared]
     return out
+
+
+def servers_json(reports: dict[str, FitReport], config: LanaiConfig) -> dict[str, Any]:
+    """What `--json` prints in swarm mode: each server's fit, the servers without Ollama
+    (no table), and every problem in one list, as compose mode's report has it."""
+    return {"servers": {name: report.to_json() for name, report in reports.items()},
+            "without_ollama": [s.name for s in config.servers if not s.runs_ollama],
+            "problems": flat_problems(reports)}
