@@ -23,6 +23,7 @@ from reconciler.daemon.control import poke
 from reconciler.daemon.run import Daemon
 from reconciler.desired import load as desired_mod
 from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.engine.reconcile import Engine
 from reconciler.https.caddyfile import lan_ip
 from reconciler.models import lock as models_lock
@@ -142,13 +143,18 @@ def plan_cmd(ref: str | None, directory: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(actions, indent=1))
     else:
-        views.plan(actions)
+        if not actions.get("refused"):
+            views.plan(actions)
         if fit is not None and "servers" in fit:
             models_views.server_fit_tables(fit)
             views.problems(fit["problems"])
         elif fit is not None:
             models_views.fit_table(fit)
             views.problems(fit["problems"])
+    if actions.get("refused"):
+        if not as_json:
+            views.problems([actions["refused"]])
+        sys.exit(ExitCode.INVALID)
     if fit is not None and fit["problems"]:
         sys.exit(ExitCode.INVALID)  # a pull request whose models do not fit fails its check
     changes = actions["actions"] or actions.get("model_actions")
@@ -162,10 +168,16 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     applied = engine.applied(state)
     notes: list[str] = []
     if directory is not None:
+        state = desired_mod.load_state(directory)
+        if state.config.mode == "swarm":
+            # This server's compose engine would refuse it (engine.prepare): plan no
+            # one-box changes, show the fit per server and say why nothing deploys.
+            return {"commit": "working-tree", "applied_commit": applied.commit if applied else None,
+                    "actions": [], "refused": NOT_DEPLOYABLE_YET,
+                    "notes": notes, "models": fit_json(directory, state)}
         with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
             rendered = _render_dir(engine, directory, Path(tmp), notes)
             result = _plan_against(engine, rendered, applied, notes)
-        state = desired_mod.load_state(directory)
         fit = fit_json(directory, state)
         if fit is not None:
             result["models"] = fit

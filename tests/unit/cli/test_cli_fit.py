@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -13,6 +12,7 @@ from click.testing import CliRunner, Result
 from reconciler.cli import stack
 from reconciler.cli.main import main
 from reconciler.desired import load as desired
+from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.models.fit_servers import fit_servers, servers_json
 
 from ..models.swarm_state import MODELS, make_swarm
@@ -141,19 +141,24 @@ def test_compose_mode_output_keeps_its_shape(state_dir: Path) -> None:
     assert checked["models"] == report
 
 
-def test_plan_prints_the_tables_and_fails_when_one_server_does_not_fit(
-        state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_prints_the_tables_and_says_this_server_cannot_deploy_swarm_mode(
+        state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real `plan --dir` on a server: no one-box changes are planned for a swarm state
+    (the compose engine refuses it); the fit per server is shown, then the one sentence."""
+    config = tmp_path / "server.yaml"
+    config.write_text(f"home: {tmp_path / 'home'}\n", encoding="utf-8")
+    monkeypatch.setenv("LANAI_CONFIG", str(config))
     state = desired.load_state(make_swarm(state_dir, TOO_BIG_FOR_C))
     assert state.models is not None
     fit = servers_json(fit_servers(state_dir, state.models, state.config), state.config)
-    planned: dict[str, Any] = {"commit": "working-tree", "applied_commit": None,
-                               "actions": [], "drift": [], "notes": [], "models": fit}
-    monkeypatch.setattr(stack, "_plan", lambda _ref, _directory: planned)
     result = lanai("plan", "--dir", str(state_dir))
     assert result.exit_code == 2
     assert "box-b: worker, GPU rtx-4090 24 GiB" in result.output
     assert "error: box-c: llama3.1:8b-instruct-q8_0 needs " in result.output
-    assert json.loads(lanai("plan", "--dir", str(state_dir), "--json").output)["models"] == fit
+    assert "cannot deploy one yet" in " ".join(result.output.split())
+    data = json.loads(lanai("plan", "--dir", str(state_dir), "--json").output)
+    assert (data["models"], data["actions"]) == (fit, [])
+    assert data["refused"] == NOT_DEPLOYABLE_YET
 
 
 def test_plan_dir_fits_a_swarm_state_per_server(state_dir: Path) -> None:
