@@ -58,9 +58,12 @@ def convert(name: str, spec: dict[str, Any], *, where: str, start_interval: bool
     policy = restart_policy(spec.get("restart"))
     if policy and "restart_policy" not in deploy:
         deploy["restart_policy"] = policy
-    if spec.get("restart"):
+    if policy and deploy["restart_policy"] is policy:
         notes.append(mapped(name, "restart", f"{spec['restart']} becomes Swarm's "
                             f"deploy.restart_policy (condition {policy['condition']})."))
+    elif policy:
+        notes.append(mapped(name, "restart", "left out: Swarm follows the service's own "
+                            "deploy.restart_policy."))
     limits, limit_notes = resource_limits(name, spec)
     notes += limit_notes
     if limits:

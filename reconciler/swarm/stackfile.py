@@ -36,6 +36,9 @@ REDACTED = "<secret>"
 
 @dataclass(frozen=True)
 class StackFile:
+    """The stack, its format version and the notes. compose config inlines env files, so
+    the stack holds the services' secret values: write it readable by root only."""
+
     stack: dict[str, Any]  # the file's content, `version` first
     version: str
     notes: list[Note] = field(default_factory=list)
@@ -179,6 +182,7 @@ def ollama_services(name: str, spec: dict[str, Any], config: LanaiConfig,
             (body["deploy"].get("resources") or {}).get("reservations") or {})
         out[service] = finish(body, material, secrets, server=server.name)
         notes += [n for n in found if n not in notes]
+    notes += bind_mounts(name, spec, list(out))
     notes.append(mapped(name, "services", "Swarm runs one Ollama per server that has one: "
                         f"{dep.listing(list(out))}, each pinned to its server and keeping its "
                         "own models."))
@@ -186,6 +190,15 @@ def ollama_services(name: str, spec: dict[str, Any], config: LanaiConfig,
     if wanted is not None:
         notes.append(dep.gpu_note(name, reserves, wanted))
     return out, notes
+
+
+def bind_mounts(name: str, spec: dict[str, Any], services: list[str]) -> list[Note]:
+    """Swarm copies no files: a host path an Ollama mounts must exist on every server."""
+    sources = [m.get("source") for m in spec.get("volumes") or []
+               if isinstance(m, dict) and m.get("type") == "bind"]
+    return [mapped(name, "volumes", f"{source} is a path on the host: it must exist on each "
+                   f"server that runs {dep.listing(services)} (Swarm copies no files).")
+            for source in sources]
 
 
 def finish(body: dict[str, Any], material: str, secrets: set[str], *,

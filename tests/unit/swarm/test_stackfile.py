@@ -286,6 +286,8 @@ def test_a_restart_policy_of_the_users_own_wins() -> None:
                                                          "delay": "5s"}}}})
     assert stack.stack["services"]["web"]["deploy"]["restart_policy"] == {
         "condition": "on-failure", "delay": "5s"}
+    assert stack.notes == [Note("web", "restart", "left out: Swarm follows the service's own "
+                                "deploy.restart_policy.")]
 
 
 def test_container_name_is_left_out() -> None:
@@ -646,3 +648,12 @@ def test_expose_and_pull_policy_are_left_out() -> None:
 def test_a_note_reads_as_one_line() -> None:
     assert Note("web", "ports", "left out.").line() == "web.ports: left out."
     assert Note(None, "networks.a", "made an overlay.").line() == "networks.a: made an overlay."
+
+
+def test_a_bind_mount_on_ollama_must_exist_on_every_ollama_server() -> None:
+    project = ollama_project()
+    project["ollama"]["volumes"] = [{"type": "bind", "source": "/srv/models",
+                                     "target": "/models"}]
+    stack = small(project, ollama="ollama", gpu_servers={"box-b", "box-c"})
+    assert "ollama.volumes: /srv/models is a path on the host: it must exist on each server " \
+        "that runs ollama-box-b and ollama-box-c (Swarm copies no files)." in lines(stack)
