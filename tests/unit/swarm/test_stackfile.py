@@ -657,3 +657,12 @@ def test_a_bind_mount_on_ollama_must_exist_on_every_ollama_server() -> None:
     stack = small(project, ollama="ollama", gpu_servers={"box-b", "box-c"})
     assert "ollama.volumes: /srv/models is a path on the host: it must exist on each server " \
         "that runs ollama-box-b and ollama-box-c (Swarm copies no files)." in lines(stack)
+
+
+def test_the_input_is_left_as_it_was() -> None:
+    compose = json.loads((FIXTURES / "compose-config.json").read_text())
+    before = copy.deepcopy(compose)
+    config_ = LanaiConfig.model_validate(yaml.safe_load((FIXTURES / "lanai.yaml").read_text()))
+    stack_file(compose, config_, None, ollama_service="ollama", gpu_servers={"box-b"},
+               cli_version=OLD_CLI)
+    assert compose == before
