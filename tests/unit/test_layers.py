@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"server"},
     {"https"},
     {"stack"},
+    {"swarm"},
     {"models", "webui", "backup"},
     {"notify", "bench"},
     {"engine", "metrics"},
