@@ -22,8 +22,9 @@ from reconciler.core.errors import DockerError, ExitCode, LanaiError
 from reconciler.daemon.control import poke
 from reconciler.daemon.run import Daemon
 from reconciler.desired import load as desired_mod
+from reconciler.desired.load import ollama_service
 from reconciler.desired.models_yaml import ModelsConfig
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET
+from reconciler.desired.servers import NOT_DEPLOYABLE_YET, SWARM_PREVIEW
 from reconciler.engine.reconcile import Engine
 from reconciler.https.caddyfile import lan_ip
 from reconciler.models import lock as models_lock
@@ -42,6 +43,7 @@ from reconciler.stack import facts as facts_mod
 from reconciler.stack import health as report_mod
 from reconciler.stack.plan import plan as make_plan
 from reconciler.stack.render import Rendered, render, render_key
+from reconciler.swarm.stackfile import stack_file
 
 # -- the daemon and reconciles --------------------------------------------------------
 
@@ -294,23 +296,32 @@ def validate(directory: Path, as_json: bool) -> None:
     Docker engine needed). Exits 0 when valid, 2 with every problem listed.
     """
     problems: list[str] = []
+    notes: list[str] = []
     fit: dict[str, Any] | None = None
     try:
         state = desired_mod.load_state(directory)
     except desired_mod.InvalidState as exc:
         problems = [str(p) for p in exc.problems]
     else:
-        problems += _compose_check(directory, state)
+        normalized, rejected = _compose_check(directory, state)
+        problems += rejected
+        if state.config.mode == "swarm":
+            found, notes = swarm_notes(state, normalized)
+            problems += found
         fit = fit_json(directory, state)
         problems += fit["problems"] if fit is not None else []
     if as_json:
-        click.echo(json.dumps({"valid": not problems, "problems": problems, "models": fit},
-                              indent=1))
+        data: dict[str, Any] = {"valid": not problems, "problems": problems, "models": fit}
+        if notes:
+            data["notes"] = notes
+        click.echo(json.dumps(data, indent=1))
         sys.exit(ExitCode.INVALID if problems else ExitCode.OK)
     if fit is not None and "servers" in fit:
         models_views.server_fit_tables(fit)
     elif fit is not None:
         models_views.fit_table(fit)
+    for line in notes:
+        views.note(f"note: {line}")
     if problems:
         views.problems(problems)
     else:
@@ -328,19 +339,57 @@ def fit_json(directory: Path, state: desired_mod.DesiredState) -> dict[str, Any]
     return fit_directory(directory, state.models).to_json()
 
 
-def _compose_check(directory: Path, state: desired_mod.DesiredState) -> list[str]:
+def _compose_check(directory: Path, state: desired_mod.DesiredState
+                   ) -> tuple[dict[str, Any] | None, list[str]]:
+    """What `docker compose config` makes of the directory: (its normalized project, None
+    without a docker CLI or when rejected; the problem if it rejected it)."""
     directory = directory.resolve()  # compose runs in it, so a relative path would double
     argv = ["docker", "compose", "--project-directory", str(directory), "--file",
             str(directory / state.config.compose_file),
-            *compose.profile_flags(state.config.profiles), "config", "--quiet"]
+            *compose.profile_flags(state.config.profiles), "config", "--format", "json"]
     try:
         result = compose.run(argv, cwd=directory, timeout=60)
     except DockerError:
-        return []  # no docker CLI here: lanai's own checks are all we can do
+        return None, []  # no docker CLI here: lanai's own checks are all we can do
     if result.returncode != 0:
-        return [f"{state.config.compose_file}: rejected by docker compose: "
-                f"{compose.error_text(result)}"]
-    return []
+        return None, [f"{state.config.compose_file}: rejected by docker compose: "
+                      f"{compose.error_text(result)}"]
+    return json.loads(result.stdout), []
+
+
+# The oldest docker CLI lanai supports on a manager (Debian 12's 20.10): validate maps
+# with it so a note holds there too.
+OLDEST_CLI = (20, 10)
+
+
+def swarm_notes(state: desired_mod.DesiredState, normalized: dict[str, Any] | None
+                ) -> tuple[list[str], list[str]]:
+    """(problems, notes) of a swarm state's stack file: what Swarm cannot honour, and how
+    lanai maps what it lacks, each naming compose.yaml's line. Offline, a server is taken
+    to advertise a GPU unless lanai.yaml says gpu: none (bootstrap sets that up)."""
+    notes = [SWARM_PREVIEW]
+    if normalized is None:
+        return [], [*notes, "no docker CLI here: the Swarm mapping of compose.yaml was not "
+                    "checked (it needs `docker compose config`)"]
+    models = state.models
+    stack = stack_file(normalized, state.config, models,
+                       ollama_service=ollama_service(state.compose, models) if models
+                       else None,
+                       gpu_servers={s.name for s in state.config.servers if s.gpu != "none"},
+                       cli_version=OLDEST_CLI, raw_compose=state.compose)
+    compose_file = state.config.compose_file
+    problems: list[str] = []
+    for note in stack.notes:
+        path: tuple[str, ...] = (("services", note.service, *note.key.split(".")[:1])
+                                 if note.service else tuple(note.key.split(".")[:2]))
+        line = state.compose_lines.line_of(path)
+        where = f"{compose_file}:{line}" if line else compose_file
+        text = f"{where}: {note.line()}"
+        if note.refused:
+            problems.append(text)
+        else:
+            notes.append(text)
+    return problems, notes
 
 
 # -- read commands -------------------------------------------------------------------
