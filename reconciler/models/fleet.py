@@ -1,0 +1,115 @@
+"""Swarm mode's models step: every Ollama server converged on its own, at the same time.
+
+Each server has its own Ollama (`ollama-<server>`, reached through the relay on the
+manager), its own GPU and the models models.yaml places on it, so each is a ModelSync of
+its own on a thread of its own: a slow pull or a dead box on one server never holds
+back another. A server whose node is down is left out with a sentence, not an error: the
+commit is not failed because a box is off (chats on the other servers go on).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import docker
+
+from reconciler.desired.servers import Server, placement
+from reconciler.models.pulls import PullWorker, ollama_puller, server_pull_file
+from reconciler.models.sync import ModelsOutcome, ModelSync, earliest
+from reconciler.server.settings import ServerSettings
+from reconciler.stack.render import Rendered
+
+log = logging.getLogger("lanai")
+
+
+@dataclass(frozen=True)
+class ServerAccess:
+    """What the engine knows about the servers, asked once per models step.
+
+    urls: server -> its Ollama's URL as the daemon reaches it (the relay's 127.0.0.1 port).
+    gpus: server -> (GPU name, memory in bytes) from its node labels io.lanai.gpu.name and
+        io.lanai.gpu.memory (see `gpu_from_labels`); None or absent: not known.
+    down: the servers whose node is down (not `ready`), left out this time.
+    """
+
+    urls: Callable[[Rendered], Mapping[str, str]]
+    gpus: Callable[[], Mapping[str, tuple[str, int] | None]]
+    down: Callable[[], set[str]]
+
+
+def gpu_from_labels(labels: Mapping[str, str]) -> tuple[str, int] | None:
+    """A node's GPU from the labels bootstrap sets (io.lanai.gpu.name, io.lanai.gpu.memory
+    in bytes); None when either is missing or the memory is not a number."""
+    name, memory = labels.get("io.lanai.gpu.name"), labels.get("io.lanai.gpu.memory")
+    if not name or not memory or not memory.strip().isdigit():
+        return None
+    return name, int(memory)
+
+
+def ollama_servers(rendered: Rendered) -> tuple[list[Server], dict[str, list[str]]]:
+    """The servers that run Ollama, in lanai.yaml's order, and the models placed on each."""
+    config = rendered.models
+    servers = rendered.config.servers
+    placed = placement([(m.name, m.place) for m in config.local] if config else [], servers)
+    return [s for s in servers if s.name in placed], placed
+
+
+def down_sentence(server: str, models: list[str]) -> str:
+    held = f"its models {', '.join(models)} are unavailable" if models \
+        else "it holds no model"
+    return (f"{server} is down (its node is not ready): {held} until it is back; lanai "
+            "converges it then, with no push")
+
+
+def converge_servers(settings: ServerSettings, client: docker.DockerClient,
+                     rendered: Rendered, access: ServerAccess, *,
+                     progress: Callable[[str], None], pulls: PullWorker | None,
+                     retry: bool = False) -> ModelsOutcome:
+    """Every Ollama server's models, in parallel; one outcome with each server's inside."""
+    servers, placed = ollama_servers(rendered)
+    down = access.down()
+    urls = dict(access.urls(rendered))
+    gpus = dict(access.gpus())
+    up = [s for s in servers if s.name not in down]
+
+    def one(server: Server) -> ModelsOutcome:
+        worker = pulls.for_server(server.name, ollama_puller(
+            server_pull_file(settings.pull_file, server.name), log.info)) \
+            if pulls is not None else None
+        sync = ModelSync(settings, client, progress=lambda m: progress(f"{server.name}: {m}"),
+                         gpu=lambda: gpus.get(server.name), pulls=worker, server=server,
+                         url=urls.get(server.name))
+        try:
+            return sync.converge(rendered, retry=retry)
+        except Exception as exc:  # one server's failure is its own, never the others'
+            log.error("converging the models of %s failed unexpectedly", server.name,
+                      exc_info=exc)
+            return ModelsOutcome(errors=[
+                f"lanai failed while converging the models ({type(exc).__name__}: "
+                f"{str(exc).strip() or 'no message'}); the full error is in the daemon's log "
+                "(`journalctl -u lanai`); lanai tries again (or `lanai reconcile --retry`)."])
+
+    results: dict[str, ModelsOutcome] = {}
+    if up:
+        with ThreadPoolExecutor(max_workers=len(up), thread_name_prefix="models") as pool:
+            results = dict(zip([s.name for s in up], pool.map(one, up), strict=True))
+    gone = {s.name: down_sentence(s.name, placed[s.name]) for s in servers if s.name in down}
+    for sentence in gone.values():
+        progress(sentence)
+    return combine(results, gone)
+
+
+def combine(results: dict[str, ModelsOutcome], down: dict[str, str]) -> ModelsOutcome:
+    """The servers' outcomes as one: each line named by its server (in the order given),
+    each server's own outcome kept whole under `servers`."""
+    out = ModelsOutcome(servers=results, down=down)
+    for name, result in results.items():
+        out.actions += [{**action, "server": name} for action in result.actions]
+        out.errors += [f"{name}: {error}" for error in result.errors]
+        out.drift += [f"{name}: {drift}" for drift in result.drift]
+        out.pulling += [f"{name}: {model}" for model in result.pulling]
+        out.next_retry = earliest(out.next_retry, result.next_retry)
+    return out
