@@ -118,12 +118,16 @@ class WebUISyncer:
 
     def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
                  progress: Callable[[str], None], tokens: dict[str, str],
-                 list_documents: Callable[[Rendered], Rendered]) -> None:
+                 list_documents: Callable[[Rendered], Rendered],
+                 down: Callable[[], set[str]] | None = None,
+                 url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         self._client = client
         self.progress = progress
         self.tokens = tokens  # the engine's: one Open WebUI session per URL, signed in once
         self.list_documents = list_documents
+        self.down = down  # swarm mode: the servers whose node is down
+        self.url = url  # swarm mode: Open WebUI's URL through the relay
 
     def ready(self, run: Run) -> bool:
         current = run.deployed
@@ -135,7 +139,7 @@ class WebUISyncer:
         if current.documents is None and current.webui.knowledge:
             current = self.list_documents(current)
         return WebUISync(self.settings, self._client(), progress=self.progress,
-                         tokens=self.tokens).converge(
+                         tokens=self.tokens, down=self.down, url=self.url).converge(
             current, new_commit=run.outcome is not None and run.outcome.status == "applied")
 
     def failed(self, errors: list[str]) -> WebUIOutcome:
