@@ -9,13 +9,16 @@ are pure; the few file reads and writes are at the bottom.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from reconciler.core.files import write_json_atomic
+from reconciler.desired.servers import placement
 from reconciler.models import state as models_state
-from reconciler.server.record import iso
+from reconciler.notify.notices import SERVER_DOWN
+from reconciler.server.record import iso, parse_iso
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 
@@ -31,30 +34,69 @@ def item_key(item: dict[str, Any]) -> str:
 # -- collection (one place for `lanai drift`, the daemon and the report) ---------------
 
 def collect(settings: ServerSettings, applied: Rendered,
-            stack_drift: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            stack_drift: list[dict[str, Any]],
+            down: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
     """All drift of the applied commit: the stack's (given: live or as last recorded),
     models whose loaded memory differs from the plan, and Open WebUI settings changed by
-    hand in areas lanai does not manage."""
-    return [*stack_drift, *model_drift(settings, applied), *webui_drift(settings, applied)]
+    hand in areas lanai does not manage. Swarm mode: `down` is the servers whose node is
+    down (server -> since when, ISO, where known), one item each naming its models."""
+    servers = server_drift(applied, down or {})
+    keys = {item_key(i) for i in servers}
+    stack = [i for i in stack_drift if item_key(i) not in keys]  # said once, with its models
+    return [*stack, *servers, *model_drift(settings, applied), *webui_drift(settings, applied)]
+
+
+def down_detail(server: str, since: str | None, models: list[str]) -> str:
+    """box-c is down since 12:03 UTC: its models llama3.1:8b are unavailable."""
+    when = f" since {parse_iso(since).strftime('%H:%M')} UTC" if since else ""
+    held = f"its models {', '.join(models)} are unavailable" if models \
+        else "it holds no model"
+    return f"{server} is down{when}: {held}"
+
+
+def server_drift(applied: Rendered, down: Mapping[str, str | None]) -> list[dict[str, Any]]:
+    if applied.config.mode != "swarm" or not down:
+        return []
+    config = applied.models
+    placed = placement([(m.name, m.place) for m in config.local] if config else [],
+                       applied.config.servers)
+    return [{"service": s.name, "kind": SERVER_DOWN,
+             "detail": down_detail(s.name, down[s.name], placed.get(s.name, []))}
+            for s in applied.config.servers if s.name in down]
+
+
+def model_records(settings: ServerSettings, applied: Rendered
+                  ) -> list[tuple[str, models_state.ModelRecord]]:
+    """(how a line names the model, its record) for each model declared for its Ollama:
+    compose mode's one models.json; in swarm mode each server's own, "model on box-b"."""
+    assert applied.models is not None
+    if applied.config.mode != "swarm":
+        declared = {m.name for m in applied.models.local}
+        models = models_state.load(settings.models_file).models
+        return [(name, rec) for name, rec in sorted(models.items()) if name in declared]
+    placed = placement([(m.name, m.place) for m in applied.models.local],
+                       applied.config.servers)
+    out = []
+    for server, names in placed.items():
+        path = models_state.server_file(settings.models_file, server)
+        models = models_state.load(path).models
+        out += [(f"{name} on {server}", rec) for name, rec in sorted(models.items())
+                if name in names]
+    return out
 
 
 def model_drift(settings: ServerSettings, applied: Rendered) -> list[dict[str, Any]]:
     if applied.models is None:
         return []
-    models = models_state.load(settings.models_file).models
-    declared = {m.name for m in applied.models.local}
     return [{"service": f"model {name}", "kind": "memory", "detail": rec.drift}
-            for name, rec in sorted(models.items()) if rec.drift and name in declared]
+            for name, rec in model_records(settings, applied) if rec.drift]
 
 
 def model_errors(settings: ServerSettings, applied: Rendered | None) -> dict[str, str]:
     """The declared models' last errors (a failed pull, a model that does not fit)."""
     if applied is None or applied.models is None:
         return {}
-    models = models_state.load(settings.models_file).models
-    declared = {m.name for m in applied.models.local}
-    return {name: rec.error for name, rec in sorted(models.items())
-            if rec.error and name in declared}
+    return {name: rec.error for name, rec in model_records(settings, applied) if rec.error}
 
 
 def webui_drift(settings: ServerSettings, applied: Rendered) -> list[dict[str, Any]]:
