@@ -94,9 +94,10 @@ def swarm_ollamas(servers: list[Server], models: ModelsConfig | None, embedding_
     holders = [s.name for s in ollama if embedding_model in placed.get(s.name, [])]
     up = [s.name for s in ollama if s.name not in down]
     chosen = next((h for h in holders if h not in down), None) or \
-        (holders[0] if holders else None) or (up[0] if up else ollama[0].name)
+        (holders[0] if holders else None) or (up[0] if up else None) or \
+        (ollama[0].name if ollama else None)  # none: lanai validate refused the commit
     return Ollamas(urls=urls, enabled=[s.name not in down for s in ollama],
-                   embedding_url=f"http://{ollama_name(chosen)}:{OLLAMA_PORT}")
+                   embedding_url=f"http://{ollama_name(chosen)}:{OLLAMA_PORT}" if chosen else "")
 
 
 def desired(config: WebUIConfig, secrets: dict[str, str], ollama_url: str,
