@@ -32,9 +32,9 @@ def stack_hash(stack: str, service: str) -> str:
 
 
 def test_every_state_was_captured() -> None:
-    assert STATES == ["all-up", "drained", "gpu-reserved", "node-back", "node-down", "pending",
-                      "rolled-back", "rolling-back", "unlabelled", "update-completed",
-                      "updating"]
+    assert STATES == ["all-up", "drained", "gpu-reserved", "image-missing", "manager-restarted",
+                      "node-back", "node-down", "pending", "rolled-back", "rolling-back",
+                      "unlabelled", "update-completed", "updating"]
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -214,3 +214,19 @@ def test_gather_on_a_worker_says_where_the_daemon_runs() -> None:
         "node to a manager."))
     with pytest.raises(DockerError, match="lanai's daemon runs on the manager"):
         gather(Client(Api("all-up", fail=error)), "lanai")  # type: ignore[arg-type]
+
+
+def test_a_task_rejected_for_an_image_no_node_has() -> None:
+    found = facts("image-missing")
+    tasks = found.tasks_of("open-webui")
+    assert {(t.desired_state, t.state, t.error) for t in tasks} == {
+        ("ready", "rejected", "No such image: ghcr.io/open-webui/open-webui:v0.12.4"),
+        ("shutdown", "rejected", "No such image: ghcr.io/open-webui/open-webui:v0.12.4")}
+    assert {t.node_id for t in tasks} == {found.nodes[0].id}
+
+
+def test_workers_read_unknown_right_after_the_manager_restarts() -> None:
+    a, b, c = facts("manager-restarted").nodes
+    assert (a.state, b.state) == ("ready", "ready")
+    assert (c.state, c.message) == (
+        "unknown", 'Node moved to "unknown" state due to leadership change in cluster')
