@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
 import docker
@@ -119,7 +119,7 @@ class WebUISyncer:
     def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
                  progress: Callable[[str], None], tokens: dict[str, str],
                  list_documents: Callable[[Rendered], Rendered],
-                 down: Callable[[], set[str]] | None = None,
+                 down: Callable[[], Collection[str]] | None = None,
                  url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         self._client = client

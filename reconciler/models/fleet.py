@@ -10,7 +10,7 @@ commit is not failed because a box is off (chats on the other servers go on).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,6 +21,8 @@ from reconciler.models.pulls import PullWorker, ollama_puller, server_pull_file
 from reconciler.models.sync import ModelsOutcome, ModelSync, earliest
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
+from reconciler.swarm.facts import Facts
+from reconciler.swarm.plan import DOWN, match_nodes
 
 log = logging.getLogger("lanai")
 
@@ -31,13 +33,37 @@ class ServerAccess:
 
     urls: server -> its Ollama's URL as the daemon reaches it (the relay's 127.0.0.1 port).
     gpus: server -> (GPU name, memory in bytes) from its node labels io.lanai.gpu.name and
-        io.lanai.gpu.memory (see `gpu_from_labels`); None or absent: not known.
-    down: the servers whose node is down (not `ready`), left out this time.
+        io.lanai.gpu.memory (`server_gpus`); None or absent: not known.
+    down: the servers Swarm runs nothing on now -> why in a word (`unavailable`), left
+        out this time.
     """
 
     urls: Callable[[Rendered], Mapping[str, str]]
     gpus: Callable[[], Mapping[str, tuple[str, int] | None]]
-    down: Callable[[], set[str]]
+    down: Callable[[], Mapping[str, str]]
+
+
+def unavailable(facts: Facts, servers: Sequence[Server]) -> dict[str, str]:
+    """The servers whose Ollama cannot run now, each with why in a word: its node down or
+    disconnected (swarm/plan.py's DOWN; not `unknown`, which a manager's restart gives every
+    worker for seconds), drained or paused by a person, or no node at all ("absent")."""
+    nodes, _ = match_nodes(facts.nodes, servers)
+    out: dict[str, str] = {}
+    for server in servers:
+        node = nodes.get(server.name)
+        if node is None:
+            out[server.name] = "absent"
+        elif node.state in DOWN:
+            out[server.name] = node.state
+        elif node.availability != "active":
+            out[server.name] = "drained" if node.availability == "drain" else "paused"
+    return out
+
+
+def server_gpus(facts: Facts, servers: Sequence[Server]) -> dict[str, tuple[str, int] | None]:
+    """Each server's GPU from its node's labels (None: the labels do not say)."""
+    nodes, _ = match_nodes(facts.nodes, servers)
+    return {name: gpu_from_labels(node.labels) for name, node in nodes.items()}
 
 
 def gpu_from_labels(labels: Mapping[str, str]) -> tuple[str, int] | None:
@@ -57,11 +83,12 @@ def ollama_servers(rendered: Rendered) -> tuple[list[Server], dict[str, list[str
     return [s for s in servers if s.name in placed], placed
 
 
-def down_sentence(server: str, models: list[str]) -> str:
+def down_sentence(server: str, why: str, models: list[str]) -> str:
+    state = "not in the swarm (no node is it)" if why == "absent" else why
     held = f"its models {', '.join(models)} are unavailable" if models \
         else "it holds no model"
-    return (f"{server} is down (its node is not ready): {held} until it is back; lanai "
-            "converges it then, with no push")
+    return (f"{server} is {state}: {held} until it is back; lanai converges its models "
+            "then, with no push")
 
 
 def converge_servers(settings: ServerSettings, client: docker.DockerClient,
@@ -96,7 +123,8 @@ def converge_servers(settings: ServerSettings, client: docker.DockerClient,
     if up:
         with ThreadPoolExecutor(max_workers=len(up), thread_name_prefix="models") as pool:
             results = dict(zip([s.name for s in up], pool.map(one, up), strict=True))
-    gone = {s.name: down_sentence(s.name, placed[s.name]) for s in servers if s.name in down}
+    gone = {s.name: down_sentence(s.name, down[s.name], placed[s.name]) for s in servers
+            if s.name in down}
     for sentence in gone.values():
         progress(sentence)
     return combine(results, gone)

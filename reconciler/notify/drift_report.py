@@ -9,7 +9,6 @@ are pure; the few file reads and writes are at the bottom.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,7 @@ from typing import Any
 from reconciler.core.files import write_json_atomic
 from reconciler.desired.servers import placement
 from reconciler.models import state as models_state
-from reconciler.notify.notices import SERVER_DOWN
-from reconciler.server.record import iso, parse_iso
+from reconciler.server.record import iso
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 
@@ -34,35 +32,12 @@ def item_key(item: dict[str, Any]) -> str:
 # -- collection (one place for `lanai drift`, the daemon and the report) ---------------
 
 def collect(settings: ServerSettings, applied: Rendered,
-            stack_drift: list[dict[str, Any]],
-            down: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
-    """All drift of the applied commit: the stack's (given: live or as last recorded),
-    models whose loaded memory differs from the plan, and Open WebUI settings changed by
-    hand in areas lanai does not manage. Swarm mode: `down` is the servers whose node is
-    down (server -> since when, ISO, where known), one item each naming its models."""
-    servers = server_drift(applied, down or {})
-    keys = {item_key(i) for i in servers}
-    stack = [i for i in stack_drift if item_key(i) not in keys]  # said once, with its models
-    return [*stack, *servers, *model_drift(settings, applied), *webui_drift(settings, applied)]
-
-
-def down_detail(server: str, since: str | None, models: list[str]) -> str:
-    """box-c is down since 12:03 UTC: its models llama3.1:8b are unavailable."""
-    when = f" since {parse_iso(since).strftime('%H:%M')} UTC" if since else ""
-    held = f"its models {', '.join(models)} are unavailable" if models \
-        else "it holds no model"
-    return f"{server} is down{when}: {held}"
-
-
-def server_drift(applied: Rendered, down: Mapping[str, str | None]) -> list[dict[str, Any]]:
-    if applied.config.mode != "swarm" or not down:
-        return []
-    config = applied.models
-    placed = placement([(m.name, m.place) for m in config.local] if config else [],
-                       applied.config.servers)
-    return [{"service": s.name, "kind": SERVER_DOWN,
-             "detail": down_detail(s.name, down[s.name], placed.get(s.name, []))}
-            for s in applied.config.servers if s.name in down]
+            stack_drift: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """All drift of the applied commit: the stack's (given: live or as last recorded; in
+    swarm mode a server that is down is one of them, naming its models), models whose
+    loaded memory differs from the plan, and Open WebUI settings changed by hand in areas
+    lanai does not manage."""
+    return [*stack_drift, *model_drift(settings, applied), *webui_drift(settings, applied)]
 
 
 def model_records(settings: ServerSettings, applied: Rendered

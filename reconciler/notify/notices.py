@@ -17,7 +17,9 @@ from typing import Any, Literal
 from reconciler.server.record import iso, parse_iso
 
 Kind = Literal["failure", "drift", "recovery", "report"]
-SERVER_DOWN = "server-down"  # swarm mode: a server's node is down (its detail says it all)
+# Swarm mode: a server's node is down (swarm/plan.py's drift; its detail names the server
+# and its models, so the notice says it alone).
+SERVER_DOWN = "server-down"
 # Sources of problems; a source the reconcile did not look at keeps its problems as they were.
 SOURCES = ("stack", "models", "webui", "drift")
 STACK_FAILED = ("failed", "waiting", "source-error")

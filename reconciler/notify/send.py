@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -183,14 +182,12 @@ def notify_event(settings: ServerSettings, config: LanaiConfig, notice: Notice) 
 
 
 def after_reconcile(settings: ServerSettings, applied: Rendered | None,
-                    outcome: dict[str, Any], stack_drift: list[dict[str, Any]],
-                    down: Mapping[str, str | None] | None = None) -> None:
+                    outcome: dict[str, Any], stack_drift: list[dict[str, Any]]) -> None:
     """The daemon's follow-up to a reconcile: record drift since-times, send what is new.
 
-    `stack_drift` is the stack drift on record after the reconcile (state.json); `down`,
-    in swarm mode, the servers whose node is down (server -> since, ISO, where known)."""
+    `stack_drift` is the stack drift on record after the reconcile (state.json)."""
     now = datetime.now(UTC)
-    drift = (drift_report.collect(settings, applied, stack_drift, down)
+    drift = (drift_report.collect(settings, applied, stack_drift)
              if applied is not None else list(stack_drift))
     if outcome.get("status") != "suspended":
         drift_report.record(settings, drift, applied.commit if applied else None, now)

@@ -14,6 +14,7 @@ secret keys never leave this module in clear (they are compared, then shown as <
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ class Ollamas:
 
 
 def swarm_ollamas(servers: list[Server], models: ModelsConfig | None, embedding_model: str,
-                  down: set[str]) -> Ollamas:
+                  down: Collection[str]) -> Ollamas:
     """A down server's connection is disabled: Open WebUI asks every enabled one for its
     models and waits up to 10 s (AIOHTTP_CLIENT_TIMEOUT_MODEL_LIST) for a dead one on every
     model-list refresh. The embedding URL: a server up that holds the embedding model

@@ -16,7 +16,7 @@ import json
 import logging
 import mimetypes
 import secrets as secrets_mod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,12 +83,12 @@ class WebUISync:
                  progress: Callable[[str], None] | None = None,
                  password: Callable[[], str] = one_time_password,
                  tokens: dict[str, str] | None = None,
-                 down: Callable[[], set[str]] | None = None,
+                 down: Callable[[], Collection[str]] | None = None,
                  url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         # Swarm mode: the servers whose node is down (their connection is turned off), and
         # Open WebUI's URL as the daemon reaches it (the relay; None: not there yet).
-        self.down = down or set
+        self.down: Callable[[], Collection[str]] = down or set
         self._url = url
         self.docker = client
         self.progress = progress or (lambda msg: log.info(msg))

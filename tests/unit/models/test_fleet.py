@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import yaml
 
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.desired.servers import Server
 from reconciler.engine.syncer import ModelsSyncer
 from reconciler.models import lock as lock_mod
 from reconciler.models import state as models_state
@@ -23,6 +25,8 @@ from reconciler.models.fleet import (
     converge_servers,
     down_sentence,
     gpu_from_labels,
+    server_gpus,
+    unavailable,
 )
 from reconciler.models.ollama import Ollama
 from reconciler.models.pulls import PullResult, PullWorker, server_pull_file
@@ -31,6 +35,7 @@ from reconciler.server.record import Outcome, State, Timer
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run
+from reconciler.swarm.facts import Facts, parse
 
 from ..double import serving
 
@@ -38,6 +43,10 @@ PHI3 = "phi3:3.8b-mini-4k-instruct-q4_K_M"
 LLAMA = "llama3.1:8b-instruct-q4_K_M"
 EMBED = "nomic-embed-text:v1.5"
 GiB = 1024**3
+API = Path(__file__).resolve().parents[2] / "fixtures" / "swarm" / "api"
+FLEET = [Server(name="box-a", manager=True, gpu="none", address="172.31.251.11"),
+         Server(name="box-b", address="172.31.251.12"),
+         Server(name="box-c", address="172.31.251.13")]
 SERVERS = """
 mode: swarm
 servers:
@@ -78,10 +87,10 @@ def rendered(tmp_path: Path, models: str = MODELS) -> Rendered:
                     models_settings=config.model_dump(mode="json"), ollama_service="ollama")
 
 
-def access(urls: dict[str, str], *, down: set[str] | None = None,
+def access(urls: dict[str, str], *, down: dict[str, str] | None = None,
            gpus: dict[str, tuple[str, int] | None] | None = None) -> ServerAccess:
     return ServerAccess(urls=lambda _r: urls, gpus=lambda: gpus or {},
-                        down=lambda: set(down or ()))
+                        down=lambda: dict(down or {}))
 
 
 def converge(tmp_path: Path, target: Rendered, how: ServerAccess,
@@ -134,14 +143,17 @@ def test_each_server_gets_the_models_placed_on_it(tmp_path: Path,
 
 def test_a_down_server_is_left_out_with_its_models_named_not_failed(
         tmp_path: Path, doubles: dict[str, str]) -> None:
-    out = converge(tmp_path, rendered(tmp_path), access(doubles, down={"box-c"}))
+    out = converge(tmp_path, rendered(tmp_path), access(doubles, down={"box-c": "down"}))
     assert out.errors == [] and out.sync == "Synced"
     assert names(doubles["box-c"]) == set()
     assert names(doubles["box-b"]) == {PHI3, EMBED}
-    assert out.down == {"box-c": down_sentence("box-c", [LLAMA, EMBED])}
+    assert out.down == {"box-c": down_sentence("box-c", "down", [LLAMA, EMBED])}
     assert out.down["box-c"] == (
-        f"box-c is down (its node is not ready): its models {LLAMA}, {EMBED} are unavailable "
-        "until it is back; lanai converges it then, with no push")
+        f"box-c is down: its models {LLAMA}, {EMBED} are unavailable until it is back; lanai "
+        "converges its models then, with no push")
+    assert down_sentence("box-d", "absent", []) == (
+        "box-d is not in the swarm (no node is it): it holds no model until it is back; lanai "
+        "converges its models then, with no push")
     # Back up: the next step converges it.
     again = converge(tmp_path, rendered(tmp_path), access(doubles))
     assert again.down == {} and names(doubles["box-c"]) == {LLAMA, EMBED}
@@ -241,3 +253,35 @@ def test_the_models_syncer_says_when_the_engine_gave_it_no_way_to_the_servers(
         "servers' Ollamas (no relay); install a lanai that deploys swarm mode, or keep mode: "
         "compose"]
     assert json.dumps(syncer.sync(run).to_json())
+
+
+def facts(state: str) -> Facts:
+    """Facts of a real three-node swarm (tests/fixtures/swarm/api)."""
+    return parse(*(json.loads((API / state / f"{name}.json").read_text())
+                   for name in ("nodes", "services", "tasks")), "lanai")
+
+
+@pytest.mark.parametrize(("state", "expected"), [
+    ("all-up", {}),
+    ("node-down", {"box-c": "down"}),
+    ("node-back", {}),
+    ("drained", {"box-b": "drained"}),
+    ("manager-restarted", {}),  # workers `unknown` for seconds: not down
+])
+def test_which_servers_are_unavailable_from_real_swarm_facts(state: str, expected) -> None:
+    assert unavailable(facts(state), FLEET) == expected
+
+
+def test_a_server_without_a_node_is_absent() -> None:
+    assert unavailable(facts("all-up"), [*FLEET, Server(name="box-d")]) == {"box-d": "absent"}
+
+
+def test_the_gpus_come_from_the_matched_nodes_labels() -> None:
+    found = facts("all-up")
+    assert server_gpus(found, FLEET) == {"box-a": None, "box-b": None, "box-c": None}
+    labelled = Facts(nodes=tuple(
+        replace(n, labels={**n.labels, "io.lanai.gpu.name": "NVIDIA L4",
+                           "io.lanai.gpu.memory": str(24 * GiB)})
+        if n.server == "box-b" else n for n in found.nodes), services=found.services,
+        tasks=found.tasks)
+    assert server_gpus(labelled, FLEET)["box-b"] == ("NVIDIA L4", 24 * GiB)

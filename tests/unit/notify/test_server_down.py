@@ -1,9 +1,10 @@
-"""Swarm mode: a server whose node is down is one drift item naming its models, sent as a
-drift notice; its return is a recovery notice. Model drift and errors are read from each
-server's own models.<server>.json."""
+"""Swarm mode: the planner's server-down drift (naming the server's models) is sent as a
+drift notice that says it alone; its return is a recovery notice saying the server is
+back. Model drift and errors are read from each server's own models.<server>.json."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,12 +12,16 @@ import yaml
 
 from reconciler.desired.lanai_yaml import LanaiConfig
 from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.desired.servers import Server
 from reconciler.models import state as models_state
 from reconciler.notify import drift_report
 from reconciler.notify.notices import NotifyState, Policy, notices, observe
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
+from reconciler.swarm.facts import parse
+from reconciler.swarm.plan import match_nodes, server_drift
 
+API = Path(__file__).resolve().parents[2] / "fixtures" / "swarm" / "api"
 T0 = datetime(2026, 12, 3, 12, 3, tzinfo=UTC)
 ALL = Policy(events=frozenset({"failure", "drift", "recovery"}), repeat_after=3600)
 LLAMA = "llama3.1:8b-instruct-q4_K_M"
@@ -52,31 +57,28 @@ def outcome() -> dict[str, object]:
             "models": {}, "webui": {}}
 
 
-def test_a_down_server_is_one_item_naming_its_models(tmp_path: Path) -> None:
-    stack = [{"service": "box-c", "kind": "server-down", "detail": "node s5-c: heartbeat"},
-             {"service": "web", "kind": "stopped", "detail": "exited"}]
-    items = drift_report.collect(settings(tmp_path), applied(tmp_path), stack,
-                                 {"box-c": "2026-12-03T12:03:10.000Z"})
-    assert items == [
-        {"service": "web", "kind": "stopped", "detail": "exited"},
-        {"service": "box-c", "kind": "server-down",
-         "detail": f"box-c is down since 12:03 UTC: its models {LLAMA}, {EMBED} are "
-                   "unavailable"}]
-    assert drift_report.down_detail("box-b", None, []) == "box-b is down: it holds no model"
+def planned_down() -> list[dict[str, str]]:
+    """The swarm planner's server-down drift on the real node-down facts, as a drift item
+    (service = the server)."""
+    found = parse(*(json.loads((API / "node-down" / f"{kind}.json").read_text())
+                    for kind in ("nodes", "services", "tasks")), "lanai")
+    servers = [Server(name="box-a", manager=True, gpu="none", address="172.31.251.11"),
+               Server(name="box-b", address="172.31.251.12"),
+               Server(name="box-c", address="172.31.251.13")]
+    wanted = yaml.safe_load((API / "stacks" / "new.yaml").read_text())["services"]
+    drift = server_drift(servers, match_nodes(found.nodes, servers)[0], wanted,
+                         {"box-c": [LLAMA]})
+    return [{"service": d.subject, "kind": d.kind, "detail": d.detail} for d in drift]
 
 
-def test_compose_mode_has_no_servers_to_be_down(tmp_path: Path) -> None:
-    assert drift_report.collect(settings(tmp_path), applied(tmp_path, "compose"), [],
-                                {"box-c": None}) == []
-
-
-def test_server_down_is_a_drift_notice_and_its_return_a_recovery(tmp_path: Path) -> None:
-    down = drift_report.collect(settings(tmp_path), applied(tmp_path), [],
-                                {"box-c": "2026-12-03T12:03:10.000Z"})
+def test_server_down_is_a_drift_notice_and_its_return_a_recovery() -> None:
+    down = planned_down()
+    assert [(d["service"], d["kind"]) for d in down] == [("box-c", "server-down")]
     sent, state = notices(observe(outcome(), down, {}), NotifyState(), ALL, T0)
     assert [(n.kind, n.body) for n in sent] == [
-        ("drift", f"box-c is down since 12:03 UTC: its models {LLAMA}, {EMBED} are "
-                  "unavailable (since 2026-12-03T12:03:00.000Z)")]
+        ("drift", "box-c (node s5-c) is down since 16:30 UTC (heartbeat failure): ollama-box-c "
+                  f"and its models {LLAMA} are unavailable; Swarm starts them again when it is "
+                  "back, lanai changes nothing (since 2026-12-03T12:03:00.000Z)")]
     again, state = notices(observe(outcome(), down, {}), state,
                            ALL, T0 + timedelta(minutes=5))
     assert again == []  # the same server still down: told once
