@@ -13,11 +13,14 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 
 from reconciler.desired.servers import Server, placement
-from reconciler.models.pulls import PullWorker, ollama_puller, server_pull_file
+from reconciler.models import state as state_mod
+from reconciler.models.fit_servers import server_models
+from reconciler.models.pulls import PullWorker, load_progress, ollama_puller, server_pull_file
 from reconciler.models.sync import ModelsOutcome, ModelSync, earliest
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
@@ -85,10 +88,10 @@ def ollama_servers(rendered: Rendered) -> tuple[list[Server], dict[str, list[str
 
 def down_sentence(server: str, why: str, models: list[str]) -> str:
     state = "not in the swarm (no node is it)" if why == "absent" else why
-    held = f"its models {', '.join(models)} are unavailable" if models \
-        else "it holds no model"
-    return (f"{server} is {state}: {held} until it is back; lanai converges its models "
-            "then, with no push")
+    if not models:
+        return f"{server} is {state}: it holds no model"
+    return (f"{server} is {state}: its models {', '.join(models)} are unavailable until it "
+            "is back; lanai converges them then, with no push")
 
 
 def converge_servers(settings: ServerSettings, client: docker.DockerClient,
@@ -141,3 +144,29 @@ def combine(results: dict[str, ModelsOutcome], down: dict[str, str]) -> ModelsOu
         out.pulling += [f"{name}: {model}" for model in result.pulling]
         out.next_retry = earliest(out.next_retry, result.next_retry)
     return out
+
+
+def fleet_models(settings: ServerSettings, rendered: Rendered,
+                 down: Mapping[str, str]) -> dict[str, Any]:
+    """What `lanai status` and `lanai models` show in swarm mode: per server running Ollama
+    (lanai.yaml's order), the one-box table (state.server_models) of its own view of
+    models.yaml and its own record; on a server left out, every model reads `unavailable`
+    and `down` says why."""
+    config = rendered.models
+    if config is None:
+        return {"servers": {}}
+    servers, placed = ollama_servers(rendered)
+    out: dict[str, Any] = {}
+    for server in servers:
+        record = state_mod.load(state_mod.server_file(settings.models_file, server.name))
+        pull = load_progress(server_pull_file(settings.pull_file, server.name))
+        table = state_mod.server_models(server_models(config, placed[server.name]), record,
+                                        pull)
+        why = down.get(server.name)
+        table["down"] = down_sentence(server.name, why, placed[server.name]) if why else None
+        if why:
+            table["sync"] = "Unavailable"
+            for row in table["models"]:
+                row["state"] = "unavailable"
+        out[server.name] = table
+    return {"servers": out}

@@ -24,6 +24,7 @@ from reconciler.models.fleet import (
     combine,
     converge_servers,
     down_sentence,
+    fleet_models,
     gpu_from_labels,
     server_gpus,
     unavailable,
@@ -150,13 +151,24 @@ def test_a_down_server_is_left_out_with_its_models_named_not_failed(
     assert out.down == {"box-c": down_sentence("box-c", "down", [LLAMA, EMBED])}
     assert out.down["box-c"] == (
         f"box-c is down: its models {LLAMA}, {EMBED} are unavailable until it is back; lanai "
-        "converges its models then, with no push")
-    assert down_sentence("box-d", "absent", []) == (
-        "box-d is not in the swarm (no node is it): it holds no model until it is back; lanai "
-        "converges its models then, with no push")
+        "converges them then, with no push")
+    assert down_sentence("box-d", "absent", []) == \
+        "box-d is not in the swarm (no node is it): it holds no model"
+    # What `lanai status` shows meanwhile: box-b as usual, box-c unavailable and why.
+    status = fleet_models(settings(tmp_path), rendered(tmp_path), {"box-c": "down"})
+    assert [(r["model"], r["state"]) for r in status["servers"]["box-b"]["models"]] == [
+        (PHI3, "ready"), (EMBED, "ready")]
+    assert status["servers"]["box-b"]["sync"] == "Synced"
+    assert [(r["model"], r["state"]) for r in status["servers"]["box-c"]["models"]] == [
+        (LLAMA, "unavailable"), (EMBED, "unavailable")]
+    assert (status["servers"]["box-c"]["sync"], status["servers"]["box-c"]["down"]) == (
+        "Unavailable", out.down["box-c"])
     # Back up: the next step converges it.
     again = converge(tmp_path, rendered(tmp_path), access(doubles))
     assert again.down == {} and names(doubles["box-c"]) == {LLAMA, EMBED}
+    after = fleet_models(settings(tmp_path), rendered(tmp_path), {})["servers"]["box-c"]
+    assert (after["sync"], after["down"]) == ("Synced", None)
+    assert [r["default"] for r in after["models"]] == [True, False]
 
 
 def test_a_model_moved_to_another_server_is_pruned_where_it_was(
