@@ -119,7 +119,7 @@ class WebUISyncer:
     def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
                  progress: Callable[[str], None], tokens: dict[str, str],
                  list_documents: Callable[[Rendered], Rendered],
-                 down: Callable[[], Collection[str]] | None = None,
+                 down: Callable[[Rendered], Collection[str]] | None = None,
                  url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         self._client = client

@@ -32,18 +32,16 @@ log = logging.getLogger("lanai")
 
 @dataclass(frozen=True)
 class ServerAccess:
-    """What the engine knows about the servers, asked once per models step.
+    """How the engine reaches the servers, each asked once per models step.
 
-    urls: server -> its Ollama's URL as the daemon reaches it (the relay's 127.0.0.1 port).
-    gpus: server -> (GPU name, memory in bytes) from its node labels io.lanai.gpu.name and
-        io.lanai.gpu.memory (`server_gpus`); None or absent: not known.
-    down: the servers Swarm runs nothing on now -> why in a word (`unavailable`), left
-        out this time.
+    urls: server -> its Ollama's URL as the daemon reaches it (swarm.relay.ollama_urls:
+        the relay's 127.0.0.1 ports).
+    facts: the swarm as the manager sees it (swarm.facts.gather): which servers are left
+        out (`unavailable`) and each server's GPU from its node labels (`server_gpus`).
     """
 
     urls: Callable[[Rendered], Mapping[str, str]]
-    gpus: Callable[[], Mapping[str, tuple[str, int] | None]]
-    down: Callable[[], Mapping[str, str]]
+    facts: Callable[[Rendered], Facts]
 
 
 def unavailable(facts: Facts, servers: Sequence[Server]) -> dict[str, str]:
@@ -100,9 +98,10 @@ def converge_servers(settings: ServerSettings, client: docker.DockerClient,
                      retry: bool = False) -> ModelsOutcome:
     """Every Ollama server's models, in parallel; one outcome with each server's inside."""
     servers, placed = ollama_servers(rendered)
-    down = access.down()
+    swarm = access.facts(rendered)
+    down = unavailable(swarm, rendered.config.servers)
+    gpus = server_gpus(swarm, rendered.config.servers)
     urls = dict(access.urls(rendered))
-    gpus = dict(access.gpus())
     up = [s for s in servers if s.name not in down]
 
     def one(server: Server) -> ModelsOutcome:

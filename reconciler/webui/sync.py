@@ -83,12 +83,12 @@ class WebUISync:
                  progress: Callable[[str], None] | None = None,
                  password: Callable[[], str] = one_time_password,
                  tokens: dict[str, str] | None = None,
-                 down: Callable[[], Collection[str]] | None = None,
+                 down: Callable[[Rendered], Collection[str]] | None = None,
                  url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         # Swarm mode: the servers whose node is down (their connection is turned off), and
         # Open WebUI's URL as the daemon reaches it (the relay; None: not there yet).
-        self.down: Callable[[], Collection[str]] = down or set
+        self.down: Callable[[Rendered], Collection[str]] = down or (lambda _r: ())
         self._url = url
         self.docker = client
         self.progress = progress or (lambda msg: log.info(msg))
@@ -170,7 +170,7 @@ class WebUISync:
             or rendered.ollama_service or "ollama"
         lanai = rendered.config
         ollamas = webui_plan.swarm_ollamas(lanai.servers, rendered.models,
-                                           config.rag.embedding_model, self.down()) \
+                                           config.rag.embedding_model, self.down(rendered)) \
             if lanai.mode == "swarm" else None
         want = webui_plan.desired(config, read_secrets(self.settings.secrets_file),
                                   f"http://{ollama}:11434", ollamas)

@@ -36,7 +36,7 @@ from reconciler.server.record import Outcome, State, Timer
 from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run
-from reconciler.swarm.facts import Facts, parse
+from reconciler.swarm.facts import Facts, NodeFact, parse
 
 from ..double import serving
 
@@ -88,10 +88,26 @@ def rendered(tmp_path: Path, models: str = MODELS) -> Rendered:
                     models_settings=config.model_dump(mode="json"), ollama_service="ollama")
 
 
-def access(urls: dict[str, str], *, down: dict[str, str] | None = None,
-           gpus: dict[str, tuple[str, int] | None] | None = None) -> ServerAccess:
-    return ServerAccess(urls=lambda _r: urls, gpus=lambda: gpus or {},
-                        down=lambda: dict(down or {}))
+def facts(state: str) -> Facts:
+    """Facts of a real three-node swarm (tests/fixtures/swarm/api)."""
+    return parse(*(json.loads((API / state / f"{name}.json").read_text())
+                   for name in ("nodes", "services", "tasks")), "lanai")
+
+
+def with_gpus(found: Facts, gpus: dict[str, tuple[str, int]]) -> Facts:
+    """The facts with GPU labels as bootstrap sets them on GPU servers (CI has no GPU)."""
+    def labelled(node: NodeFact) -> NodeFact:
+        gpu = gpus.get(node.server or "")
+        return replace(node, labels={**node.labels, "io.lanai.gpu.name": gpu[0],
+                                     "io.lanai.gpu.memory": str(gpu[1])}) if gpu else node
+    return Facts(nodes=tuple(labelled(n) for n in found.nodes), services=found.services,
+                 tasks=found.tasks)
+
+
+def access(urls: dict[str, str], state: str = "all-up",
+           gpus: dict[str, tuple[str, int]] | None = None) -> ServerAccess:
+    return ServerAccess(urls=lambda _r: urls,
+                        facts=lambda _r: with_gpus(facts(state), gpus or {}))
 
 
 def converge(tmp_path: Path, target: Rendered, how: ServerAccess,
@@ -144,7 +160,7 @@ def test_each_server_gets_the_models_placed_on_it(tmp_path: Path,
 
 def test_a_down_server_is_left_out_with_its_models_named_not_failed(
         tmp_path: Path, doubles: dict[str, str]) -> None:
-    out = converge(tmp_path, rendered(tmp_path), access(doubles, down={"box-c": "down"}))
+    out = converge(tmp_path, rendered(tmp_path), access(doubles, "node-down"))
     assert out.errors == [] and out.sync == "Synced"
     assert names(doubles["box-c"]) == set()
     assert names(doubles["box-b"]) == {PHI3, EMBED}
@@ -267,12 +283,6 @@ def test_the_models_syncer_says_when_the_engine_gave_it_no_way_to_the_servers(
     assert json.dumps(syncer.sync(run).to_json())
 
 
-def facts(state: str) -> Facts:
-    """Facts of a real three-node swarm (tests/fixtures/swarm/api)."""
-    return parse(*(json.loads((API / state / f"{name}.json").read_text())
-                   for name in ("nodes", "services", "tasks")), "lanai")
-
-
 @pytest.mark.parametrize(("state", "expected"), [
     ("all-up", {}),
     ("node-down", {"box-c": "down"}),
@@ -291,9 +301,19 @@ def test_a_server_without_a_node_is_absent() -> None:
 def test_the_gpus_come_from_the_matched_nodes_labels() -> None:
     found = facts("all-up")
     assert server_gpus(found, FLEET) == {"box-a": None, "box-b": None, "box-c": None}
-    labelled = Facts(nodes=tuple(
-        replace(n, labels={**n.labels, "io.lanai.gpu.name": "NVIDIA L4",
-                           "io.lanai.gpu.memory": str(24 * GiB)})
-        if n.server == "box-b" else n for n in found.nodes), services=found.services,
-        tasks=found.tasks)
+    labelled = with_gpus(found, {"box-b": ("NVIDIA L4", 24 * GiB)})
     assert server_gpus(labelled, FLEET)["box-b"] == ("NVIDIA L4", 24 * GiB)
+
+
+def test_the_models_syncer_converges_every_server_in_swarm_mode(
+        tmp_path: Path, doubles: dict[str, str]) -> None:
+    syncer = ModelsSyncer(settings(tmp_path), lambda: None,  # type: ignore[arg-type,return-value]
+                          progress=lambda _m: None, gpu=lambda: None, pulls=None,
+                          save=lambda _s: None, servers=access(doubles, "node-down"))
+    run = Run(State(), "c" * 40, False, "poll", Timer(), 0.0,
+              outcome=Outcome("applied", applied_commit="c" * 40), applied=None)
+    run.deployed = rendered(tmp_path)
+    assert syncer.ready(run)
+    out = syncer.sync(run)
+    assert (list(out.servers), list(out.down)) == (["box-b"], ["box-c"])
+    assert names(doubles["box-b"]) == {PHI3, EMBED}

@@ -107,7 +107,7 @@ def sync(tmp_path: Path, down: set[str], **kw: object) -> WebUISync:
                               secrets_file=tmp_path / "secrets.env",
                               config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k")
     return WebUISync(settings, None, progress=lambda _m: None,  # type: ignore[arg-type]
-                     down=lambda: down, **kw)  # type: ignore[arg-type]
+                     down=lambda _r: down, **kw)  # type: ignore[arg-type]
 
 
 def settle(tmp_path: Path, api: WebUI, target: Rendered, down: set[str], *,
