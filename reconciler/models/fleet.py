@@ -26,6 +26,7 @@ from reconciler.server.settings import ServerSettings
 from reconciler.stack.render import Rendered
 from reconciler.swarm.facts import Facts
 from reconciler.swarm.plan import DOWN, match_nodes
+from reconciler.swarm.stackfile import ollama_name
 
 log = logging.getLogger("lanai")
 
@@ -65,6 +66,14 @@ def server_gpus(facts: Facts, servers: Sequence[Server]) -> dict[str, tuple[str,
     """Each server's GPU from its node's labels (None: the labels do not say)."""
     nodes, _ = match_nodes(facts.nodes, servers)
     return {name: gpu_from_labels(node.labels) for name, node in nodes.items()}
+
+
+def ollama_started(facts: Facts, server: str) -> str | None:
+    """When the server's Ollama task reached running (None: none runs), so a restarted
+    Ollama, which has nothing loaded, gets its default model warmed again."""
+    running = [t.timestamp for t in facts.tasks_of(ollama_name(server))
+               if t.desired_state == "running" and t.state == "running"]
+    return max(running) if running else None
 
 
 def gpu_from_labels(labels: Mapping[str, str]) -> tuple[str, int] | None:
@@ -110,7 +119,8 @@ def converge_servers(settings: ServerSettings, client: docker.DockerClient,
             if pulls is not None else None
         sync = ModelSync(settings, client, progress=lambda m: progress(f"{server.name}: {m}"),
                          gpu=lambda: gpus.get(server.name), pulls=worker, server=server,
-                         url=urls.get(server.name))
+                         url=urls.get(server.name),
+                         started=ollama_started(swarm, server.name))
         try:
             return sync.converge(rendered, retry=retry)
         except Exception as exc:  # one server's failure is its own, never the others'

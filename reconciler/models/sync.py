@@ -167,7 +167,8 @@ class ModelSync:
                  gpu: Callable[[], tuple[str, int] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  pulls: PullWorker | None = None,
-                 server: Server | None = None, url: str | None = None) -> None:
+                 server: Server | None = None, url: str | None = None,
+                 started: str | None = None) -> None:
         self.settings = settings
         self.pulls = pulls  # the daemon's pull worker; None: pull in the foreground
         self.docker = client
@@ -176,6 +177,7 @@ class ModelSync:
         self.clock = clock
         self.server = server
         self._url = url
+        self._started = started  # swarm mode: when the server's Ollama task started
         self.models_file = settings.models_file if server is None else \
             state_mod.server_file(settings.models_file, server.name)
         self.pull_file = settings.pull_file if server is None else \
@@ -513,8 +515,9 @@ class ModelSync:
 
     def _warm(self, ollama: Ollama, config: ModelsConfig, container: Any | None,
               out: ModelsOutcome) -> None:
-        # Swarm mode knows no container start here: it warms after a change only.
-        started = container.attrs.get("State", {}).get("StartedAt") if container else None
+        # A restarted Ollama has nothing loaded: warm again (swarm mode: its task's start).
+        started = container.attrs.get("State", {}).get("StartedAt") if container \
+            else self._started
         changed = any(a.get("result") == "ok" for a in out.actions)
         if not config.default or (not changed and self.state.ollama_started == started):
             return

@@ -26,6 +26,7 @@ from reconciler.models.fleet import (
     down_sentence,
     fleet_models,
     gpu_from_labels,
+    ollama_started,
     server_gpus,
     unavailable,
 )
@@ -180,7 +181,7 @@ def test_a_down_server_is_left_out_with_its_models_named_not_failed(
     assert (status["servers"]["box-c"]["sync"], status["servers"]["box-c"]["down"]) == (
         "Unavailable", out.down["box-c"])
     # Back up: the next step converges it.
-    again = converge(tmp_path, rendered(tmp_path), access(doubles))
+    again = converge(tmp_path, rendered(tmp_path), access(doubles, "node-back"))
     assert again.down == {} and names(doubles["box-c"]) == {LLAMA, EMBED}
     after = fleet_models(settings(tmp_path), rendered(tmp_path), {})["servers"]["box-c"]
     assert (after["sync"], after["down"]) == ("Synced", None)
@@ -317,3 +318,15 @@ def test_the_models_syncer_converges_every_server_in_swarm_mode(
     out = syncer.sync(run)
     assert (list(out.servers), list(out.down)) == (["box-b"], ["box-c"])
     assert names(doubles["box-b"]) == {PHI3, EMBED}
+
+
+def test_a_restarted_ollama_task_gets_its_default_warmed_again(
+        tmp_path: Path, doubles: dict[str, str]) -> None:
+    converge(tmp_path, rendered(tmp_path), access(doubles, "all-up"))
+    same = converge(tmp_path, rendered(tmp_path), access(doubles, "all-up"))
+    assert [a for a in same.actions if a["kind"] == "warm"] == []
+    # node-back: box-c's task started again (a new timestamp); box-b holds no default.
+    back = converge(tmp_path, rendered(tmp_path), access(doubles, "node-back"))
+    assert [(a["server"], a["model"]) for a in back.actions if a["kind"] == "warm"] == \
+        [("box-c", LLAMA)]
+    assert ollama_started(facts("node-down"), "box-c") is None  # its task is not running
