@@ -1342,7 +1342,7 @@ worker_main() {
     fi
     exit "$BLOCKER"
   fi
-  ok "worker: ready to join the swarm (the reconciler, config, state repo and daemon are the manager's)"
+  ok "worker: ready for the swarm (the reconciler, config, state repo and daemon are the manager's)"
 }
 
 install_main() {

@@ -49,8 +49,8 @@ def source_address(manager):
 
 
 def join_request(manager, advertise, token):
-    return {"ListenAddr": "0.0.0.0:%d" % PORT, "AdvertiseAddr": advertise,
-            "RemoteAddrs": ["%s:%d" % (manager, PORT)], "JoinToken": token}
+    return {"ListenAddr": f"0.0.0.0:{PORT}", "AdvertiseAddr": advertise,
+            "RemoteAddrs": [f"{manager}:{PORT}"], "JoinToken": token}
 
 
 def main(argv, stdin, socket_path="/var/run/docker.sock"):
@@ -73,7 +73,7 @@ def main(argv, stdin, socket_path="/var/run/docker.sock"):
     except ValueError:
         message = text
     message = " ".join(str(message).replace(token, "<token>").split())
-    print("refused %d %s" % (response.status, message))
+    print(f"refused {response.status} {message}")
     return 1
 
 
