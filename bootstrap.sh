@@ -2001,12 +2001,13 @@ swarm_form() {
       if ((DRY_RUN)); then
         would "swarm: would run \`docker swarm init --advertise-addr $address\` on $name"
         for i in "${!TARGETS[@]}"; do
-          ((i == 0)) || would "swarm: would join ${BOX_NAME[i]} to it through the Engine API (the join token read on $name, sent on SSH's stdin)"
-          would "swarm: would label ${BOX_NAME[i]}'s node $LABEL_SERVER=${BOX_NAME[i]} (and io.lanai.gpu.* with a GPU)"
+          ((i == 0)) || would "swarm: would join ${BOX_NAME[i]} through the Engine API (the join token read on $name, sent on SSH's stdin)"
         done
+        swarm_labels
         return 0
       fi
-      box_root "docker swarm init --advertise-addr $(sq "$address")" </dev/null >/dev/null 2>"$WORK_TMP/swarm.err" ||
+      # Its output names the join token: it stays on the manager.
+      box_root "docker swarm init --advertise-addr $(sq "$address") >/dev/null" </dev/null 2>"$WORK_TMP/swarm.err" ||
         die "$E_SWARM" "\`docker swarm init --advertise-addr $address\` failed on $name ($(tail -n 1 "$WORK_TMP/swarm.err")); check that $address is $name's own address (else pass --advertise-addr) and run again."
       ok "swarm: $name is the manager of a new swarm (at $address)"
       ;;
@@ -2078,6 +2079,10 @@ swarm_labels() {
     box_use "$i"
     gpus=$(box_root 'nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null || true' </dev/null)
     wanted=$(swarm_node_labels "$name" <<<"$gpus")
+    if ((JOIN && i == 0)) && [[ -n $gpus ]] &&
+      [[ $(box_root "docker info --format '{{.DefaultRuntime}}'" </dev/null) != nvidia ]]; then
+      warn "$name has a GPU but is not set up the way Swarm uses GPUs (--join leaves its install as it is); run \`./bootstrap.sh ${TARGETS[0]} ...\` with all its servers, without --join, to set it up (Docker restarts there once)."
+    fi
     if [[ -z ${BOX_NODE[i]} || ${BOX_NODE[i]} == - ]]; then  # a dry run: not joined yet
       would "swarm: would label $name's node ($(paste -sd ' ' <<<"$wanted"))"
       continue

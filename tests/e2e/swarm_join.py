@@ -121,10 +121,13 @@ class Joined:
 
 
 def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Path,
-                     manager_unchanged: Callable[[], None]) -> Joined:
+                     manager_unchanged: Callable[[], None], *,
+                     lanai_server: bool = True) -> Joined:
     """Boot two clean trixie servers, `./bootstrap.sh --join box-a box-b box-c` (box-a is
     `manager`), check it all, run it again, check nothing changed; then remove the two.
-    `manager_unchanged` asserts what the caller knows of the manager's own state."""
+    `manager_unchanged` asserts what the caller knows of the manager's own state;
+    `lanai_server` False: the manager only looks like one (a development stand-in), so the
+    dry run of the whole form, which includes its full install, is left out."""
     timings: dict[str, float] = {}
     mark = time.monotonic()
     workers: list[TestServer] = []
@@ -142,6 +145,21 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         logs = root / "logs"
         containers_before = manager.exec("docker", "ps", "-q", "--no-trunc",
                                          check=True).stdout.split()
+        swarm_before = manager.exec("docker", "info", "--format",
+                                    "{{.Swarm.LocalNodeState}}").stdout.strip()
+        dry = run_bootstrap(["--join", *servers, "--dry-run"], config, logs)
+        timings["--join --dry-run"] = dry.seconds  # type: ignore[attr-defined]
+        assert dry.returncode == 0, (dry.stdout + dry.stderr)[-8000:]
+        for line in ("[box-b] · docker: would install docker.io",
+                     "· swarm: would join box-b through the Engine API",
+                     "· swarm: would label box-c's node (io.lanai.server=box-c"):
+            assert line in dry.stdout, (line, dry.stdout)
+        if swarm_before == "inactive":
+            assert "· swarm: would run `docker swarm init --advertise-addr " in dry.stdout
+        for worker in workers:  # nothing was changed
+            assert worker.exec("sh", "-c", "command -v docker").returncode != 0
+        assert manager.exec("docker", "info", "--format", "{{.Swarm.LocalNodeState}}"
+                            ).stdout.strip() == swarm_before
         with ProcessWatch(list(servers.values())) as watch:
             first = run_bootstrap(["--join", *servers], config, logs)
         timings["first --join"] = first.seconds  # type: ignore[attr-defined]
@@ -199,6 +217,19 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         assert changed == [], changed
         assert "joined" not in second.stdout and "rotated" not in second.stdout
         assert nodes(manager) == listed
+        # The whole form (the first box the lanai server, the others workers), as a dry
+        # run now that all is set up: every box and the swarm say "already".
+        if not lanai_server:
+            return Joined(first, second, timings)
+        whole = run_bootstrap([*servers, "--dry-run"], config, logs)
+        timings["all three --dry-run"] = whole.seconds  # type: ignore[attr-defined]
+        assert whole.returncode == 0, (whole.stdout + whole.stderr)[-8000:]
+        for line in (f"[{MANAGER}] ✓ reconciler: ", f"[{MANAGER}] ✓ docker: ",
+                     f"✓ swarm: {MANAGER} already manages the swarm",
+                     "✓ swarm: box-c is already a member",
+                     f"✓ swarm: {MANAGER}'s node labels already set"):
+            assert line in whole.stdout, (line, whole.stdout)
+        assert "· swarm:" not in whole.stdout, whole.stdout
         assert manager.exec("docker", "ps", "-q", "--no-trunc",
                             check=True).stdout.split() == containers_before
         manager_unchanged()
