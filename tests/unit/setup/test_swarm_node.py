@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -277,3 +278,81 @@ def test_the_join_program_runs_as_python3_c_between_single_quotes(
                             input=TOKEN + "\n", capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout) == (0, "joined 127.0.0.1\n"), result.stderr
     assert FakeDocker.seen[0][1]["JoinToken"] == TOKEN
+
+
+# -- refusals before anything is changed (a stand-in ssh) -----------------------------------
+
+FAKE_SSH = r'''#!/usr/bin/env python3
+"""A stand-in ssh: logs each call; answers what bootstrap.sh asks several servers."""
+import json, os, sys
+args, target, command = sys.argv[1:], None, []
+i = 0
+while i < len(args):
+    a = args[i]
+    if a == "-O":
+        sys.exit(0)
+    if a in ("-o", "-F"):
+        i += 2
+        continue
+    if a == "-G":
+        print("user admin\nhostname 192.0.2.1\nport 22")
+        sys.exit(0)
+    target, command = a, args[i + 1:]
+    break
+line = " ".join(command)
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(f"{target}: {line}\n")
+boxes = json.loads(os.environ["FAKE_BOXES"])
+if line == "true":
+    sys.exit(0)
+if "nopasswd" in line:
+    print("nopasswd")
+elif "LocalNodeState" in line and "command -v lanai" in line:
+    print(boxes[target.split("@")[-1]])
+elif "docker node ls" in line:
+    print(os.environ.get("FAKE_MEMBERS", ""))
+'''
+
+
+def run_several(tmp_path: Path, args: list[str], boxes: dict[str, str],
+                members: str = "") -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """bootstrap.sh ARGS with the stand-in ssh; box facts are box_facts' answer line:
+    STATE NODE MANAGER LIVE_RESTORE LANAI."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    log = tmp_path / "ssh.log"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LANAI_")},
+           "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
+           "FAKE_BOXES": json.dumps(boxes), "FAKE_MEMBERS": members, "TMPDIR": str(tmp_path),
+           "LANAI_BOOTSTRAP_LOGS": str(tmp_path / "logs")}
+    result = subprocess.run(["bash", str(SCRIPT), *args, "--yes"], env=env, text=True,
+                            capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    return result, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("args, boxes, members, code, words", [
+    (["box-a", "box-b"], {"box-a": "active n1 true no yes", "box-b": "active n9 false no no"},
+     "n1", 16, "box-b is already in another swarm (node n9 is not a member of box-a's swarm)"),
+    (["box-a", "box-b"], {"box-a": "inactive - false no no", "box-b": "active n9 false no no"},
+     "", 16, "box-b is already in another swarm"),
+    (["box-a", "box-b"], {"box-a": "active n1 false no yes", "box-b": "nodocker - false no no"},
+     "", 16, "box-a is a worker in another swarm, so it cannot be this swarm's manager"),
+    (["box-a", "box-b"], {"box-a": "inactive - false no no", "box-b": "nodocker - false yes no"},
+     "", 16, "box-b's Docker has live-restore on, and Docker refuses swarm mode with it"),
+    (["box-a", "box-b"], {"box-a": "locked n1 false no yes", "box-b": "nodocker - false no no"},
+     "", 16, "box-a's swarm is locked (autolock)"),
+    (["--join", "box-a", "box-b"], {"box-a": "inactive - false no no",
+                                    "box-b": "nodocker - false no no"},
+     "", 17, "box-a is not a lanai server (no `lanai` command there)"),
+])
+def test_what_a_user_can_have_wrong_is_refused_before_any_box_is_changed(
+        tmp_path: Path, args: list[str], boxes: dict[str, str], members: str, code: int,
+        words: str) -> None:
+    result, calls = run_several(tmp_path, args, boxes, members)
+    assert result.returncode == code, result.stdout + result.stderr
+    assert words in result.stderr and "Nothing was changed." in result.stderr, result.stderr
+    assert result.stderr.count("✗") == 1
+    assert not any("mktemp" in c or "bootstrap.sh" in c or "swarm init" in c
+                   or "swarm join" in c for c in calls), calls
