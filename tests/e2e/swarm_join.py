@@ -217,19 +217,29 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         assert changed == [], changed
         assert "joined" not in second.stdout and "rotated" not in second.stdout
         assert nodes(manager) == listed
-        # The whole form (the first box the lanai server, the others workers), as a dry
-        # run now that all is set up: every box and the swarm say "already".
+        # The whole form, `./bootstrap.sh box-a box-b box-c` (the first box the lanai server,
+        # its full install run again, the others workers), now that all is set up: every
+        # box and the swarm say "already", as test_second_bootstrap_is_a_no_op says it.
         if not lanai_server:
             return Joined(first, second, timings)
-        whole = run_bootstrap([*servers, "--dry-run"], config, logs)
-        timings["all three --dry-run"] = whole.seconds  # type: ignore[attr-defined]
+        whole = run_bootstrap(list(servers), config, logs)
+        timings["all three again"] = whole.seconds  # type: ignore[attr-defined]
         assert whole.returncode == 0, (whole.stdout + whole.stderr)[-8000:]
-        for line in (f"[{MANAGER}] ✓ reconciler: ", f"[{MANAGER}] ✓ docker: ",
+        for line in (f"[{MANAGER}] ✓ reconciler: ", f"[{MANAGER}] ✓ daemon: ",
                      f"✓ swarm: {MANAGER} already manages the swarm",
                      "✓ swarm: box-c is already a member",
                      f"✓ swarm: {MANAGER}'s node labels already set"):
             assert line in whole.stdout, (line, whole.stdout)
-        assert "· swarm:" not in whole.stdout, whole.stdout
+        steps = [line.split("] ", 1)[-1] for line in whole.stdout.splitlines()
+                 if line.split("] ", 1)[-1].startswith("✓ ")]
+        changed = [line for line in steps if "already" not in line and not line.startswith(
+            ("✓ ssh:", "✓ sudo:", "✓ preflight:", "✓ gpu:", "✓ reconcile:", "✓ models:",
+             "✓ worker: ready", "✓ swarm: 3 nodes"))]
+        assert changed == [], changed
+        assert nodes(manager) == listed
+        assert manager.exec("docker", "ps", "-q", "--no-trunc",
+                            check=True).stdout.split() == containers_before
+        manager_unchanged()
         assert manager.exec("docker", "ps", "-q", "--no-trunc",
                             check=True).stdout.split() == containers_before
         manager_unchanged()
