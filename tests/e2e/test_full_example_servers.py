@@ -18,6 +18,10 @@ a container (systemd as PID 1, a nested Docker), its 443 is published on a loopb
 port of this machine, ai.home.arpa is given as SNI instead of being in DNS, and the
 server's Docker resolves registry.ollama.ai (a stand-in, plain HTTP) through a test DNS
 server on this machine's Docker bridge (servers.OutsideDNS).
+
+Before its uninstall, the trixie server has two clean servers added to it as Docker Swarm
+workers with `./bootstrap.sh --join` (swarm_join.py): the cheapest honest proof of
+several servers, as it costs only the two workers' Docker.
 """
 
 from __future__ import annotations
