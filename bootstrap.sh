@@ -639,10 +639,10 @@ check_swarm() {
   local state="" port proto listeners taken=()
   if have docker; then
     state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || true)
-    if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null || true) == true ]] ||
-      python3 "$SCRIPT_DIR/reconciler/setup/swarm_node.py" live-restore "$LANAI_DOCKER_DAEMON_JSON" 2>/dev/null; then
-      refuse "$E_SWARM" "Docker's live-restore is on ($LANAI_DOCKER_DAEMON_JSON), and Docker refuses swarm mode with it (\"live-restore daemon configuration is incompatible with swarm mode\"); remove \"live-restore\" from $LANAI_DOCKER_DAEMON_JSON, \`systemctl restart docker\`, and run bootstrap again."
-    fi
+  fi
+  if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null || true) == true ]] ||
+    python3 "$SCRIPT_DIR/reconciler/setup/swarm_node.py" live-restore "$LANAI_DOCKER_DAEMON_JSON" 2>/dev/null; then
+    refuse "$E_SWARM" "Docker's live-restore is on ($LANAI_DOCKER_DAEMON_JSON), and Docker refuses swarm mode with it (\"live-restore daemon configuration is incompatible with swarm mode\"); remove \"live-restore\" from $LANAI_DOCKER_DAEMON_JSON, \`systemctl restart docker\` (if Docker is installed), and run bootstrap again."
   fi
   if [[ $state == active ]]; then
     SWARM_NOTE=", in a swarm already"

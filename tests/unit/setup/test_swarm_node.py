@@ -356,3 +356,24 @@ def test_what_a_user_can_have_wrong_is_refused_before_any_box_is_changed(
     assert result.stderr.count("✗") == 1
     assert not any("mktemp" in c or "bootstrap.sh" in c or "swarm init" in c
                    or "swarm join" in c for c in calls), calls
+
+
+def test_live_restore_in_daemon_json_stops_a_swarm_servers_preflight(tmp_path: Path) -> None:
+    """On the server (`bootstrap.sh local --swarm-role worker`), before Docker runs."""
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"live-restore": true, "dns": ["10.0.0.53"]}\n')
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text("#!/bin/sh\nexit 1\n")  # installed, not running
+    (bin_dir / "docker").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+           "LANAI_DOCKER_DAEMON_JSON": str(daemon_json)}
+    result = subprocess.run(["bash", "-c", f'source "{SCRIPT}"\nSWARM_ROLE=worker\ncheck_swarm'],
+                            env=env, text=True, capture_output=True, timeout=60)
+    assert result.returncode == 16, result.stderr
+    assert "live-restore is on" in result.stderr and "incompatible with swarm mode" in \
+        result.stderr
+    daemon_json.write_text('{"dns": ["10.0.0.53"]}\n')
+    result = subprocess.run(["bash", "-c", f'source "{SCRIPT}"\nSWARM_ROLE=worker\ncheck_swarm'],
+                            env=env, text=True, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
