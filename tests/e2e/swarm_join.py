@@ -20,12 +20,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
 
-from .servers import BOOTSTRAP, SERVER_TRIXIE, TestServer, start
+from .servers import BOOTSTRAP, SERVER_TRIXIE, TestServer, start, use_outside_dns
 
 MANAGER, WORKERS = "box-a", ("box-b", "box-c")
 TOKEN_MARK = "SWMTKN-"  # every swarm join token starts so (after a rotation too)
@@ -120,19 +120,26 @@ class Joined:
     first: subprocess.CompletedProcess[str]
     second: subprocess.CompletedProcess[str]
     timings: dict[str, float]
+    servers: dict[str, TestServer] = field(default_factory=dict)  # name -> server, all three
+    config: Path | None = None  # the ssh_config naming them
 
 
 def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Path,
                      manager_unchanged: Callable[[], None], *,
-                     lanai_server: bool = True) -> Joined:
+                     lanai_server: bool = True, outside_dns: str | None = None,
+                     keep: list[TestServer] | None = None) -> Joined:
     """Boot two clean trixie servers, `./bootstrap.sh --join box-a box-b box-c` (box-a is
     `manager`), check it all, run it again, check nothing changed; then remove the two.
     `manager_unchanged` asserts what the caller knows of the manager's own state;
     `lanai_server` False: the manager only looks like one (a development stand-in), so the
-    dry run of the whole form, which includes its full install, is left out."""
+    dry run of the whole form, which includes its full install, is left out. `outside_dns`:
+    the workers' Docker resolves the internet's stand-ins through it (servers.py), as the
+    manager's does. `keep`: the two workers are appended to it and left running for the
+    caller (who tears them down) instead of removed at the end."""
     timings: dict[str, float] = {}
     mark = time.monotonic()
     workers: list[TestServer] = []
+    threads_order = list(WORKERS)
     threads = [threading.Thread(target=lambda n=n: workers.append(
         start(SERVER_TRIXIE, client, root / n))) for n in WORKERS]
     try:
@@ -141,6 +148,10 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         for thread in threads:
             thread.join()
         assert len(workers) == 2, "a worker did not boot"
+        workers.sort(key=lambda w: threads_order.index(w.root.name))
+        if outside_dns is not None:
+            for worker in workers:
+                use_outside_dns(worker, outside_dns)
         timings["boot 2 servers"] = time.monotonic() - mark
         servers = {MANAGER: manager, **dict(zip(WORKERS, workers, strict=True))}
         config = ssh_config(servers, root / "ssh_config")
@@ -225,7 +236,7 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         # its full install run again, the others workers), now that all is set up: every
         # box and the swarm say "already", as test_second_bootstrap_is_a_no_op says it.
         if not lanai_server:
-            return Joined(first, second, timings)
+            return Joined(first, second, timings, servers, config)
         whole = run_bootstrap(list(servers), config, logs)
         timings["all three again"] = whole.seconds  # type: ignore[attr-defined]
         assert whole.returncode == 0, (whole.stdout + whole.stderr)[-8000:]
@@ -244,11 +255,14 @@ def join_two_servers(manager: TestServer, client: docker.DockerClient, root: Pat
         assert manager.exec("docker", "ps", "-q", "--no-trunc",
                             check=True).stdout.split() == containers_before
         manager_unchanged()
-        return Joined(first, second, timings)
+        if keep is not None:
+            keep.extend(workers)
+        return Joined(first, second, timings, servers, config)
     finally:
         mark = time.monotonic()
         for server in workers:
-            server.teardown()
+            if keep is None or server not in keep:
+                server.teardown()
         timings["teardown"] = time.monotonic() - mark
         print("\n--join of two servers: " + ", ".join(
             f"{what} {seconds:.0f}s" for what, seconds in timings.items()))

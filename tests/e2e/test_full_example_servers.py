@@ -53,7 +53,16 @@ from .servers import (
     save_images,
     use_outside_dns,
 )
-from .swarm_join import join_two_servers
+from .swarm_deploy import (
+    MODEL_B,
+    MODEL_C,
+    Chat,
+    Fleet,
+    images_for_workers,
+    server_line,
+    switch_to_swarm,
+)
+from .swarm_join import Joined, join_two_servers, run_bootstrap
 
 NAME = "ai.home.arpa"  # https.names in desired-state/lanai.yaml
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -86,6 +95,8 @@ class Deployment:
     first: subprocess.CompletedProcess[str]
     timings: dict[str, float] = field(default_factory=dict)
     healthy: bool = False
+    workers: list[TestServer] = field(default_factory=list)  # swarm workers, torn down last
+    joined: Joined | None = None  # the swarm join's result, for the swarm checks after it
 
     def deployed(self) -> None:
         """Wait until the stack is deployed and healthy. The first test fails on a failed
@@ -146,7 +157,11 @@ def deployment(request: pytest.FixtureRequest, docker_client: docker.DockerClien
         print(f"\n{request.param}: bootstrap exit {first.returncode} after "
               f"{first.seconds:.0f}s\n{first.stdout}{first.stderr}")  # type: ignore[attr-defined]
         deployment = Deployment(kind, server, first, timings)
-        yield deployment
+        try:
+            yield deployment
+        finally:
+            for worker in deployment.workers:
+                worker.teardown()
         print(f"\n{request.param}: " + ", ".join(
             f"{what} {seconds:.0f}s" for what, seconds in deployment.timings.items()))
 
@@ -386,7 +401,8 @@ def test_second_bootstrap_is_a_no_op(deployment: Deployment):
 
 @on_trixie_only
 def test_two_servers_join_the_lanai_server_as_swarm_workers_without_a_gpu(
-        deployment: Deployment, docker_client: docker.DockerClient, tmp_path: Path):
+        deployment: Deployment, docker_client: docker.DockerClient,
+        tmp_path_factory: pytest.TempPathFactory, outside_dns: str):
     """`./bootstrap.sh --join` of two clean servers to this lanai server (swarm_join.py):
     joined, labelled, the token nowhere, the second run a no-op, and this server's own
     install and stack untouched: the same containers, lanai still Synced and Healthy."""
@@ -398,8 +414,135 @@ def test_two_servers_join_the_lanai_server_as_swarm_workers_without_a_gpu(
         assert (status.get("sync"), status.get("health"), status.get("applied_commit")) == (
             "Synced", "Healthy", applied), status
 
-    joined = join_two_servers(deployment.server, docker_client, tmp_path, manager_unchanged)
+    joined = join_two_servers(deployment.server, docker_client,
+                              tmp_path_factory.mktemp("join"), manager_unchanged,
+                              outside_dns=outside_dns, keep=deployment.workers)
     deployment.timings.update(joined.timings)
+    deployment.joined = joined
+
+
+def fleet_of(deployment: Deployment, root: Path) -> Fleet:
+    joined = deployment.joined
+    assert joined is not None and joined.config is not None, "the swarm join test failed"
+    return Fleet(deployment.server, joined.servers, joined.config, root)
+
+
+@on_trixie_only
+def test_a_push_of_mode_swarm_moves_the_stack_onto_three_servers(
+        deployment: Deployment, tmp_path_factory: pytest.TempPathFactory):
+    """The workers get the Ollama image (`--join ... --images`, a box without a registry);
+    a push of lanai.yaml's three servers and models.yaml's placement moves Compose's stack
+    into a swarm stack: Open WebUI (its data kept) and the proxy on box-a, an Ollama on
+    box-b and on box-c, each with its own models; chats answered by both."""
+    deployment.deployed()
+    root = tmp_path_factory.mktemp("fleet")
+    fleet = fleet_of(deployment, root)
+    timings = deployment.timings
+    mark = time.monotonic()
+    loaded = run_bootstrap(["--join", *fleet.servers, "--images",
+                            str(images_for_workers(root))], fleet.config, root / "logs")
+    timings["--join --images (Ollama)"] = time.monotonic() - mark
+    assert loaded.returncode == 0, (loaded.stdout + loaded.stderr)[-6000:]
+    clone = fleet.checkout()
+    switch_to_swarm(clone)
+    mark = time.monotonic()
+    head = fleet.push("Three servers: Ollama on box-b and box-c, placed models")
+    status = fleet.synced(head, 1200, "the swarm-mode commit applied")
+    timings["push of mode: swarm to Synced"] = time.monotonic() - mark
+    assert [server_line(status, n)["state"] for n in ("box-a", "box-b", "box-c")] == [
+        "ready"] * 3, status
+    assert server_line(status, "box-a")["role"] == "manager"
+    manager = fleet.manager
+    services = manager.exec("docker", "service", "ls", "--format", "{{.Name}}",
+                            check=True).stdout.split()
+    assert sorted(services) == ["lanai_ollama-box-b", "lanai_ollama-box-c", "lanai_open-webui",
+                                "lanai_proxy"], services
+    left = manager.exec("docker", "ps", "-aq", "--filter",
+                        "label=com.docker.compose.project=lanai").stdout.split()
+    assert left == [], "Compose's containers are still there"
+    for server, mine, other in (("box-b", MODEL_B, MODEL_C), ("box-c", MODEL_C, MODEL_B)):
+        have = wait_for(lambda s=server, m=mine: m in (f := fleet.ollama_models(s)) and f, 600,
+                        f"{mine} pulled on {server}")
+        assert other not in have, (server, have)
+    chat = Chat(fleet)
+    chat.sign_in()  # the admin bootstrap made, from the volume Compose left
+    wait_for(lambda: {MODEL_B, MODEL_C} <= chat.models(), 300,
+             "both servers' models in Open WebUI's list")
+    assert chat.answers(MODEL_B) and chat.answers(MODEL_C)
+
+
+@on_trixie_only
+def test_one_server_down_leaves_the_others_chatting_and_converges_back_without_a_push(
+        deployment: Deployment, tmp_path_factory: pytest.TempPathFactory):
+    """box-c paused (its heartbeats stop, as a box that drops off the LAN): status names it
+    and its model within a minute, box-b's model keeps answering; unpaused, all converge
+    again and box-c's model answers, with no push."""
+    deployment.deployed()
+    fleet = fleet_of(deployment, tmp_path_factory.mktemp("down"))
+    applied = fleet.status()["applied_commit"]
+    box_c = fleet.servers["box-c"]
+    chat = Chat(fleet)
+    chat.sign_in()
+    mark = time.monotonic()
+    box_c.container.pause()
+    try:
+        down = wait_for(lambda: server_line(s := fleet.status(), "box-c")["state"] == "down"
+                        and s, 120, "lanai status to say box-c is down")
+        deployment.timings["box-c paused to status down"] = time.monotonic() - mark
+        drift = [d for d in down.get("drift") or [] if d.get("kind") == "server-down"]
+        assert drift and "box-c" in json.dumps(drift), down
+        text = fleet.lanai("status")
+        assert "box-c" in text.stdout and "down" in text.stdout, text.stdout
+        assert chat.answers(MODEL_B)  # box-b's Ollama, while box-c is gone
+    finally:
+        box_c.container.unpause()
+    mark = time.monotonic()
+    back = wait_for(lambda: (s := fleet.status()).get("health") == "Healthy"
+                    and server_line(s, "box-c")["state"] == "ready" and s, 600,
+                    "box-c back, every service healthy")
+    deployment.timings["box-c unpaused to healthy"] = time.monotonic() - mark
+    assert back["applied_commit"] == applied and back["sync"] == "Synced", back
+    wait_for(lambda: chat.ask(MODEL_C).status_code == 200, 300, f"{MODEL_C} answering again")
+
+
+@on_trixie_only
+def test_a_push_rolls_out_and_git_revert_returns_the_stack_to_one_box(
+        deployment: Deployment, tmp_path_factory: pytest.TempPathFactory):
+    deployment.deployed()
+    fleet = fleet_of(deployment, tmp_path_factory.mktemp("revert"))
+    clone = fleet.checkout()
+    models = clone / "models.yaml"
+    text = models.read_text()
+    assert "keep_alive: 30m" in text
+    models.write_text(text.replace("keep_alive: 30m", "keep_alive: 10m"))
+    mark = time.monotonic()
+    head = fleet.push("Keep models loaded 10 minutes")
+    fleet.synced(head, 900, "the keep_alive change rolled out")
+    deployment.timings["push to Synced (both Ollamas)"] = time.monotonic() - mark
+    for server in ("box-b", "box-c"):
+        env = fleet.manager.exec("docker", "service", "inspect", f"lanai_ollama-{server}",
+                                 "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+                                 check=True).stdout
+        assert "OLLAMA_KEEP_ALIVE=10m" in env, (server, env)
+    git(clone, "revert", "--no-edit", "HEAD", "HEAD~1")
+    head = git(clone, "rev-parse", "HEAD")
+    pushed = subprocess.run(["git", "push", "--quiet", "origin", "HEAD:main"], cwd=clone,
+                            env=fleet.env, capture_output=True, text=True, timeout=900)
+    assert pushed.returncode == 0, pushed.stderr
+    mark = time.monotonic()
+    status = wait_for(lambda: (s := fleet.status()).get("applied_commit") == head
+                      and s.get("health") == "Healthy" and s, 900,
+                      "the revert applied: one box again, healthy")
+    deployment.timings["git revert to one box"] = time.monotonic() - mark
+    assert status["sync"] == "Synced" and not status.get("servers"), status
+    manager = fleet.manager
+    assert manager.exec("docker", "service", "ls", "-q").stdout.split() == []
+    assert sorted(manager.exec("docker", "ps", "--format", "{{.Names}}").stdout.split()) == [
+        "lanai-ollama-1", "lanai-open-webui-1", "lanai-proxy-1"]
+    chat = Chat(fleet)
+    chat.sign_in()  # Open WebUI's data came back with it
+    wait_for(lambda: MODEL_B in chat.models(), 300, f"{MODEL_B} listed again")
+    assert chat.answers(MODEL_B)
 
 
 @on_trixie_only
