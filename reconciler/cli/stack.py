@@ -43,7 +43,9 @@ from reconciler.stack import facts as facts_mod
 from reconciler.stack import health as report_mod
 from reconciler.stack.plan import plan as make_plan
 from reconciler.stack.render import Rendered, render, render_key
+from reconciler.swarm import status as swarm_status
 from reconciler.swarm.stackfile import stack_file
+from reconciler.swarm.sync import drift_json
 
 # -- the daemon and reconciles --------------------------------------------------------
 
@@ -404,7 +406,11 @@ def status(as_json: bool) -> None:
     state = engine.state()
     applied = engine.applied(state)
     facts = None
-    if applied is not None:
+    swarm = None
+    if applied is not None and applied.mode == "swarm":
+        swarm = engine.swarm.live_plan_swarm(applied)
+        state.drift = drift_json(swarm[1])  # now, not as of the last check
+    elif applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, applied.images)
         facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
         live = engine.stack.live_plan(state, applied, facts)
@@ -415,6 +421,10 @@ def status(as_json: bool) -> None:
                               working=working.read(working.file(settings.home),
                                                    settings.lock_dir),
                               passed=readiness.read(readiness.file(settings.home)))
+    if swarm is not None and applied is not None:
+        manager = applied.config.manager
+        swarm_status.apply(report, swarm[1], swarm[0], applied.config.servers,
+                           manager.name if manager else None, swarm_status.images(applied))
     report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
     if applied is not None and applied.config.backups.service in applied.services:
         listed = Store(settings.backups_dir).list()

@@ -43,6 +43,7 @@ from reconciler.server.settings import ServerSettings
 from reconciler.stack import facts as facts_mod
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
+from reconciler.swarm.sync import SwarmSync
 from reconciler.webui.sync import WebUISync
 
 log = logging.getLogger("lanai")
@@ -81,6 +82,19 @@ class Engine:
                                progress=self.progress, step=self._step,
                                start_interval=self.preparer.start_interval,
                                inputs=self.preparer.server_inputs, data=self.guard)
+        self.swarm = SwarmSync(settings, client=lambda: self.client,
+                               client_factory=lambda: self.client_factory(),
+                               progress=self.progress, step=self._step,
+                               start_interval=self.preparer.start_interval,
+                               inputs=self.preparer.server_inputs, data=self.guard,
+                               cli_version=self.preparer.cli_version)
+
+    def stack_for(self, run: Run) -> StackSync:
+        """Compose or Swarm, by the mode of the commit being deployed, else of the applied
+        one. (A commit that changes the mode deploys with the new one; the old mode's
+        containers are not moved: see README, Several servers.)"""
+        rendered = run.desired or run.applied
+        return self.swarm if rendered is not None and rendered.mode == "swarm" else self.stack
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -210,7 +224,7 @@ class Engine:
         state.source_error = source_error.message if source_error else None
         run = Run(state, head, retry, trigger, timer, mark, applied=self.applied(state))
         self.preparer.choose(run)
-        run.outcome = outcome = self.stack.sync(run)  # the stack first: its outcome leads
+        run.outcome = outcome = self.stack_for(run).sync(run)  # first: its outcome leads
         before.models, before.problems = self._models_summary(), dict(state.problems)
         # A commit with the same files as the applied one changes no model or setting; after
         # a clean last sync there is nothing to read (the polls' drift checks still do).
