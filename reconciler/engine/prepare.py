@@ -12,11 +12,10 @@ from pathlib import Path
 
 import docker
 
-from reconciler.core.errors import DockerError, LanaiError, SourceError, StateError
+from reconciler.core.errors import DockerError, LanaiError, SourceError
 from reconciler.core.files import write_json_atomic
 from reconciler.desired import load as desired_mod
 from reconciler.desired.lanai_yaml import LanaiConfig
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.desired.source import GitSource
 from reconciler.https.caddyfile import lan_ip
 from reconciler.server.record import State, parse_iso
@@ -202,11 +201,10 @@ class Preparer:
         self.source.export(commit, scratch)
         try:
             state = desired_mod.load_state(scratch, commit)
-            if state.config.mode == "swarm":
-                raise StateError(NOT_DEPLOYABLE_YET)
+            # First: off the manager, nothing else about the server matters.
+            swarm, gpus = self.swarm_inputs(state.config)
             secrets = read_secrets(self.settings.secrets_file)
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
-            swarm, gpus = self.swarm_inputs(state.config)
             # In swarm mode the stack file reserves GPUs per server (gpus); compose's
             # normalized project must keep the GPU request for it to see.
             gpu_runtime = True if swarm else self.gpu_runtime()
