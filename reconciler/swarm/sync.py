@@ -53,6 +53,51 @@ def not_up(result: SwarmPlan, facts: Facts, servers: Sequence[Server]) -> list[S
             if s.health != "up" and not waiting_for_server(s, nodes)]
 
 
+SEE_UPDATE = 5.0  # seconds after its deploy in which Swarm starts a service's update
+ROLLING_BACK = ("rollback_started", "rollback_paused", "rollback_completed")
+
+
+class Updates:
+    """Whether Swarm's rolling update of each service a deploy changed is over. Right after
+    `stack deploy` a changed service still runs its old task, healthy, under the new spec's
+    labels (and may still show an earlier update's `completed`): by lanai's rule alone it
+    would read as up before Swarm has even tried the new spec. It is done once its update
+    was seen `updating` and is `completed`; one never seen updating (an update quicker than
+    a poll) is taken as done SEE_UPDATE seconds after its deploy."""
+
+    def __init__(self) -> None:
+        self.deployed_at: dict[str, float] = {}
+        self.seen: set[str] = set()
+
+    def deployed(self, services: Sequence[str], facts: Facts, now: float) -> None:
+        """`services` were just deployed; those that existed get a rolling update."""
+        for name in services:
+            if facts.service(name) is not None:
+                self.deployed_at[name] = now
+
+    def pending(self, facts: Facts, now: float) -> list[str]:
+        """The reasons the changed services are not done yet; raises when Swarm rolled one
+        back or paused it (the same commit would fail again: deterministic)."""
+        out = []
+        for name, since in sorted(self.deployed_at.items()):
+            live = facts.service(name)
+            state = live.update_state if live is not None else None
+            if state == "updating":
+                self.seen.add(name)
+            if (state in ROLLING_BACK and name in self.seen) or state == "paused":
+                what = "paused" if state == "paused" else "rolled back"
+                detail = f" ({live.update_message})" if live and live.update_message else ""
+                raise ApplyError(f"Swarm {what} the update of {name}{detail}: its new spec "
+                                 "failed to start or turned unhealthy; the previous version "
+                                 "keeps serving; fix the service in the state repo and push "
+                                 "again.", deterministic=True)
+            done = (state == "completed" and name in self.seen) or \
+                (state in (None, "completed") and now - since >= SEE_UPDATE)
+            if not done:
+                out.append(f"{name}: Swarm's update is {state or 'not started'}")
+        return out
+
+
 def drift_json(result: SwarmPlan) -> list[dict[str, Any]]:
     """The plan's drift as the outcome and state.json keep it (`service`, `kind`,
     `detail`: what `lanai status`, notices and the history read in either mode)."""
@@ -84,8 +129,9 @@ class SwarmSync(StackSync):
     def deploy(self, state: State, desired: Rendered, applied: Rendered | None, timer: Timer,
                mark: float, trigger: str) -> Outcome:
         outcome = Outcome("applied", applied_commit=state.applied_commit)
+        updates = Updates()
         try:
-            _, the_plan = self.observe(desired)
+            before, the_plan = self.observe(desired)
             mark = timer.lap("observe_plan", mark)
             self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} "
                           "action(s)")
@@ -93,9 +139,10 @@ class SwarmSync(StackSync):
                 self._act(desired, action, outcome)
                 mark = timer.lap("compose", mark)
                 if isinstance(action, Deploy):  # a stage is up before the next begins
-                    self._wait(desired, set(action.services))
+                    updates.deployed(action.services, before, self.clock())
+                    self._wait(desired, set(action.services), updates)
                     mark = timer.lap("health_wait", mark)
-            final = self._wait(desired, None)
+            final = self._wait(desired, None, updates)
             timer.lap("health_wait", mark)
             outcome.drift = drift_json(final)
             self._relay(desired)
@@ -114,9 +161,10 @@ class SwarmSync(StackSync):
         prune_deployments(self.settings.deployments_dir, state.applied_key)
         return outcome
 
-    def _wait(self, desired: Rendered, only: set[str] | None) -> SwarmPlan:
-        """Poll until every service (of `only`) is up or waits for its server, a rollback,
-        or sync.health_timeout; the failure names each service that is not up and why."""
+    def _wait(self, desired: Rendered, only: set[str] | None, updates: Updates) -> SwarmPlan:
+        """Poll until every service (of `only`) is up or waits for its server and its
+        update is over, a rollback, or sync.health_timeout; the failure names each service
+        that is not up and why."""
         timeout = desired.config.sync.health_timeout
         deadline = self.clock() + timeout
         while True:
@@ -126,16 +174,16 @@ class SwarmSync(StackSync):
                     f"{'; '.join(d.detail for d in result.rolled_back)}; the previous version "
                     "keeps serving; fix the service in the state repo and push again.",
                     deterministic=True)
-            waiting = [s for s in not_up(result, facts, desired.config.servers)
+            waiting = [s.reason for s in not_up(result, facts, desired.config.servers)
                        if only is None or s.name in only]
+            waiting += updates.pending(facts, self.clock())
             if not waiting:
                 return result
             if self.clock() >= deadline:
-                first = waiting[0].name
                 raise ApplyError(
                     f"not up within sync.health_timeout ({timeout:.0f}s): "
-                    f"{'; '.join(s.reason for s in waiting)}; see `docker service ps "
-                    f"{desired.project}_{first} --no-trunc` on the manager.",
+                    f"{'; '.join(waiting)}; see `docker service ps` of the stack's services "
+                    "(`docker stack ps " + desired.project + " --no-trunc`) on the manager.",
                     deterministic=False)
             self.sleep(POLL)
 

@@ -248,3 +248,48 @@ def test_drift_heals_with_stack_deploy_and_self_heal_off_only_reports(
     log.write_text("")
     outcome = swarm_sync(tmp_path, frames, []).check(state, rendered, Timer(), 0.0, False)
     assert outcome.status == "drift" and log.read_text() == ""
+
+
+def updated(frame: tuple[list, list, list], service: str, state: str, label: str | None
+            ) -> tuple[list, list, list]:
+    """The frame with `service` under an update in `state`, its labels' hash `label`."""
+    nodes, services, tasks = copy.deepcopy(frame)
+    for found in services:
+        if found["Spec"]["Name"] == f"lanai_{service}":
+            if label is not None:
+                found["Spec"]["Labels"]["io.lanai.config-hash"] = label
+            found["UpdateStatus"] = {"State": state, "Message": f"update {state}"}
+    return nodes, services, tasks
+
+
+def test_a_changed_service_is_not_up_before_swarms_update_is_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after the deploy the old task still runs under the new labels; then Swarm's
+    update runs and rolls back: the commit fails for good, it is never applied."""
+    log = docker_cli(tmp_path, monkeypatch)
+    rendered = desired(tmp_path)
+    new = rendered.stack_services["proxy"]["hash"]
+    frames = [updated(up(), "proxy", "completed", "the-old-hash"),  # the plan: changed
+              updated(up(), "proxy", "completed", new),  # old task, new labels
+              updated(up(), "proxy", "updating", new),
+              updated(up(), "proxy", "rollback_started", "the-old-hash")]
+    state = State()
+    outcome = deploy(swarm_sync(tmp_path, frames, []), state, rendered)
+    assert "stack deploy" in log.read_text()
+    assert outcome.status == "failed"
+    assert outcome.error.startswith("Swarm rolled back the update of proxy (update "
+                                    "rollback_started)")
+    assert state.failure is not None and state.failure.deterministic
+    assert state.applied_commit is None
+
+
+def test_a_changed_service_whose_update_completes_is_applied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    docker_cli(tmp_path, monkeypatch)
+    rendered = desired(tmp_path)
+    new = rendered.stack_services["proxy"]["hash"]
+    frames = [updated(up(), "proxy", "completed", "the-old-hash"),
+              updated(up(), "proxy", "updating", new),
+              updated(up(), "proxy", "completed", new)]
+    outcome = deploy(swarm_sync(tmp_path, frames, []), State(), rendered)
+    assert outcome.status == "applied", outcome.error
