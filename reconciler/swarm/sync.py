@@ -23,7 +23,7 @@ from reconciler.core.errors import ApplyError, DockerError, ExitCode, LanaiError
 from reconciler.desired import safe_tree
 from reconciler.desired.servers import Server
 from reconciler.server.record import Outcome, State, Timer, now_iso, save_state
-from reconciler.stack.render import Rendered
+from reconciler.stack.render import Rendered, load_rendered
 from reconciler.stack.sync import StackSync, prune_deployments
 from reconciler.swarm import cli
 from reconciler.swarm import facts as facts_mod
@@ -130,8 +130,11 @@ class SwarmSync(StackSync):
                mark: float, trigger: str) -> Outcome:
         outcome = Outcome("applied", applied_commit=state.applied_commit)
         updates = Updates()
+        # What lanai deployed last, service by service: a service Swarm rolled back from
+        # that spec is this commit's failure only once this commit deployed its own spec.
+        deployed = self._last_deployed(state, applied)
         try:
-            before, the_plan = self.observe(desired)
+            before, the_plan = self.observe(desired, deployed=deployed)
             mark = timer.lap("observe_plan", mark)
             self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} "
                           "action(s)")
@@ -140,9 +143,12 @@ class SwarmSync(StackSync):
                 mark = timer.lap("compose", mark)
                 if isinstance(action, Deploy):  # a stage is up before the next begins
                     updates.deployed(action.services, before, self.clock())
-                    self._wait(desired, set(action.services), updates)
+                    deployed.update({n: desired.stack_services[n]["hash"]
+                                     for n in action.stack.get("services") or {}
+                                     if n in desired.stack_services})
+                    self._wait(desired, set(action.services), updates, deployed)
                     mark = timer.lap("health_wait", mark)
-            final = self._wait(desired, None, updates)
+            final = self._wait(desired, None, updates, deployed)
             timer.lap("health_wait", mark)
             outcome.drift = drift_json(final)
             self._relay(desired)
@@ -161,14 +167,15 @@ class SwarmSync(StackSync):
         prune_deployments(self.settings.deployments_dir, state.applied_key)
         return outcome
 
-    def _wait(self, desired: Rendered, only: set[str] | None, updates: Updates) -> SwarmPlan:
+    def _wait(self, desired: Rendered, only: set[str] | None, updates: Updates,
+              deployed: dict[str, str]) -> SwarmPlan:
         """Poll until every service (of `only`) is up or waits for its server and its
         update is over, a rollback, or sync.health_timeout; the failure names each service
         that is not up and why."""
         timeout = desired.config.sync.health_timeout
         deadline = self.clock() + timeout
         while True:
-            facts, result = self.observe(desired)
+            facts, result = self.observe(desired, deployed=deployed)
             if result.rolled_back:  # deterministic: the same commit would roll back again
                 raise ApplyError(
                     f"{'; '.join(d.detail for d in result.rolled_back)}; the previous version "
@@ -186,6 +193,16 @@ class SwarmSync(StackSync):
                     "(`docker stack ps " + desired.project + " --no-trunc`) on the manager.",
                     deterministic=False)
             self.sleep(POLL)
+
+    def _last_deployed(self, state: State, applied: Rendered | None) -> dict[str, str]:
+        """Service -> the config hash of the last stack file lanai deployed: a failed
+        commit's when the last deploy failed, else the applied one's."""
+        last = applied
+        if state.failure is not None and state.failure.key:
+            last = load_rendered(self.settings.deployments_dir / state.failure.key) or applied
+        if last is None:
+            return {}
+        return {n: s["hash"] for n, s in last.stack_services.items() if s.get("hash")}
 
     def _rollback_swarm(self, failed: Rendered, applied: Rendered | None,
                         outcome: Outcome) -> None:

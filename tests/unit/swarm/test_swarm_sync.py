@@ -293,3 +293,18 @@ def test_a_changed_service_whose_update_completes_is_applied(
               updated(up(), "proxy", "completed", new)]
     outcome = deploy(swarm_sync(tmp_path, frames, []), State(), rendered)
     assert outcome.status == "applied", outcome.error
+
+
+def test_a_new_commit_after_a_swarm_rollback_is_deployed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Swarm rolled the last commit's proxy back; the next commit has another hash for it:
+    deployed, not failed as that old rollback."""
+    log = docker_cli(tmp_path, monkeypatch)
+    rendered = desired(tmp_path)
+    new = rendered.stack_services["proxy"]["hash"]
+    frames = [updated(up(), "proxy", "rollback_completed", "the-old-hash"),
+              updated(up(), "proxy", "updating", new),
+              updated(up(), "proxy", "completed", new)]
+    outcome = deploy(swarm_sync(tmp_path, frames, []), State(), rendered)
+    assert outcome.status == "applied", outcome.error
+    assert "stack deploy" in log.read_text()
