@@ -23,7 +23,7 @@ from reconciler.core.errors import ApplyError, DockerError, ExitCode, LanaiError
 from reconciler.desired import safe_tree
 from reconciler.desired.servers import Server
 from reconciler.server.record import Outcome, State, Timer, now_iso, save_state
-from reconciler.stack.render import Rendered, load_rendered
+from reconciler.stack.render import Rendered
 from reconciler.stack.sync import StackSync, prune_deployments
 from reconciler.swarm import cli
 from reconciler.swarm import facts as facts_mod
@@ -98,6 +98,13 @@ class Updates:
         return out
 
 
+def rolled_back_from(facts: Facts) -> dict[str, str]:
+    """Service -> the hash of the spec Swarm rolled it back from (its PreviousSpec after a
+    rollback, which swaps the two)."""
+    return {s.name: s.previous_hash for s in facts.services
+            if s.update_state in ROLLING_BACK and s.previous_hash}
+
+
 def drift_json(result: SwarmPlan) -> list[dict[str, Any]]:
     """The plan's drift as the outcome and state.json keep it (`service`, `kind`,
     `detail`: what `lanai status`, notices and the history read in either mode)."""
@@ -130,11 +137,13 @@ class SwarmSync(StackSync):
                mark: float, trigger: str) -> Outcome:
         outcome = Outcome("applied", applied_commit=state.applied_commit)
         updates = Updates()
-        # What lanai deployed last, service by service: a service Swarm rolled back from
-        # that spec is this commit's failure only once this commit deployed its own spec.
-        deployed = self._last_deployed(state, applied)
         try:
-            before, the_plan = self.observe(desired, deployed=deployed)
+            before = facts_mod.gather(self.client, desired.project)
+            # A service Swarm rolled back fails this commit only when it rolled back from
+            # this commit's own spec (a retry); another commit's spec for it is deployed.
+            deployed = rolled_back_from(before)
+            the_plan = plan(read_stack(desired), before, desired.config.servers,
+                            deployed=deployed)
             mark = timer.lap("observe_plan", mark)
             self.progress(f"deploying {desired.commit[:12]}: {len(the_plan.actions)} "
                           "action(s)")
@@ -193,16 +202,6 @@ class SwarmSync(StackSync):
                     "(`docker stack ps " + desired.project + " --no-trunc`) on the manager.",
                     deterministic=False)
             self.sleep(POLL)
-
-    def _last_deployed(self, state: State, applied: Rendered | None) -> dict[str, str]:
-        """Service -> the config hash of the last stack file lanai deployed: a failed
-        commit's when the last deploy failed, else the applied one's."""
-        last = applied
-        if state.failure is not None and state.failure.key:
-            last = load_rendered(self.settings.deployments_dir / state.failure.key) or applied
-        if last is None:
-            return {}
-        return {n: s["hash"] for n, s in last.stack_services.items() if s.get("hash")}
 
     def _rollback_swarm(self, failed: Rendered, applied: Rendered | None,
                         outcome: Outcome) -> None:

@@ -192,7 +192,7 @@ def test_a_service_that_never_comes_up_fails_naming_it_and_the_task_error(
     assert state.applied_commit is None
 
 
-def test_a_swarm_rollback_fails_the_commit_for_good(
+def test_a_swarm_rollback_from_this_commits_spec_fails_it_for_good(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     docker_cli(tmp_path, monkeypatch)
     rendered = desired(tmp_path)
@@ -302,7 +302,11 @@ def test_a_new_commit_after_a_swarm_rollback_is_deployed(
     log = docker_cli(tmp_path, monkeypatch)
     rendered = desired(tmp_path)
     new = rendered.stack_services["proxy"]["hash"]
-    frames = [updated(up(), "proxy", "rollback_completed", "the-old-hash"),
+    nodes, services, tasks = updated(up(), "proxy", "rollback_completed", "the-old-hash")
+    for found in services:  # a rollback swaps Spec and PreviousSpec
+        if found["Spec"]["Name"] == "lanai_proxy":
+            found["PreviousSpec"]["Labels"]["io.lanai.config-hash"] = "the-failed-hash"
+    frames = [(nodes, services, tasks),
               updated(up(), "proxy", "updating", new),
               updated(up(), "proxy", "completed", new)]
     outcome = deploy(swarm_sync(tmp_path, frames, []), State(), rendered)
