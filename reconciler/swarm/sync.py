@@ -223,9 +223,8 @@ class SwarmSync(StackSync):
 
     def _act(self, rendered: Rendered, action: Deploy | LabelNode, outcome: Outcome) -> None:
         if isinstance(action, LabelNode):
-            for key, value in action.labels.items():
-                self._run(cli.node_label(action.node, key, value), None, outcome,
-                          "label-node", action.server, action.reason)
+            self._run(cli.node_labels(action.node, action.labels), None, outcome,
+                      "label-node", action.server, action.reason)
             return
         assert rendered.stack_file is not None  # swarm mode's render wrote it
         name = rendered.stack_file
