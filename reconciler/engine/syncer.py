@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
 import docker
 
+from reconciler.models.fleet import ServerAccess, converge_servers
 from reconciler.models.pulls import PullWorker
 from reconciler.models.sync import ModelsOutcome, ModelSync
 from reconciler.server.record import State
@@ -63,19 +64,23 @@ class ModelsSyncer:
 
     def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
                  progress: Callable[[str], None], gpu: Callable[[], tuple[str, int] | None],
-                 pulls: PullWorker | None, save: Callable[[State], None]) -> None:
+                 pulls: PullWorker | None, save: Callable[[State], None],
+                 servers: ServerAccess | None = None) -> None:
         self.settings = settings
         self._client = client
         self.progress = progress
-        self.gpu = gpu
+        self.gpu = gpu  # compose mode: this box's GPU
         self.pulls = pulls
         self.save = save
+        self.servers = servers  # swarm mode: each server's Ollama URL, GPU, and who is down
 
     def ready(self, run: Run) -> bool:
         current = run.deployed
         if current is None or current.models is None:
             if self.pulls is not None:
                 self.pulls.keep_only(set())  # models.yaml is gone: so are its pulls
+                for worker in self.pulls.servers().values():
+                    worker.keep_only(set())
             return False
         if run.outcome is not None and run.outcome.status == "applied":
             self.save(run.state)  # the stack is deployed: `lanai status` says so while models pull
@@ -84,6 +89,14 @@ class ModelsSyncer:
     def sync(self, run: Run) -> ModelsOutcome:
         current = run.deployed
         assert current is not None  # ready() said so
+        if current.config.mode == "swarm":
+            if self.servers is None:
+                return ModelsOutcome(errors=[
+                    "this commit is in swarm mode but the engine gave the models step no way "
+                    "to the servers' Ollamas (no relay); install a lanai that deploys swarm "
+                    "mode, or keep mode: compose"])
+            return converge_servers(self.settings, self._client(), current, self.servers,
+                                    progress=self.progress, pulls=self.pulls, retry=run.retry)
         return ModelSync(self.settings, self._client(), progress=self.progress, gpu=self.gpu,
                          pulls=self.pulls).converge(current, retry=run.retry)
 
@@ -105,12 +118,16 @@ class WebUISyncer:
 
     def __init__(self, settings: ServerSettings, client: Callable[[], docker.DockerClient], *,
                  progress: Callable[[str], None], tokens: dict[str, str],
-                 list_documents: Callable[[Rendered], Rendered]) -> None:
+                 list_documents: Callable[[Rendered], Rendered],
+                 down: Callable[[Rendered], Collection[str]] | None = None,
+                 url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
         self._client = client
         self.progress = progress
         self.tokens = tokens  # the engine's: one Open WebUI session per URL, signed in once
         self.list_documents = list_documents
+        self.down = down  # swarm mode: the servers whose node is down
+        self.url = url  # swarm mode: Open WebUI's URL through the relay
 
     def ready(self, run: Run) -> bool:
         current = run.deployed
@@ -122,7 +139,7 @@ class WebUISyncer:
         if current.documents is None and current.webui.knowledge:
             current = self.list_documents(current)
         return WebUISync(self.settings, self._client(), progress=self.progress,
-                         tokens=self.tokens).converge(
+                         tokens=self.tokens, down=self.down, url=self.url).converge(
             current, new_commit=run.outcome is not None and run.outcome.status == "applied")
 
     def failed(self, errors: list[str]) -> WebUIOutcome:

@@ -127,6 +127,11 @@ def pull_failed_message(name: str, exc: OllamaError) -> str:
 
 # -- pull.json: the pull in progress, for `lanai status` ---------------------------------
 
+def server_pull_file(pull_file: Path, server: str) -> Path:
+    """Swarm mode: one server's pull in progress (pull.box-b.json beside pull.json)."""
+    return pull_file.with_name(f"{pull_file.stem}.{server}{pull_file.suffix}")
+
+
 def progress_writer(path: Path, model: str, clock: Callable[[], float] = time.monotonic,
                     say: Callable[[PullProgress], None] | None = None
                     ) -> Callable[[PullProgress], None]:
@@ -208,6 +213,7 @@ class PullWorker:
         self._finished: dict[str, PullResult] = {}
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._servers: dict[str, PullWorker] = {}  # swarm mode: a worker per Ollama server
 
     # -- what the reconcile asks -----------------------------------------------------------
 
@@ -248,14 +254,32 @@ class PullWorker:
                 dropped.insert(0, self._running.model)
             return dropped
 
+    def for_server(self, server: str, puller: Puller) -> PullWorker:
+        """Swarm mode: the worker of one Ollama server, made with `puller` on first use and
+        kept for as long as this one (the engine makes its parts anew every reconcile), so a
+        long pull on one server never holds back another's. It tells the same on_done."""
+        with self._cond:
+            worker = self._servers.get(server)
+            if worker is None:
+                worker = self._servers[server] = PullWorker(puller, self._on_done)
+            return worker
+
+    def servers(self) -> dict[str, PullWorker]:
+        with self._cond:
+            return dict(self._servers)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """The daemon stops: the queue is dropped and the running pull cancelled."""
+        """The daemon stops: the queue is dropped and the running pull cancelled (each
+        server's too)."""
         with self._cond:
             self._stopping = True
             self._queue.clear()
             self._cancel.set()
             self._cond.notify_all()
             thread = self._thread
+            servers = list(self._servers.values())
+        for worker in servers:
+            worker.stop(timeout)
         if thread is not None:
             thread.join(timeout)
 

@@ -63,6 +63,12 @@ class ModelsState:
                    updated=data.get("updated"))
 
 
+def server_file(models_file: Path, server: str) -> Path:
+    """Swarm mode: one server's models.json (models.box-b.json beside models.json). Each
+    server's record stands alone, so pruning what lanai pulled on one never reads another's."""
+    return models_file.with_name(f"{models_file.stem}.{server}{models_file.suffix}")
+
+
 def load(path: Path) -> ModelsState:
     try:
         return ModelsState.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ import docker
 from reconciler.core.sizes import human_bytes
 from reconciler.desired import modelfile
 from reconciler.desired.models_yaml import ModelEntry, ModelsConfig
+from reconciler.desired.servers import Server, placement
 from reconciler.models import lock as lock_mod
 from reconciler.models import state as state_mod
 from reconciler.models.fit import custom_sources, num_ctx_of
+from reconciler.models.fit_servers import ServerGpu, capped, server_gpu, server_models
 from reconciler.models.memory import ModelFacts
 from reconciler.models.ollama import Ollama, OllamaError, PullProgress
 from reconciler.models.plan import (
@@ -49,6 +52,7 @@ from reconciler.models.pulls import (
     load_progress,
     progress_writer,
     run_pull,
+    server_pull_file,
 )
 from reconciler.server import gpu as gpu_mod
 from reconciler.server.record import iso, now_iso, parse_iso
@@ -59,6 +63,8 @@ from reconciler.stack.render import Rendered
 log = logging.getLogger("lanai")
 MiB = 1024**2
 DEFAULT_PORT = 11434
+# Swarm mode converges the servers on threads of their own; models.lock is one file.
+_LOCK_WRITES = threading.Lock()
 
 
 @dataclass
@@ -68,6 +74,10 @@ class ModelsOutcome:
     drift: list[str] = field(default_factory=list)
     next_retry: str | None = None
     pulling: list[str] = field(default_factory=list)  # pulls still in flight (the daemon's)
+    # Swarm mode: each Ollama server's own outcome, and the servers left out because their
+    # node is down (server -> the sentence). Empty in compose mode, and then not in the JSON.
+    servers: dict[str, ModelsOutcome] = field(default_factory=dict)
+    down: dict[str, str] = field(default_factory=dict)
 
     @property
     def sync(self) -> str:
@@ -77,8 +87,12 @@ class ModelsOutcome:
         return "Failed" if self.errors else "Synced"
 
     def to_json(self) -> dict[str, Any]:
-        return {"actions": self.actions, "errors": self.errors, "drift": self.drift,
-                "next_retry": self.next_retry, "pulling": self.pulling, "sync": self.sync}
+        out = {"actions": self.actions, "errors": self.errors, "drift": self.drift,
+               "next_retry": self.next_retry, "pulling": self.pulling, "sync": self.sync}
+        if self.servers or self.down:
+            out["servers"] = {name: o.to_json() for name, o in self.servers.items()}
+            out["down"] = self.down
+        return out
 
 
 class OllamaNotReady(Exception):
@@ -143,18 +157,32 @@ def connect(settings: ServerSettings, client: docker.DockerClient, rendered: Ren
 
 
 class ModelSync:
+    """One Ollama's models. Compose mode: the stack's Ollama container on this box. Swarm
+    mode (`server` given): one server's Ollama at `url` (reached through the relay), its
+    own view of models.yaml, its own GPU (`gpu`: the server's, from its node labels) and
+    its own models.<server>.json and pull.<server>.json."""
+
     def __init__(self, settings: ServerSettings, client: docker.DockerClient, *,
                  progress: Callable[[str], None] | None = None,
                  gpu: Callable[[], tuple[str, int] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 pulls: PullWorker | None = None) -> None:
+                 pulls: PullWorker | None = None,
+                 server: Server | None = None, url: str | None = None,
+                 started: str | None = None) -> None:
         self.settings = settings
         self.pulls = pulls  # the daemon's pull worker; None: pull in the foreground
         self.docker = client
         self.progress = progress or (lambda msg: log.info(msg))
         self._gpu = gpu or first_gpu
         self.clock = clock
-        self.state = state_mod.load(settings.models_file)
+        self.server = server
+        self._url = url
+        self._started = started  # swarm mode: when the server's Ollama task started
+        self.models_file = settings.models_file if server is None else \
+            state_mod.server_file(settings.models_file, server.name)
+        self.pull_file = settings.pull_file if server is None else \
+            server_pull_file(settings.pull_file, server.name)
+        self.state = state_mod.load(self.models_file)
         self._loaded = self.state.to_json()
         self.lock = lock_mod.read(settings.models_lock_file) if \
             settings.models_lock_file.exists() else None
@@ -178,7 +206,18 @@ class ModelSync:
         env = found.container.attrs.get("Config", {}).get("Env") or []
         return f"http://{found.address}:{ollama_port(env)}"
 
+    def server_url(self) -> str:
+        """Swarm mode: the server's Ollama as the engine reaches it (through the relay)."""
+        assert self.server is not None
+        if not self._url:
+            raise OllamaNotReady(f"lanai has no way to ollama-{self.server.name} yet (the relay "
+                                 "on the manager does not list it), so its models wait; see "
+                                 "`lanai status`")
+        return self._url.rstrip("/")
+
     def gpu_memory(self, rendered: Rendered) -> int | None:
+        if self.server is not None:
+            return self._server_gpu_memory(rendered)
         if rendered.ollama_service in rendered.cpu_only:
             return None  # Docker here cannot give Ollama the GPU
         found = self._gpu()
@@ -187,34 +226,60 @@ class ModelSync:
         self.state.gpu = {"name": found[0], "memory": found[1]}
         return found[1]
 
+    def _server_gpu_memory(self, rendered: Rendered) -> int | None:
+        """The memory this server's models are fitted to: its GPU as its node labels say,
+        else what lanai.yaml writes for it; capped by budget.vram as `lanai plan` does. A
+        GPU known from neither fits like a server without one (models run, unchecked)."""
+        assert self.server is not None and rendered.models is not None
+        found = self._gpu()
+        gpu = ServerGpu(found[1], found[0], "node labels") if found is not None \
+            else server_gpu(self.server, None, None)
+        memory, _ = capped(gpu, rendered.models.budget.vram)
+        self.state.gpu = {"name": gpu.name, "memory": gpu.memory} if found is not None \
+            else None
+        return memory
+
+    def own_models(self, rendered: Rendered) -> ModelsConfig | None:
+        """models.yaml as this Ollama sees it: all of it in compose mode; in swarm mode the
+        models placed on this server (the default only where it is placed)."""
+        config = rendered.models
+        if config is None or self.server is None:
+            return config
+        placed = placement([(m.name, m.place) for m in config.local], rendered.config.servers)
+        return server_models(config, placed.get(self.server.name, []))
+
     # -- the converge -----------------------------------------------------------------
 
     def converge(self, rendered: Rendered, *, retry: bool = False) -> ModelsOutcome:
         out = ModelsOutcome()
-        config = rendered.models
+        config = self.own_models(rendered)
         if config is None:
             return out
         try:
-            found = self.container(rendered)
-            ollama = Ollama(self.url(found))
+            found = self.container(rendered) if self.server is None else None
+            ollama = Ollama(self.url(found) if found is not None else self.server_url())
         except OllamaNotReady as exc:
             out.errors.append(str(exc))
             return out
         with ollama:
             try:
-                self._converge(rendered, config, found.container, ollama, out, retry)
+                self._converge(rendered, config, found.container if found else None, ollama,
+                               out, retry)
             except OllamaError as exc:
                 out.errors.append(exc.message)
             finally:
                 if self.pulls is None:
-                    clear_progress(self.settings.pull_file, only_own=True)
+                    clear_progress(self.pull_file, only_own=True)
                 if self.state.to_json() != self._loaded:  # an idle poll writes nothing
                     self.state.updated = now_iso()
                     self._save()
         return out
 
-    def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any,
+    def _converge(self, rendered: Rendered, config: ModelsConfig, container: Any | None,
                   ollama: Ollama, out: ModelsOutcome, retry: bool) -> None:
+        """`container`: compose's Ollama container (its disk, its start); None in swarm mode,
+        where the task runs on another box: no disk check before a pull (Ollama's own
+        "no space left" still ends it with its sentence)."""
         bases, fixed = custom_sources(rendered.directory, config)
         if self.pulls is not None:
             for done in self.pulls.take_finished():
@@ -222,7 +287,8 @@ class ModelSync:
         live = self._live(ollama)
         due = self._follow_due(config)
         free_path = host_path(container.attrs.get("Mounts") or [],
-                              models_dir(container.attrs.get("Config", {}).get("Env") or []))
+                              models_dir(container.attrs.get("Config", {}).get("Env") or [])) \
+            if container is not None else None
         pulls = plan_pulls(config, live, follow_due=due)
         if self.pulls is not None:
             self.pulls.keep_only({a.model for a in pulls})
@@ -297,7 +363,7 @@ class ModelSync:
             return
         if rec.next_retry and not retry and datetime.now(UTC) < parse_iso(rec.next_retry):
             out.errors.append(f"{name}: {rec.error} (next try {rec.next_retry})")
-            out.next_retry = _earliest(out.next_retry, rec.next_retry)
+            out.next_retry = earliest(out.next_retry, rec.next_retry)
             return
         known = self.lock.models.get(name) if self.lock else None
         free = free_bytes(free_path) if free_path else None
@@ -313,14 +379,14 @@ class ModelSync:
             self.pulls.submit(job)
             out.pulling.append(name)
             return
-        elsewhere = load_progress(self.settings.pull_file)
+        elsewhere = load_progress(self.pull_file)
         if elsewhere and elsewhere.get("model") == name and elsewhere.get("pid") != os.getpid():
             out.pulling.append(name)  # the daemon is pulling it: not twice at once
             return
         self.progress(f"pulling {name} ({action.reason})")
         # pull.json stays until this converge ends (it says the models are on their way).
         done = run_pull(ollama, job, progress_writer(
-            self.settings.pull_file, name, self.clock,
+            self.pull_file, name, self.clock,
             lambda p: self.progress(_progress_line(p))), clock=self.clock)
         self._record_pull(ollama, rendered, done, out)
 
@@ -354,7 +420,7 @@ class ModelSync:
         if deterministic:
             delay = max(delay, retry.max)  # disk space does not come back in ten seconds
         rec.next_retry = iso(datetime.now(UTC) + timedelta(seconds=delay))
-        out.next_retry = _earliest(out.next_retry, rec.next_retry)
+        out.next_retry = earliest(out.next_retry, rec.next_retry)
         out.errors.append(message)
         out.actions.append({"kind": "pull", "model": name, "result": "failed", "error": message})
         self.progress(message)
@@ -447,9 +513,11 @@ class ModelSync:
         request["parameters"] = params
         ollama.create(request)
 
-    def _warm(self, ollama: Ollama, config: ModelsConfig, container: Any,
+    def _warm(self, ollama: Ollama, config: ModelsConfig, container: Any | None,
               out: ModelsOutcome) -> None:
-        started = container.attrs.get("State", {}).get("StartedAt")
+        # A restarted Ollama has nothing loaded: warm again (swarm mode: its task's start).
+        started = container.attrs.get("State", {}).get("StartedAt") if container \
+            else self._started
         changed = any(a.get("result") == "ok" for a in out.actions)
         if not config.default or (not changed and self.state.ollama_started == started):
             return
@@ -482,18 +550,27 @@ class ModelSync:
 
     def _write_lock(self, facts: dict[str, ModelFacts]) -> None:
         gpu = self.state.gpu or {}
-        lock = lock_mod.ModelsLock(gpu_name=gpu.get("name"), gpu_memory=gpu.get("memory"),
-                                   models=facts)
-        if self.lock is not None:
-            lock = self.lock.merged(lock)
-        if lock == self.lock:
-            return  # an idle poll writes nothing
-        self.lock = lock
-        self.settings.models_lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock_mod.write(self.settings.models_lock_file, lock)
+        if self.server is None:
+            lock = lock_mod.ModelsLock(gpu_name=gpu.get("name"), gpu_memory=gpu.get("memory"),
+                                       models=facts)
+        else:  # the server's GPU under servers:, only when its node labels said it
+            known = {self.server.name: lock_mod.GpuFact(gpu.get("name"), gpu.get("memory"))} \
+                if gpu else {}
+            lock = lock_mod.ModelsLock(models=facts, servers=known)
+        with _LOCK_WRITES:
+            if self.server is not None and self.settings.models_lock_file.exists():
+                # Another server's thread may have written it since this one read it.
+                self.lock = lock_mod.read(self.settings.models_lock_file)
+            if self.lock is not None:
+                lock = self.lock.merged(lock)
+            if lock == self.lock:
+                return  # an idle poll writes nothing
+            self.lock = lock
+            self.settings.models_lock_file.parent.mkdir(parents=True, exist_ok=True)
+            lock_mod.write(self.settings.models_lock_file, lock)
 
     def _save(self) -> None:
-        state_mod.save(self.settings.models_file, self.state)
+        state_mod.save(self.models_file, self.state)
 
 
 def _progress_line(p: PullProgress) -> str:
@@ -503,7 +580,7 @@ def _progress_line(p: PullProgress) -> str:
     return f"  {p.model}: {pct:.0f}% of {human_bytes(p.total)}{rate}{eta}"
 
 
-def _earliest(a: str | None, b: str | None) -> str | None:
+def earliest(a: str | None, b: str | None) -> str | None:
     if a is None:
         return b
     if b is None:

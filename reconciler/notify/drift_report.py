@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.core.files import write_json_atomic
+from reconciler.desired.servers import placement
 from reconciler.models import state as models_state
 from reconciler.server.record import iso
 from reconciler.server.settings import ServerSettings
@@ -32,29 +33,45 @@ def item_key(item: dict[str, Any]) -> str:
 
 def collect(settings: ServerSettings, applied: Rendered,
             stack_drift: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """All drift of the applied commit: the stack's (given: live or as last recorded),
-    models whose loaded memory differs from the plan, and Open WebUI settings changed by
-    hand in areas lanai does not manage."""
+    """All drift of the applied commit: the stack's (given: live or as last recorded; in
+    swarm mode a server that is down is one of them, naming its models), models whose
+    loaded memory differs from the plan, and Open WebUI settings changed by hand in areas
+    lanai does not manage."""
     return [*stack_drift, *model_drift(settings, applied), *webui_drift(settings, applied)]
+
+
+def model_records(settings: ServerSettings, applied: Rendered
+                  ) -> list[tuple[str, models_state.ModelRecord]]:
+    """(how a line names the model, its record) for each model declared for its Ollama:
+    compose mode's one models.json; in swarm mode each server's own, "model on box-b"."""
+    assert applied.models is not None
+    if applied.config.mode != "swarm":
+        declared = {m.name for m in applied.models.local}
+        models = models_state.load(settings.models_file).models
+        return [(name, rec) for name, rec in sorted(models.items()) if name in declared]
+    placed = placement([(m.name, m.place) for m in applied.models.local],
+                       applied.config.servers)
+    out = []
+    for server, names in placed.items():
+        path = models_state.server_file(settings.models_file, server)
+        models = models_state.load(path).models
+        out += [(f"{name} on {server}", rec) for name, rec in sorted(models.items())
+                if name in names]
+    return out
 
 
 def model_drift(settings: ServerSettings, applied: Rendered) -> list[dict[str, Any]]:
     if applied.models is None:
         return []
-    models = models_state.load(settings.models_file).models
-    declared = {m.name for m in applied.models.local}
     return [{"service": f"model {name}", "kind": "memory", "detail": rec.drift}
-            for name, rec in sorted(models.items()) if rec.drift and name in declared]
+            for name, rec in model_records(settings, applied) if rec.drift]
 
 
 def model_errors(settings: ServerSettings, applied: Rendered | None) -> dict[str, str]:
     """The declared models' last errors (a failed pull, a model that does not fit)."""
     if applied is None or applied.models is None:
         return {}
-    models = models_state.load(settings.models_file).models
-    declared = {m.name for m in applied.models.local}
-    return {name: rec.error for name, rec in sorted(models.items())
-            if rec.error and name in declared}
+    return {name: rec.error for name, rec in model_records(settings, applied) if rec.error}
 
 
 def webui_drift(settings: ServerSettings, applied: Rendered) -> list[dict[str, Any]]:

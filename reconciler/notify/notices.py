@@ -17,6 +17,9 @@ from typing import Any, Literal
 from reconciler.server.record import iso, parse_iso
 
 Kind = Literal["failure", "drift", "recovery", "report"]
+# Swarm mode: a server's node is down (swarm/plan.py's drift; its detail names the server
+# and its models, so the notice says it alone).
+SERVER_DOWN = "server-down"
 # Sources of problems; a source the reconcile did not look at keeps its problems as they were.
 SOURCES = ("stack", "models", "webui", "drift")
 STACK_FAILED = ("failed", "waiting", "source-error")
@@ -113,7 +116,8 @@ def observe(outcome: dict[str, Any], drift: list[dict[str, Any]] | None,
     if drift is not None:
         problems["drift"] = {
             f"drift:{item.get('service')}:{item.get('kind')}":
-                ("drift", f"{item.get('service')} {item.get('kind')}: {item.get('detail')}")
+                ("drift", str(item.get("detail")) if item.get("kind") == SERVER_DOWN
+                 else f"{item.get('service')} {item.get('kind')}: {item.get('detail')}")
             for item in drift}
     healed: list[str] = []
     if status == "healed":
@@ -215,4 +219,12 @@ def _recovery(over: list[tuple[str, Problem]]) -> Notice:
     kinds = {p.kind for _, p in over}
     what = "back in sync with git" if kinds == {"drift"} else "recovered"
     return Notice("recovery", ";".join("recovery:" + k for k, _ in over), f"lanai: {what}",
-                  "\n".join(f"over: {p.text} (since {p.since})" for _, p in over))
+                  "\n".join(_over(k, p) for k, p in over))
+
+
+def _over(key: str, problem: Problem) -> str:
+    if key.startswith("drift:") and key.endswith(f":{SERVER_DOWN}"):
+        server = key.removeprefix("drift:").removesuffix(f":{SERVER_DOWN}")
+        return (f"{server} is back: its models are available again (down since "
+                f"{problem.since})")
+    return f"over: {problem.text} (since {problem.since})"

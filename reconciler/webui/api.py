@@ -262,8 +262,16 @@ class WebUI:
         return self._get_dict("/ollama/config", "read the Ollama connections")
 
     def set_ollama_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """OLLAMA_API_CONFIGS merges connection by connection and key by key: turning one
+        connection off (``{"2": {"enable": False}}``) keeps the others and its own key."""
         check_keys(changes, OLLAMA_FIELDS, "Ollama connections")
-        form = merge_form(self.get_ollama_config(), changes, OLLAMA_FIELDS)
+        current = self.get_ollama_config()
+        configs = changes.get("OLLAMA_API_CONFIGS")
+        if isinstance(configs, Mapping):
+            have = current.get("OLLAMA_API_CONFIGS") or {}
+            changes = {**changes, "OLLAMA_API_CONFIGS": {
+                **have, **{i: {**(have.get(i) or {}), **c} for i, c in configs.items()}}}
+        form = merge_form(current, changes, OLLAMA_FIELDS)
         answer = self._post_dict("/ollama/config/update", form, "save the Ollama connections")
         check_kept(changes, answer, "Ollama connections")
         return answer

@@ -3,7 +3,8 @@
 webui.yaml is turned into the admin API's own forms, per settings group:
     auth       /api/v1/auths/admin/config   ENABLE_SIGNUP, DEFAULT_USER_ROLE, ENABLE_MEMORIES
     models     /api/v1/configs/models       DEFAULT_MODELS
-    ollama     /ollama/config               ENABLE_OLLAMA_API, OLLAMA_BASE_URLS
+    ollama     /ollama/config               ENABLE_OLLAMA_API, OLLAMA_BASE_URLS (swarm mode:
+                                            one per server, OLLAMA_API_CONFIGS.<i>.enable)
     openai     /openai/config               ENABLE_OPENAI_API, OPENAI_API_BASE_URLS/_KEYS
     audio      /api/v1/audio/config         stt.{ENGINE, WHISPER_MODEL, ...}, tts.{...}
     embedding  /api/v1/retrieval/embedding  RAG_EMBEDDING_ENGINE, RAG_EMBEDDING_MODEL, ...
@@ -13,10 +14,14 @@ secret keys never leave this module in clear (they are compared, then shown as <
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.desired.models_yaml import ModelsConfig
+from reconciler.desired.servers import Server, placement
 from reconciler.desired.webui_yaml import WebUIConfig
+from reconciler.swarm.stackfile import OLLAMA_PORT, ollama_name
 
 SECRET_KEYS = {"OPENAI_API_KEYS", "OPENAI_API_KEY", "API_KEY", "key"}
 REDACTED = "<secret>"
@@ -67,7 +72,39 @@ class Change:
         return f"{self.area}: {self.key}: {data['current']!r} -> {data['wanted']!r}"
 
 
-def desired(config: WebUIConfig, secrets: dict[str, str], ollama_url: str) -> Desired:
+@dataclass(frozen=True)
+class Ollamas:
+    """Open WebUI's Ollama connections as lanai generates them in swarm mode: one per
+    server, in lanai.yaml's order (the order of OLLAMA_BASE_URLS in the stack file, so a
+    connection's index is its server's), each enabled unless its server is down."""
+
+    urls: list[str]
+    enabled: list[bool]
+    embedding_url: str  # the Ollama that embeds for knowledge bases (rag.embedding_model)
+
+
+def swarm_ollamas(servers: list[Server], models: ModelsConfig | None, embedding_model: str,
+                  down: Collection[str]) -> Ollamas:
+    """A down server's connection is disabled: Open WebUI asks every enabled one for its
+    models and waits up to 10 s (AIOHTTP_CLIENT_TIMEOUT_MODEL_LIST) for a dead one on every
+    model-list refresh. The embedding URL: a server up that holds the embedding model
+    (lanai.yaml's order), else one that holds it, else the first Ollama server up."""
+    ollama = [s for s in servers if s.runs_ollama]
+    urls = [f"http://{ollama_name(s.name)}:{OLLAMA_PORT}" for s in ollama]
+    placed = placement([(m.name, m.place) for m in models.local] if models else [], servers)
+    holders = [s.name for s in ollama if embedding_model in placed.get(s.name, [])]
+    up = [s.name for s in ollama if s.name not in down]
+    chosen = next((h for h in holders if h not in down), None) or \
+        (holders[0] if holders else None) or (up[0] if up else None) or \
+        (ollama[0].name if ollama else None)  # none: lanai validate refused the commit
+    return Ollamas(urls=urls, enabled=[s.name not in down for s in ollama],
+                   embedding_url=f"http://{ollama_name(chosen)}:{OLLAMA_PORT}" if chosen else "")
+
+
+def desired(config: WebUIConfig, secrets: dict[str, str], ollama_url: str,
+            ollamas: Ollamas | None = None) -> Desired:
+    """`ollama_url`: the Ollama that embeds (compose mode); `ollamas`: swarm mode's
+    generated connections, which replace webui.yaml's connections.ollama and that URL."""
     problems: list[str] = []
     areas: dict[str, dict[str, dict[str, Any]]] = {}
     areas["signup"] = {"auth": {
@@ -87,9 +124,18 @@ def desired(config: WebUIConfig, secrets: dict[str, str], ollama_url: str) -> De
             continue
         urls.append(connection.url)
         keys.append(value)
+    connections: dict[str, Any] = {
+        "ENABLE_OLLAMA_API": bool(config.connections.ollama),
+        "OLLAMA_BASE_URLS": list(config.connections.ollama)}
+    if ollamas is not None:
+        # Keyed by index as a string: Open WebUI drops other keys (routers/ollama.py).
+        connections = {"ENABLE_OLLAMA_API": bool(ollamas.urls),
+                       "OLLAMA_BASE_URLS": ollamas.urls,
+                       "OLLAMA_API_CONFIGS": {str(i): {"enable": on}
+                                              for i, on in enumerate(ollamas.enabled)}}
+        ollama_url = ollamas.embedding_url
     areas["connections"] = {
-        "ollama": {"ENABLE_OLLAMA_API": bool(config.connections.ollama),
-                   "OLLAMA_BASE_URLS": list(config.connections.ollama)},
+        "ollama": connections,
         "openai": {"ENABLE_OPENAI_API": bool(urls), "OPENAI_API_BASE_URLS": urls,
                    "OPENAI_API_KEYS": keys}}
     stt, tts = config.voice.stt, config.voice.tts
@@ -109,6 +155,15 @@ def desired(config: WebUIConfig, secrets: dict[str, str], ollama_url: str) -> De
         "RAG_EMBEDDING_ENGINE": "ollama", "RAG_EMBEDDING_MODEL": config.rag.embedding_model,
         "ollama_config": {"url": ollama_url}}}
     return Desired(areas=areas, problems=problems)
+
+
+def follows_servers(change: Change) -> bool:
+    """In swarm mode, whether a change only follows a server going down or coming back (a
+    connection's enable, the embedding URL): lanai writes it at once, whatever `managed`
+    says, and it is no drift (nobody changed it by hand)."""
+    return (change.group == "ollama" and change.path[0] == "OLLAMA_API_CONFIGS"
+            and change.path[-1] == "enable") or \
+        (change.group == "embedding" and change.path == ("ollama_config", "url"))
 
 
 def _secret(name: str | None, secrets: dict[str, str], part: str, problems: list[str]) -> str:

@@ -16,7 +16,7 @@ import json
 import logging
 import mimetypes
 import secrets as secrets_mod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,14 @@ class WebUISync:
     def __init__(self, settings: ServerSettings, client: docker.DockerClient, *,
                  progress: Callable[[str], None] | None = None,
                  password: Callable[[], str] = one_time_password,
-                 tokens: dict[str, str] | None = None) -> None:
+                 tokens: dict[str, str] | None = None,
+                 down: Callable[[Rendered], Collection[str]] | None = None,
+                 url: Callable[[Rendered], str | None] | None = None) -> None:
         self.settings = settings
+        # Swarm mode: the servers whose node is down (their connection is turned off), and
+        # Open WebUI's URL as the daemon reaches it (the relay; None: not there yet).
+        self.down: Callable[[Rendered], Collection[str]] = down or (lambda _r: ())
+        self._url = url
         self.docker = client
         self.progress = progress or (lambda msg: log.info(msg))
         self.password = password
@@ -110,7 +116,7 @@ class WebUISync:
         if config is None:
             return out
         try:
-            api = WebUI(service_url(self.docker, rendered.project, config.service, WEBUI_PORT))
+            api = WebUI(self.url(rendered, config))
         except NotReady as exc:
             out.errors.append(f"Open WebUI's settings wait: {exc}")
             return out
@@ -127,6 +133,15 @@ class WebUISync:
         write_json_atomic(self.state_file, {"commit": rendered.commit, "at": now_iso(),
                                             **out.to_json()})
         return out
+
+    def url(self, rendered: Rendered, config: WebUIConfig) -> str:
+        if rendered.config.mode != "swarm":
+            return service_url(self.docker, rendered.project, config.service, WEBUI_PORT)
+        found = self._url(rendered) if self._url is not None else None
+        if not found:
+            raise NotReady(f"lanai has no way to {config.service} in the swarm yet (the relay "
+                           "on the manager does not list it)")
+        return found.rstrip("/")
 
     def _signin(self, api: WebUI, rendered: Rendered, config: WebUIConfig) -> None:
         env = (rendered.services[config.service].config.get("environment") or {})
@@ -153,15 +168,23 @@ class WebUISync:
                   out: WebUIOutcome, new_commit: bool) -> None:
         ollama = (rendered.models.ollama.service if rendered.models else None) \
             or rendered.ollama_service or "ollama"
+        lanai = rendered.config
+        ollamas = webui_plan.swarm_ollamas(lanai.servers, rendered.models,
+                                           config.rag.embedding_model, self.down(rendered)) \
+            if lanai.mode == "swarm" else None
         want = webui_plan.desired(config, read_secrets(self.settings.secrets_file),
-                                  f"http://{ollama}:11434")
+                                  f"http://{ollama}:11434", ollamas)
         out.errors += want.problems
         current = {group: getattr(api, f"get_{group}_config")() for group in GROUPS}
         pending = webui_plan.changes(want, current)
         managed = set(config.managed)
-        to_write = [c for c in pending if new_commit or c.area in managed]
+
+        def follows(change: webui_plan.Change) -> bool:
+            return ollamas is not None and webui_plan.follows_servers(change)
+
+        to_write = [c for c in pending if new_commit or c.area in managed or follows(c)]
         for change in pending:
-            if not new_commit:
+            if not new_commit and not follows(change):
                 out.drift.append({**change.to_json(), "healed": change.area in managed})
         for group, partial in webui_plan.updates(to_write).items():
             getattr(api, f"set_{group}_config")(partial)

@@ -125,6 +125,23 @@ def test_ollama_connection(live: Live) -> None:
     assert config["ENABLE_OLLAMA_API"] is True
 
 
+def test_ollama_connections_one_per_server_turned_off_and_on(live: Live) -> None:
+    """Swarm mode's shape: configs keyed by index; one turned off and on again keeps the
+    others' and its own other keys; a key past the list is dropped by Open WebUI."""
+    urls = [NOWHERE, "http://127.0.0.1:11"]
+    live.admin.set_ollama_config({"OLLAMA_BASE_URLS": urls, "OLLAMA_API_CONFIGS": {
+        "0": {"enable": True}, "1": {"enable": True, "tags": ["box-c"]}}})
+    live.admin.set_ollama_config({"OLLAMA_API_CONFIGS": {"1": {"enable": False}}})
+    with live.fresh() as fresh:
+        config = fresh.get_ollama_config()
+    assert config["OLLAMA_BASE_URLS"] == urls
+    assert config["OLLAMA_API_CONFIGS"] == {"0": {"enable": True},
+                                            "1": {"enable": False, "tags": ["box-c"]}}
+    live.admin.set_ollama_config({"OLLAMA_BASE_URLS": urls[:1]})
+    with live.fresh() as fresh:
+        assert fresh.get_ollama_config()["OLLAMA_API_CONFIGS"] == {"0": {"enable": True}}
+
+
 def test_voice(live: Live) -> None:
     # Local Whisper: the update loads faster-whisper in the request; the test image is
     # offline (HF_HUB_OFFLINE=1) and has no model, so the server stores the form and then
