@@ -31,6 +31,7 @@ from reconciler.models import lock as models_lock
 from reconciler.models import state as models_state
 from reconciler.models.fit import fit_directory
 from reconciler.models.fit_servers import fit_servers, servers_json
+from reconciler.models.fleet import fleet_models, unavailable
 from reconciler.models.pulls import load_progress
 from reconciler.notify import drift_report
 from reconciler.server import gpu as gpu_mod
@@ -435,7 +436,9 @@ def status(as_json: bool) -> None:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
                       "summary": gpu_mod.summarize(gpus.gpus) if gpus.gpus else None}
     models = None
-    if applied is not None and applied.models is not None:
+    if swarm is not None and applied is not None:  # each server's own table
+        models = fleet_models(settings, applied, unavailable(swarm[0], applied.config.servers))
+    elif applied is not None and applied.models is not None:
         models = models_state.server_models(applied.models,
                                           models_state.load(settings.models_file),
                                           load_progress(settings.pull_file))
@@ -446,7 +449,13 @@ def status(as_json: bool) -> None:
         views.status(report)
         if voice is not None:
             views.out.print(f"[bold]Voice[/bold]    {voice['summary']}")
-        if models is not None:
+        if models is not None and "servers" in models:
+            for server, table in models["servers"].items():
+                views.out.print()
+                views.out.print(f"[bold]Models on {server}[/bold]"
+                                + (f"  {table['down']}" if table.get("down") else ""))
+                models_views.models_table(table)
+        elif models is not None:
             views.out.print()
             models_views.models_table(models)
 

@@ -26,6 +26,7 @@ from reconciler.desired.source import GitSource
 from reconciler.engine.prepare import Preparer
 from reconciler.engine.syncer import ModelsSyncer, PartSyncer, WebUISyncer
 from reconciler.models import state as models_state
+from reconciler.models.fleet import ServerAccess, unavailable
 from reconciler.models.pulls import PullWorker
 from reconciler.models.sync import first_gpu
 from reconciler.server import working
@@ -43,6 +44,8 @@ from reconciler.server.settings import ServerSettings
 from reconciler.stack import facts as facts_mod
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
+from reconciler.swarm import facts as swarm_facts
+from reconciler.swarm import relay
 from reconciler.swarm.sync import SwarmSync
 from reconciler.webui.sync import WebUISync
 
@@ -283,11 +286,17 @@ class Engine:
     def _parts(self) -> list[PartSyncer]:
         """The parts that follow the stack, in order (made per reconcile: the daemon sets
         self.pulls after the engine is made)."""
+        # Swarm mode: each Ollama and Open WebUI through the relay on this host, who is down
+        # from the swarm's facts (asked only for a commit in swarm mode).
+        access = ServerAccess(urls=lambda r: relay.ollama_urls(self.client, r.project),
+                              facts=lambda r: swarm_facts.gather(self.client, r.project))
         return [
             ModelsSyncer(self.settings, lambda: self.client, progress=self.progress,
-                         gpu=self.gpu_info, pulls=self.pulls, save=self.save),
+                         gpu=self.gpu_info, pulls=self.pulls, save=self.save, servers=access),
             WebUISyncer(self.settings, lambda: self.client, progress=self.progress,
-                        tokens=self._webui_tokens, list_documents=self.preparer.list_documents),
+                        tokens=self._webui_tokens, list_documents=self.preparer.list_documents,
+                        down=lambda r: list(unavailable(access.facts(r), r.config.servers)),
+                        url=lambda r: relay.webui_url(self.client, r.project)),
         ]
 
     def _converge(self, part: PartSyncer, run: Run) -> None:
