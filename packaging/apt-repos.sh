@@ -304,6 +304,42 @@ gpu_container_check() {
   printf '%s\n' "$names"
 }
 
+# gpu_swarm_proof_command IMAGE UUID: the command that proves a container gets a GPU the
+# way Docker Swarm gives it on a node set up for it (reconciler/setup/swarm_node.py): no
+# --gpus (swarm services have none), the default runtime (nvidia), the GPU named in
+# DOCKER_RESOURCE_GPU as swarm sets it, and NVIDIA_VISIBLE_DEVICES=void, so that the GPU
+# shows only when the toolkit takes swarm's variable (swarm-resource in its config.toml).
+gpu_swarm_proof_command() {
+  local image=${1:-} uuid=${2:-}
+  if [[ -z $image || $image == -* || $image =~ [[:space:]] ]]; then
+    _ar_error "gpu_swarm_proof_command needs an image reference (like ollama/ollama:0.24.0), not '$image'."
+    return 1
+  fi
+  if [[ ! $uuid =~ ^GPU-[0-9A-Fa-f-]+$ ]]; then
+    _ar_error "gpu_swarm_proof_command needs a GPU UUID as \`nvidia-smi -L\` prints it (GPU-...), not '$uuid'."
+    return 1
+  fi
+  echo "docker run --rm -e NVIDIA_VISIBLE_DEVICES=void -e DOCKER_RESOURCE_GPU=$uuid --entrypoint nvidia-smi $image --query-gpu=uuid,name --format=csv,noheader"
+}
+
+# gpu_swarm_check IMAGE UUID: run that proof. Prints the GPU the container sees and returns
+# 0 when it is exactly UUID; else prints why to stderr and returns 1.
+gpu_swarm_check() {
+  local command out rc=0
+  command=$(gpu_swarm_proof_command "${1:-}" "${2:-}") || return 1
+  out=$(bash -c "$command" 2>&1) || rc=$?
+  out=$(grep -v '^[[:space:]]*$' <<<"$out" || true)
+  if ((rc != 0)); then
+    _ar_error "a container could not use the GPU the way Swarm gives it: \`$command\` exited $rc: $(tail -n 1 <<<"$out")"
+    return 1
+  fi
+  if [[ $out != "$2, "* || $out == *$'\n'* ]]; then
+    _ar_error "a container given GPU $2 the way Swarm gives it saw ${out:-no GPU} instead (\`$command\`): check swarm-resource in the toolkit's config.toml and Docker's default-runtime."
+    return 1
+  fi
+  printf '%s\n' "${out#"$2", }"
+}
+
 # -- the driver -----------------------------------------------------------------------------
 
 # gpu_driver_advice OS_ID VERSION_ID: one paragraph on installing the NVIDIA driver here.

@@ -18,6 +18,10 @@ a container (systemd as PID 1, a nested Docker), its 443 is published on a loopb
 port of this machine, ai.home.arpa is given as SNI instead of being in DNS, and the
 server's Docker resolves registry.ollama.ai (a stand-in, plain HTTP) through a test DNS
 server on this machine's Docker bridge (servers.OutsideDNS).
+
+Before its uninstall, the trixie server has two clean servers added to it as Docker Swarm
+workers with `./bootstrap.sh --join` (swarm_join.py): the cheapest honest proof of
+several servers, as it costs only the two workers' Docker.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from .servers import (
     save_images,
     use_outside_dns,
 )
+from .swarm_join import join_two_servers
 
 NAME = "ai.home.arpa"  # https.names in desired-state/lanai.yaml
 ADMIN_EMAIL = "admin@lanai.home.arpa"  # WEBUI_ADMIN_EMAIL in desired-state/compose.yaml
@@ -377,6 +382,24 @@ def test_second_bootstrap_is_a_no_op(deployment: Deployment):
     assert changed == [], steps
     assert "in sync at" in result.stdout
     assert server.ssh("sudo", "-n", "docker", "ps", "-q", "--no-trunc").stdout.split() == before
+
+
+@on_trixie_only
+def test_two_servers_join_the_lanai_server_as_swarm_workers_without_a_gpu(
+        deployment: Deployment, docker_client: docker.DockerClient, tmp_path: Path):
+    """`./bootstrap.sh --join` of two clean servers to this lanai server (swarm_join.py):
+    joined, labelled, the token nowhere, the second run a no-op, and this server's own
+    install and stack untouched: the same containers, lanai still Synced and Healthy."""
+    deployment.deployed()
+    applied = deployment.status()["applied_commit"]
+
+    def manager_unchanged() -> None:
+        status = deployment.status()
+        assert (status.get("sync"), status.get("health"), status.get("applied_commit")) == (
+            "Synced", "Healthy", applied), status
+
+    joined = join_two_servers(deployment.server, docker_client, tmp_path, manager_unchanged)
+    deployment.timings.update(joined.timings)
 
 
 @on_trixie_only

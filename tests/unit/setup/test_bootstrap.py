@@ -56,7 +56,10 @@ def test_help_teaches_steps_options_and_every_exit_code(env: dict[str, str]) -> 
     text = result.stdout
     for word in ("--dry-run", "--yes", "--wheels", "--secrets-file", "--state-repo",
                  "--branch", "--uninstall", "--purge", "--docker-from", "LANAI_OS_RELEASE",
-                 "preflight", "docker", "reconciler", "state repo", "daemon"):
+                 "preflight", "docker", "reconciler", "state repo", "daemon",
+                 "BOX-A BOX-B...", "--join MANAGER NEW...", "--advertise-addr",
+                 "servers[].name", "io.lanai.server=NAME", "node-generic-resources",
+                 "live-restore", "4789/udp"):
         assert word in text, word
     listed = text.split("Exit codes:")[1].split("Environment")[0]
     codes = exit_codes()
@@ -120,7 +123,16 @@ def test_a_remote_target_that_is_not_a_host_name_is_a_usage_error(env: dict[str,
     (["--docker-from", "snap"], "--docker-from snap is not a choice"),
     (["--branch", "-bad"], "--branch needs a value"),
     (["--branch", "a b"], "not a valid branch name"),
-    (["one", "two"], "one target at most"),
+    (["--join", "box-a"], "--join needs the manager and at least one server to add"),
+    (["box-a", "box-b", "--uninstall"], "--uninstall takes one server at a time"),
+    (["box-a", "local"], "'local' cannot be one of several servers"),
+    (["admin@box-a.lan", "root@box-a"], "both give the server name box-a"),
+    (["box-a", "admin@192.168.1.12"], "is an IP address, which gives the server no name"),
+    (["box-a", "box-b", "--advertise-addr", "box-a"], "is not an IP address"),
+    (["box-a", "--advertise-addr", "10.0.0.1"], "--advertise-addr is for several servers"),
+    (["--join", "box-a", "box-b", "--state-repo", "git@h:s.git"], "--join installs no lanai"),
+    (["--swarm-role", "boss"], "--swarm-role boss is not a role"),
+    (["box-a", "--swarm-role", "worker"], "--swarm-role is for the run on a server itself"),
 ])
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], words: str,
                                                 env: dict[str, str]) -> None:
