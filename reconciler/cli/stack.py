@@ -31,6 +31,7 @@ from reconciler.models import lock as models_lock
 from reconciler.models import state as models_state
 from reconciler.models.fit import fit_directory
 from reconciler.models.fit_servers import fit_servers, servers_json
+from reconciler.models.fleet import fleet_models, unavailable
 from reconciler.models.pulls import load_progress
 from reconciler.notify import drift_report
 from reconciler.server import gpu as gpu_mod
@@ -43,7 +44,9 @@ from reconciler.stack import facts as facts_mod
 from reconciler.stack import health as report_mod
 from reconciler.stack.plan import plan as make_plan
 from reconciler.stack.render import Rendered, render, render_key
+from reconciler.swarm import status as swarm_status
 from reconciler.swarm.stackfile import stack_file
+from reconciler.swarm.sync import drift_json
 
 # -- the daemon and reconciles --------------------------------------------------------
 
@@ -404,7 +407,11 @@ def status(as_json: bool) -> None:
     state = engine.state()
     applied = engine.applied(state)
     facts = None
-    if applied is not None:
+    swarm = None
+    if applied is not None and applied.mode == "swarm":
+        swarm = engine.swarm.live_plan_swarm(applied)
+        state.drift = drift_json(swarm[1])  # now, not as of the last check
+    elif applied is not None:
         facts = facts_mod.observe(engine.client, applied.project, applied.images)
         facts.gpu_lost = gpu_health.prober(engine.client).lost(facts.containers)
         live = engine.stack.live_plan(state, applied, facts)
@@ -415,6 +422,10 @@ def status(as_json: bool) -> None:
                               working=working.read(working.file(settings.home),
                                                    settings.lock_dir),
                               passed=readiness.read(readiness.file(settings.home)))
+    if swarm is not None and applied is not None:
+        manager = applied.config.manager
+        swarm_status.apply(report, swarm[1], swarm[0], applied.config.servers,
+                           manager.name if manager else None, swarm_status.images(applied))
     report.last_heal = report_mod.last_heal(read_history(settings.history_file, 200))
     if applied is not None and applied.config.backups.service in applied.services:
         listed = Store(settings.backups_dir).list()
@@ -425,7 +436,9 @@ def status(as_json: bool) -> None:
         report.gpu = {"gpus": [vars(g) for g in gpus.gpus], "error": gpus.error,
                       "summary": gpu_mod.summarize(gpus.gpus) if gpus.gpus else None}
     models = None
-    if applied is not None and applied.models is not None:
+    if swarm is not None and applied is not None:  # each server's own table
+        models = fleet_models(settings, applied, unavailable(swarm[0], applied.config.servers))
+    elif applied is not None and applied.models is not None:
         models = models_state.server_models(applied.models,
                                           models_state.load(settings.models_file),
                                           load_progress(settings.pull_file))
@@ -436,7 +449,13 @@ def status(as_json: bool) -> None:
         views.status(report)
         if voice is not None:
             views.out.print(f"[bold]Voice[/bold]    {voice['summary']}")
-        if models is not None:
+        if models is not None and "servers" in models:
+            for server, table in models["servers"].items():
+                views.out.print()
+                views.out.print(f"[bold]Models on {server}[/bold]"
+                                + (f"  {table['down']}" if table.get("down") else ""))
+                models_views.models_table(table)
+        elif models is not None:
             views.out.print()
             models_views.models_table(models)
 

@@ -12,6 +12,7 @@ from rich.text import Text
 from reconciler.core.durations import format_duration
 from reconciler.server.record import Outcome
 from reconciler.stack.health import StatusReport
+from reconciler.swarm import status as swarm_status
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -172,6 +173,15 @@ def status(report: StatusReport) -> None:
         grid.add_row("GPU", report.gpu.get("summary") or Text(str(report.gpu.get("error")),
                                                                style="red"))
     out.print(grid)
+    if report.servers is not None:  # swarm mode: one line per server
+        servers = Table(box=None, pad_edge=False, header_style="bold")
+        servers.add_column("SERVER")
+        servers.add_column("ROLE, NODE: SERVICES")
+        for row in report.servers:
+            style = "" if row["state"] == "ready" else "red"
+            servers.add_row(row["server"], Text(swarm_status.server_line(row), style=style))
+        out.print()
+        out.print(servers)
     if report.services:
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("SERVICE", "HEALTH", "STATE", "IMAGE", "NOTE"):

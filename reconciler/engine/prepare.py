@@ -12,11 +12,10 @@ from pathlib import Path
 
 import docker
 
-from reconciler.core.errors import DockerError, LanaiError, SourceError, StateError
+from reconciler.core.errors import DockerError, LanaiError, SourceError
 from reconciler.core.files import write_json_atomic
 from reconciler.desired import load as desired_mod
 from reconciler.desired.lanai_yaml import LanaiConfig
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.desired.source import GitSource
 from reconciler.https.caddyfile import lan_ip
 from reconciler.server.record import State, parse_iso
@@ -33,6 +32,8 @@ from reconciler.stack.render import (
     render_key,
 )
 from reconciler.stack.sync import Run
+from reconciler.swarm import facts as swarm_facts
+from reconciler.swarm import render as swarm_render
 
 
 class Preparer:
@@ -47,6 +48,7 @@ class Preparer:
         self._step = step  # names what the reconcile does now, for `lanai status`
         self._gpu_runtime: bool | None = None
         self._start_interval: bool | None = None
+        self._cli_version: tuple[int, int] | None = None
         self._branch_for: tuple[str | None, str] = (None, "main")
 
     @property
@@ -100,6 +102,39 @@ class Preparer:
             self._start_interval = found is not None and tool_versions.has_start_interval(
                 found[1])
         return self._start_interval
+
+    def cli_version(self) -> tuple[int, int]:
+        """The docker CLI's (major, minor), asked once per process: swarm mode's stack file
+        format and `stack deploy` flags follow it."""
+        if self._cli_version is None:
+            self._cli_version = tool_versions.docker_cli_version()
+        return self._cli_version
+
+    def require_manager(self, config: LanaiConfig) -> None:
+        """Swarm mode's daemon runs on the manager: only there can it deploy the stack."""
+        try:
+            swarm = self.client.info().get("Swarm") or {}
+        except Exception as exc:
+            raise DockerError(f"cannot ask Docker whether this is the swarm manager ({exc}); "
+                              "check `docker info`.") from None
+        if not swarm.get("ControlAvailable"):
+            manager = config.manager
+            name = manager.name if manager is not None else "the first server"
+            state = swarm.get("LocalNodeState") or "inactive"
+            raise DockerError(
+                f"lanai.yaml: mode: swarm: this server is not a swarm manager (its swarm state "
+                f"is {state}), and lanai's daemon deploys a swarm from the manager, {name}; "
+                f"run bootstrap.sh with {name} first to make the swarm, or keep mode: compose "
+                "on the branch this server follows.")
+
+    def swarm_inputs(self, config: LanaiConfig) -> tuple[str, set[str]]:
+        """What the swarm adds to a render (render key part, GPU servers); ('', set()) in
+        compose mode."""
+        if config.mode != "swarm":
+            return "", set()
+        self.require_manager(config)
+        gpus = swarm_render.gpu_servers(swarm_facts.gather(self.client, config.project).nodes)
+        return swarm_render.render_inputs(gpus, self.cli_version()), gpus
 
     def branch(self) -> str:
         """The server's branch override, else lanai.yaml's source.branch on main, else main."""
@@ -166,16 +201,20 @@ class Preparer:
         self.source.export(commit, scratch)
         try:
             state = desired_mod.load_state(scratch, commit)
-            if state.config.mode == "swarm":
-                raise StateError(NOT_DEPLOYABLE_YET)
+            # First: off the manager, nothing else about the server matters.
+            swarm, gpus = self.swarm_inputs(state.config)
             secrets = read_secrets(self.settings.secrets_file)
             require(secrets, state.config.secret_names(), self.settings.secrets_file)
-            gpu_runtime = self.gpu_runtime()
+            # In swarm mode the stack file reserves GPUs per server (gpus); compose's
+            # normalized project must keep the GPU request for it to see.
+            gpu_runtime = True if swarm else self.gpu_runtime()
             address = lan_ip() if state.config.https is not None else None
             fast = self.start_interval()
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
                              salt=self.hash_salt(), lan_ip=address, start_interval=fast,
-                             status_dir=self.settings.status_dir)
+                             status_dir=self.settings.status_dir, swarm=swarm)
+            finish = swarm_render.finisher(state, gpus=gpus, cli_version=self.cli_version()) \
+                if swarm else None
             final = deployments / key
             cached = load_rendered(final)
             if cached is not None:
@@ -188,7 +227,7 @@ class Preparer:
             try:
                 return render(state, secrets, final, commit, key, gpu_runtime=gpu_runtime,
                               salt=self.hash_salt(), lan_ip=address, start_interval=fast,
-                              status_dir=self.settings.status_dir)
+                              status_dir=self.settings.status_dir, finish=finish)
             except BaseException:
                 discard(final)
                 raise
@@ -210,17 +249,22 @@ class Preparer:
         """Whether what the server adds to the commit (secret values, its LAN address for the
         https certificates) changed since it was rendered."""
         config = applied.config
-        if not config.secret_names() and config.https is None:
+        if not config.secret_names() and config.https is None and config.mode != "swarm":
             return False
         try:
             secrets = read_secrets(self.settings.secrets_file)
         except LanaiError:  # unreadable or unsafe: loading the commit says so, in one sentence
             return True
         address = lan_ip() if config.https is not None else None
-        return render_key(applied.commit, config, secrets, gpu_runtime=self.gpu_runtime(),
+        try:
+            swarm, _ = self.swarm_inputs(config)
+        except LanaiError:  # not the manager now: loading the commit says so, in one sentence
+            return True
+        return render_key(applied.commit, config, secrets,
+                          gpu_runtime=True if swarm else self.gpu_runtime(),
                           salt=self.hash_salt(), lan_ip=address,
                           start_interval=self.start_interval(),
-                          status_dir=self.settings.status_dir) != applied.key
+                          status_dir=self.settings.status_dir, swarm=swarm) != applied.key
 
     def list_documents(self, rendered: Rendered) -> Rendered:
         """A deployment rendered by an older lanai has no list of the commit's documents:

@@ -26,6 +26,7 @@ from reconciler.desired.source import GitSource
 from reconciler.engine.prepare import Preparer
 from reconciler.engine.syncer import ModelsSyncer, PartSyncer, WebUISyncer
 from reconciler.models import state as models_state
+from reconciler.models.fleet import ServerAccess, unavailable
 from reconciler.models.pulls import PullWorker
 from reconciler.models.sync import first_gpu
 from reconciler.server import working
@@ -43,6 +44,9 @@ from reconciler.server.settings import ServerSettings
 from reconciler.stack import facts as facts_mod
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
+from reconciler.swarm import facts as swarm_facts
+from reconciler.swarm import relay
+from reconciler.swarm.sync import SwarmSync
 from reconciler.webui.sync import WebUISync
 
 log = logging.getLogger("lanai")
@@ -81,6 +85,19 @@ class Engine:
                                progress=self.progress, step=self._step,
                                start_interval=self.preparer.start_interval,
                                inputs=self.preparer.server_inputs, data=self.guard)
+        self.swarm = SwarmSync(settings, client=lambda: self.client,
+                               client_factory=lambda: self.client_factory(),
+                               progress=self.progress, step=self._step,
+                               start_interval=self.preparer.start_interval,
+                               inputs=self.preparer.server_inputs, data=self.guard,
+                               cli_version=self.preparer.cli_version)
+
+    def stack_for(self, run: Run) -> StackSync:
+        """Compose or Swarm, by the mode of the commit being deployed, else of the applied
+        one. (A commit that changes the mode deploys with the new one; the old mode's
+        containers are not moved: see README, Several servers.)"""
+        rendered = run.desired or run.applied
+        return self.swarm if rendered is not None and rendered.mode == "swarm" else self.stack
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -210,7 +227,7 @@ class Engine:
         state.source_error = source_error.message if source_error else None
         run = Run(state, head, retry, trigger, timer, mark, applied=self.applied(state))
         self.preparer.choose(run)
-        run.outcome = outcome = self.stack.sync(run)  # the stack first: its outcome leads
+        run.outcome = outcome = self.stack_for(run).sync(run)  # first: its outcome leads
         before.models, before.problems = self._models_summary(), dict(state.problems)
         # A commit with the same files as the applied one changes no model or setting; after
         # a clean last sync there is nothing to read (the polls' drift checks still do).
@@ -269,11 +286,17 @@ class Engine:
     def _parts(self) -> list[PartSyncer]:
         """The parts that follow the stack, in order (made per reconcile: the daemon sets
         self.pulls after the engine is made)."""
+        # Swarm mode: each Ollama and Open WebUI through the relay on this host, who is down
+        # from the swarm's facts (asked only for a commit in swarm mode).
+        access = ServerAccess(urls=lambda r: relay.ollama_urls(self.client, r.project),
+                              facts=lambda r: swarm_facts.gather(self.client, r.project))
         return [
             ModelsSyncer(self.settings, lambda: self.client, progress=self.progress,
-                         gpu=self.gpu_info, pulls=self.pulls, save=self.save),
+                         gpu=self.gpu_info, pulls=self.pulls, save=self.save, servers=access),
             WebUISyncer(self.settings, lambda: self.client, progress=self.progress,
-                        tokens=self._webui_tokens, list_documents=self.preparer.list_documents),
+                        tokens=self._webui_tokens, list_documents=self.preparer.list_documents,
+                        down=lambda r: list(unavailable(access.facts(r), r.config.servers)),
+                        url=lambda r: relay.webui_url(self.client, r.project)),
         ]
 
     def _converge(self, part: PartSyncer, run: Run) -> None:

@@ -54,10 +54,14 @@ class StatusReport:
     backups: dict[str, Any] | None = None  # the newest backup, how many, a restore pin
     doing: str | None = None  # while Progressing: what the running reconcile does now
     problems: dict[str, str] = field(default_factory=dict)  # part -> why it is Degraded
+    # Swarm mode: one entry per server (reconciler.swarm.status); None on one box.
+    servers: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = dict(vars(self))
         data["services"] = [vars(s) for s in self.services]
+        if self.servers is None:  # compose mode's JSON stays as it was
+            del data["servers"]
         return data
 
 

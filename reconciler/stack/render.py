@@ -13,6 +13,7 @@ import hmac
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,12 @@ LABEL_MANAGED = "io.lanai.managed"
 LABEL_HASH = "io.lanai.config-hash"
 REDACTED = "<secret>"
 RESTORE_FILE = "lanai.restore.yaml"  # written by a restore (backup_run) beside the others
+# Swarm mode's stack file, for `docker stack deploy` (reconciler.swarm.render writes it).
+STACK_FILE = "lanai.stack.yaml"
 # What lanai writes beside the commit's files: a commit holding one of these names is
 # refused, so lanai never writes over, or through, a file or link of the commit.
-GENERATED = (DESIRED_FILE, compose.OVERRIDE_FILE, SECRETS_DIR, CADDYFILE, RESTORE_FILE)
+GENERATED = (DESIRED_FILE, compose.OVERRIDE_FILE, SECRETS_DIR, CADDYFILE, RESTORE_FILE,
+             STACK_FILE)
 
 
 @dataclass
@@ -81,6 +85,12 @@ class Rendered:
     documents: dict[str, list[list[str]]] | None = None
     # Services of the compose file left out because their profiles are off -> those profiles.
     inactive: dict[str, list[str]] = field(default_factory=dict)
+    # compose: one box (`docker compose up`); swarm: `docker stack deploy` of stack_file,
+    # whose services (ollama-<server> for the Ollama) are in stack_services: name ->
+    # {"hash": its io.lanai.config-hash, "server": the server it is pinned to or None}.
+    mode: str = "compose"
+    stack_file: str | None = None
+    stack_services: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def config(self) -> LanaiConfig:
@@ -117,6 +127,8 @@ class Rendered:
                 "cpu_only": self.cpu_only, "models": self.models_settings,
                 "ollama_service": self.ollama_service, "webui": self.webui_settings,
                 "documents": self.documents, "inactive": self.inactive,
+                "mode": self.mode, "stack_file": self.stack_file,
+                "stack_services": self.stack_services,
                 "services": {name: vars(spec) for name, spec in self.services.items()}}
 
     @classmethod
@@ -128,6 +140,8 @@ class Rendered:
                    ollama_service=data.get("ollama_service"),
                    webui_settings=data.get("webui"), documents=data.get("documents"),
                    inactive=data.get("inactive") or {},
+                   mode=data.get("mode") or "compose", stack_file=data.get("stack_file"),
+                   stack_services=data.get("stack_services") or {},
                    services={name: ServiceSpec(**spec)
                              for name, spec in data["services"].items()})
 
@@ -140,10 +154,12 @@ def status_mount(config: LanaiConfig, status_dir: Path | None) -> Path | None:
 
 def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
                gpu_runtime: bool, salt: bytes, lan_ip: str | None = None,
-               start_interval: bool = False, status_dir: Path | None = None) -> str:
+               start_interval: bool = False, status_dir: Path | None = None,
+               swarm: str = "") -> str:
     """Changes when the commit, any secret value the state uses, the GPU runtime, the
     engine's health start_interval, (with https) the server's LAN address or where the
-    status page's socket is changes.
+    status page's socket is changes; in swarm mode when `swarm` (what the swarm adds to
+    the render: GPU servers, the docker CLI's version) changes.
     Keyed with the server's salt: the key names a directory, and a plain digest of a
     weak secret could be guessed from it."""
     digest = hmac.new(salt or b"lanai", f"{commit}\0gpu={gpu_runtime}".encode(),
@@ -155,6 +171,8 @@ def render_key(commit: str, config: LanaiConfig, secrets: dict[str, str], *,
         digest.update(f"\0status={mount}".encode())
     if config.https is not None and config.https.lan_ip:
         digest.update(f"\0lan_ip={lan_ip}".encode())
+    if swarm:  # absent in compose mode: its keys stay as they were
+        digest.update(f"\0swarm={swarm}".encode())
     for name in sorted(config.secret_names()):
         digest.update(f"\0{name}={secrets.get(name, '')}".encode())
     return f"{commit[:12]}-{digest.hexdigest()[:8]}"
@@ -196,10 +214,14 @@ def cpu_only_services(state: DesiredState, gpu_runtime: bool) -> list[str]:
 def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit: str,
            key: str, *, gpu_runtime: bool, salt: bytes = b"", timeout: float = 60,
            lan_ip: str | None = None, start_interval: bool = False,
-           status_dir: Path | None = None) -> Rendered:
+           status_dir: Path | None = None,
+           finish: Callable[[dict[str, Any], Rendered], None] | None = None) -> Rendered:
     """Fill `directory` (already holding the commit's files) and validate it with compose.
 
-    `status_dir`: the daemon's status page directory, mounted in the https proxy."""
+    `status_dir`: the daemon's status page directory, mounted in the https proxy.
+    `finish`: called with compose's normalized project and the Rendered before the
+    render is marked complete (swarm mode writes its stack file there; the engine picks
+    it, as the stack sits below swarm)."""
     config = state.config
     safe_tree.refuse_generated(directory, GENERATED)
     directory.chmod(0o700)  # it will hold resolved environment, secrets included
@@ -254,6 +276,8 @@ def render(state: DesiredState, secrets: dict[str, str], directory: Path, commit
                         documents={name: [[d.path, d.sha256] for d in docs]
                                    for name, docs in state.documents.items()},
                         inactive=state.inactive)
+    if finish is not None:
+        finish(normalized, rendered)
     # Written last: a directory without it is an interrupted render and is redone.
     safe_tree.write_generated(directory, DESIRED_FILE, json.dumps(rendered.to_json(), indent=1),
                               0o644)

@@ -52,6 +52,27 @@ def compose_version(timeout: float = 30) -> str:
     return version
 
 
+def docker_cli_version(timeout: float = 30) -> tuple[int, int]:
+    """The docker CLI's (major, minor): which stack file format and flags it reads (swarm
+    mode's `docker stack deploy` is the CLI's, not the engine's)."""
+    try:
+        result = subprocess.run(["docker", "version", "--format", "{{.Client.Version}}"],
+                                capture_output=True, text=True, timeout=timeout, check=False,
+                                stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise DockerError("the docker CLI is not installed; install Docker Engine (bootstrap.sh "
+                          "does).") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"`docker version` did not answer within {timeout:.0f}s; check "
+                          "`docker info`.") from None
+    found = parse(result.stdout.strip())
+    if len(found) < 2:  # the client prints its version even when the engine is down
+        raise DockerError("`docker version` printed no client version "
+                          f"({(result.stderr or result.stdout).strip()[:200]}); check the "
+                          "docker CLI.")
+    return found[0], found[1]
+
+
 def upgrade_hint() -> str:
     return ("upgrade it (`apt-get install --only-upgrade docker-compose-v2`, docker-compose "
             "or docker-compose-plugin, whichever is installed) or run bootstrap.sh again, "

@@ -1,15 +1,16 @@
-"""A commit in swarm mode is refused by this lanai with one sentence, before anything on
-the server is touched: the compose engine would otherwise deploy it as one box and ignore
-its servers. A real git repo holds the example state as three servers."""
+"""A commit in swarm mode on a server that is not the swarm's manager fails with one
+sentence naming the manager, before anything on the server is touched (the compose engine
+would otherwise deploy it as one box). A real git repo holds the example state as two
+servers; Docker's `info` answer is the only stand-in."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from reconciler.core.errors import ExitCode
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.engine.reconcile import Engine
 from reconciler.server.settings import ServerSettings
 from tests.unit.conftest import EXAMPLE_STATE
@@ -27,7 +28,16 @@ def git(cwd: Path, *args: str) -> None:
                    cwd=cwd, check=True, capture_output=True, text=True)
 
 
-def test_a_swarm_commit_fails_with_one_sentence_and_touches_nothing(tmp_path: Path) -> None:
+class NotAManager:
+    """docker-py's client as far as `docker info` goes, on a box outside any swarm."""
+
+    def info(self) -> dict[str, Any]:
+        return {"Runtimes": {"runc": {}}, "Swarm": {"LocalNodeState": "inactive",
+                                                    "ControlAvailable": False}}
+
+
+def test_a_swarm_commit_off_the_manager_fails_naming_it_and_touches_nothing(
+        tmp_path: Path) -> None:
     bare = tmp_path / "state.git"
     git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(bare))
     work = tmp_path / "work"
@@ -45,12 +55,18 @@ def test_a_swarm_commit_fails_with_one_sentence_and_touches_nothing(tmp_path: Pa
     settings = ServerSettings(home=tmp_path / "home", repo=str(bare), branch="main",
                               secrets_file=tmp_path / "secrets.env",
                               config_file=tmp_path / "server.yaml", deploy_key=tmp_path / "k")
-    engine = Engine(settings, progress=lambda _m: None)
+    engine = Engine(settings, progress=lambda _m: None,
+                    client_factory=NotAManager)  # type: ignore[arg-type]
     outcome = engine.reconcile(trigger="poll")
     assert outcome.status == "failed"
-    assert outcome.exit_code == ExitCode.INVALID
-    assert NOT_DEPLOYABLE_YET in outcome.error
+    assert outcome.exit_code == ExitCode.DOCKER
+    assert outcome.error == (
+        "lanai.yaml: mode: swarm: this server is not a swarm manager (its swarm state is "
+        "inactive), and lanai's daemon deploys a swarm from the manager, box-a; run "
+        "bootstrap.sh with box-a first to make the swarm, or keep mode: compose on the branch "
+        "this server follows.")
     state = engine.state()
-    assert state.failure is not None and state.failure.deterministic
+    # Retried on the backoff: making the swarm on the server is the fix, not a new commit.
+    assert state.failure is not None and not state.failure.deterministic
     assert state.applied_commit is None
     assert not any(settings.deployments_dir.glob("*"))  # nothing rendered
