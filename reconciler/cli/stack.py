@@ -24,7 +24,6 @@ from reconciler.daemon.run import Daemon
 from reconciler.desired import load as desired_mod
 from reconciler.desired.load import ollama_service
 from reconciler.desired.models_yaml import ModelsConfig
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET, SWARM_PREVIEW
 from reconciler.engine.reconcile import Engine
 from reconciler.https.caddyfile import lan_ip
 from reconciler.models import lock as models_lock
@@ -44,7 +43,10 @@ from reconciler.stack import facts as facts_mod
 from reconciler.stack import health as report_mod
 from reconciler.stack.plan import plan as make_plan
 from reconciler.stack.render import Rendered, render, render_key
+from reconciler.swarm import migrate
+from reconciler.swarm import render as swarm_render
 from reconciler.swarm import status as swarm_status
+from reconciler.swarm.plan import Deploy
 from reconciler.swarm.stackfile import stack_file
 from reconciler.swarm.sync import drift_json
 
@@ -175,11 +177,13 @@ def _plan(ref: str | None, directory: Path | None) -> dict[str, Any]:
     if directory is not None:
         state = desired_mod.load_state(directory)
         if state.config.mode == "swarm":
-            # This server's compose engine would refuse it (engine.prepare): plan no
-            # one-box changes, show the fit per server and say why nothing deploys.
-            return {"commit": "working-tree", "applied_commit": applied.commit if applied else None,
-                    "actions": [], "refused": NOT_DEPLOYABLE_YET,
-                    "notes": notes, "models": fit_json(directory, state)}
+            try:
+                engine.preparer.require_manager(state.config)
+            except LanaiError as exc:  # only the manager can plan the swarm's deploy
+                return {"commit": "working-tree",
+                        "applied_commit": applied.commit if applied else None,
+                        "actions": [], "refused": exc.message, "notes": notes,
+                        "models": fit_json(directory, state)}
         with tempfile.TemporaryDirectory(prefix="lanai-plan-") as tmp:
             rendered = _render_dir(engine, directory, Path(tmp), notes)
             result = _plan_against(engine, rendered, applied, notes)
@@ -261,15 +265,21 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
     address = lan_ip() if state.config.https is not None else None
     fast = engine.preparer.start_interval()
     status_dir = engine.settings.status_dir
+    swarm, gpus = engine.preparer.swarm_inputs(state.config)
+    finish = swarm_render.finisher(state, gpus=gpus, cli_version=engine.preparer.cli_version()) \
+        if swarm else None
     return render(state, secrets, target, commit,
                   render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,
-                             lan_ip=address, start_interval=fast, status_dir=status_dir),
+                             lan_ip=address, start_interval=fast, status_dir=status_dir,
+                             swarm=swarm),
                   gpu_runtime=gpu, salt=salt, lan_ip=address, start_interval=fast,
-                  status_dir=status_dir)
+                  status_dir=status_dir, finish=finish)
 
 
 def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
                   notes: list[str]) -> dict[str, Any]:
+    if rendered.mode == "swarm":
+        return _plan_swarm(engine, rendered, applied, notes)
     facts = facts_mod.observe(engine.client, rendered.project, rendered.images)
     result = make_plan(rendered, facts, applied=applied, prune=rendered.config.sync.prune)
     decision = engine.guard.decision(rendered, facts, applied)
@@ -282,6 +292,28 @@ def _plan_against(engine: Engine, rendered: Rendered, applied: Rendered | None,
     return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
             "actions": [a.to_json() for a in result.actions],
             "drift": [d.to_json() for d in result.drift], "notes": notes}
+
+
+def _plan_swarm(engine: Engine, rendered: Rendered, applied: Rendered | None,
+                notes: list[str]) -> dict[str, Any]:
+    """The swarm's plan, in the shape `views.plan` prints: an action per stack deploy
+    (stage) or node label, drift per service or server."""
+    if migrate.compose_leftovers(engine.client, rendered.project):
+        notes.append("Compose's containers of this project are taken down first (volumes "
+                     "kept): one box moves to the swarm")
+    _facts, result = engine.swarm.observe(rendered)
+    actions = []
+    for action in result.actions:
+        if isinstance(action, Deploy):
+            actions.append({"kind": "deploy", "service": ", ".join(action.services) or
+                            rendered.project, "reason": action.reason})
+        else:
+            actions.append({"kind": "label", "service": action.server,
+                            "reason": action.reason})
+    return {"commit": rendered.commit, "applied_commit": applied.commit if applied else None,
+            "actions": actions,
+            "drift": [{"service": d.subject, "kind": d.kind, "detail": d.detail}
+                      for d in result.drift], "notes": notes}
 
 
 @root.command()
@@ -370,10 +402,10 @@ def swarm_notes(state: desired_mod.DesiredState, normalized: dict[str, Any] | No
     """(problems, notes) of a swarm state's stack file: what Swarm cannot honour, and how
     lanai maps what it lacks, each naming compose.yaml's line. Offline, a server is taken
     to advertise a GPU unless lanai.yaml says gpu: none (bootstrap sets that up)."""
-    notes = [SWARM_PREVIEW]
+    notes: list[str] = []
     if normalized is None:
-        return [], [*notes, "no docker CLI here: the Swarm mapping of compose.yaml was not "
-                    "checked (it needs `docker compose config`)"]
+        return [], ["no docker CLI here: the Swarm mapping of compose.yaml was not checked "
+                    "(it needs `docker compose config`)"]
     models = state.models
     stack = stack_file(normalized, state.config, models,
                        ollama_service=ollama_service(state.compose, models) if models

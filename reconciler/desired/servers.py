@@ -135,15 +135,6 @@ class SwarmSettings(BaseModel):
 
 Mode = Literal["compose", "swarm"]
 
-SWARM_PREVIEW = (
-    "lanai.yaml: mode: swarm: this lanai checks a state of several servers (placement, one "
-    "fit table per server, how compose.yaml maps to Swarm) but cannot deploy one yet: a "
-    "server's daemon refuses the commit and stays as it was.")
-NOT_DEPLOYABLE_YET = (
-    "lanai.yaml: mode: swarm: this lanai checks and plans a state of several servers (`lanai "
-    "validate`, `lanai plan --dir`: one fit table per server) but cannot deploy one yet, so "
-    "the server was left as it was; keep mode: compose on the branch this server follows "
-    "until a lanai that deploys swarm mode is installed.")
 
 
 def manager_of(servers: list[Server]) -> Server | None:

@@ -45,7 +45,7 @@ from reconciler.stack import facts as facts_mod
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import Run, StackSync, applied_deployment
 from reconciler.swarm import facts as swarm_facts
-from reconciler.swarm import relay
+from reconciler.swarm import migrate, relay
 from reconciler.swarm.sync import SwarmSync
 from reconciler.webui.sync import WebUISync
 
@@ -84,7 +84,9 @@ class Engine:
                                client_factory=lambda: self.client_factory(),
                                progress=self.progress, step=self._step,
                                start_interval=self.preparer.start_interval,
-                               inputs=self.preparer.server_inputs, data=self.guard)
+                               inputs=self.preparer.server_inputs, data=self.guard,
+                               leave=lambda r: migrate.leave_stack(self.client, r.project,
+                                                                   self.progress))
         self.swarm = SwarmSync(settings, client=lambda: self.client,
                                client_factory=lambda: self.client_factory(),
                                progress=self.progress, step=self._step,

@@ -72,8 +72,12 @@ class StackSync:
                  client_factory: Callable[[], docker.DockerClient],
                  progress: Callable[[str], None], step: Callable[[str], None],
                  start_interval: Callable[[], bool], inputs: Callable[[], str],
-                 data: DataHook) -> None:
+                 data: DataHook,
+                 leave: Callable[[Rendered], list[dict[str, Any]]] | None = None) -> None:
         self.settings = settings
+        # What makes way before this mode deploys (the engine wires the other mode's
+        # leftovers: a swarm stack of the same project); returns the actions it took.
+        self.leave = leave
         self._client = client  # the engine's, made on first use
         self.client_factory = client_factory
         self.progress = progress
@@ -116,6 +120,14 @@ class StackSync:
     def deploy(self, state: State, desired: Rendered, applied: Rendered | None, timer: Timer,
                mark: float, trigger: str) -> Outcome:
         config = desired.config
+        moved: list[dict[str, Any]] = []
+        if self.leave is not None:
+            try:
+                moved = self.leave(desired)
+            except LanaiError as exc:
+                outcome = Outcome("applied", applied_commit=state.applied_commit)
+                self.fail(state, desired.commit, desired.key, exc, outcome)
+                return outcome
         facts = facts_mod.observe(self.client, desired.project, desired.images)
         the_plan = plan(desired, facts, applied=applied, prune=config.sync.prune)
         mark = timer.lap("observe_plan", mark)
@@ -136,7 +148,7 @@ class StackSync:
             self.fail(state, desired.commit, desired.key, exc, outcome)
             return outcome
         self._record_compose(timer, report)
-        outcome.actions = report.results
+        outcome.actions = moved + report.results
         self.data.deployed(desired)
         if the_plan.empty:
             outcome.status = "no-op"

@@ -10,17 +10,21 @@ networks are gone, since Compose would trip over a network name still held.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import docker
 from docker.errors import APIError
 
-from reconciler.core.errors import DockerError
+from reconciler.core.errors import ApplyError, DockerError
+from reconciler.swarm import cli
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 STACK_NAMESPACE = "com.docker.stack.namespace"
 GONE_TIMEOUT = 180.0  # stack rm returns at once; its tasks stop within their grace period
+COMMAND_TIMEOUT = 300.0
 
 
 def compose_down(project: str) -> list[str]:
@@ -64,3 +68,49 @@ def wait_stack_gone(client: docker.DockerClient, project: str, *,
                               "`docker network rm`) and lanai deploys on its next poll.",
                               deterministic=False)
         sleep(1.0)
+
+
+def leave_compose(client: docker.DockerClient, project: str,
+                  progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Before a swarm deploy: Compose's containers of the project make way (one box to
+    several). Returns the action it took, as the outcome records actions."""
+    left = compose_leftovers(client, project)
+    if not left:
+        return []
+    progress(f"moving {project} from Compose to the swarm: docker compose down")
+    return [_run(compose_down(project), "migrate", project,
+                 f"one box to the swarm: Compose's {', '.join(left)} make way (volumes kept)")]
+
+
+def leave_stack(client: docker.DockerClient, project: str,
+                progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Before a Compose deploy: the swarm stack of the project goes (back to one box)."""
+    services = stack_leftovers(client, project)
+    if not services:
+        return []
+    progress(f"moving {project} from the swarm back to Compose: docker stack rm")
+    done = _run(cli.stack_rm(project), "migrate", project,
+                f"back to one box: the swarm's {', '.join(services)} removed (volumes kept)")
+    wait_stack_gone(client, project)
+    return [done]
+
+
+def _run(argv: list[str], kind: str, service: str, reason: str) -> dict[str, Any]:
+    started = time.monotonic()
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                                check=False, stdin=subprocess.DEVNULL, cwd="/")
+    except FileNotFoundError:
+        raise DockerError("the docker CLI is not installed; install Docker Engine "
+                          "(bootstrap.sh does).") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"`{' '.join(argv[:3])}` did not finish within "
+                          f"{COMMAND_TIMEOUT:.0f}s; check `docker info` on this server.",
+                          deterministic=False) from None
+    if result.returncode != 0:
+        text = (result.stderr or result.stdout).strip()
+        last = text.splitlines()[-1] if text else f"exit {result.returncode}"
+        raise ApplyError(f"`{' '.join(argv[:4])}` failed: {last}; fix what it names and "
+                         "lanai tries again on its next poll.", deterministic=False)
+    return {"kind": kind, "service": service, "reason": reason, "result": "ok", "error": None,
+            "duration_ms": round((time.monotonic() - started) * 1000)}

@@ -25,7 +25,7 @@ from reconciler.desired.servers import Server
 from reconciler.server.record import Outcome, State, Timer, now_iso, save_state
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import StackSync, prune_deployments
-from reconciler.swarm import cli
+from reconciler.swarm import cli, migrate
 from reconciler.swarm import facts as facts_mod
 from reconciler.swarm.facts import Facts, NodeFact
 from reconciler.swarm.plan import Deploy, LabelNode, ServiceState, SwarmPlan, match_nodes, plan
@@ -138,6 +138,9 @@ class SwarmSync(StackSync):
         outcome = Outcome("applied", applied_commit=state.applied_commit)
         updates = Updates()
         try:
+            # One box to several: Compose's containers hold the ports and network names.
+            outcome.actions += migrate.leave_compose(self.client, desired.project,
+                                                     self.progress)
             before = facts_mod.gather(self.client, desired.project)
             # A service Swarm rolled back fails this commit only when it rolled back from
             # this commit's own spec (a retry); another commit's spec for it is deployed.

@@ -12,7 +12,6 @@ from click.testing import CliRunner, Result
 from reconciler.cli import stack
 from reconciler.cli.main import main
 from reconciler.desired import load as desired
-from reconciler.desired.servers import NOT_DEPLOYABLE_YET
 from reconciler.models.fit_servers import fit_servers, servers_json
 
 from ..models.swarm_state import MODELS, make_swarm
@@ -141,10 +140,11 @@ def test_compose_mode_output_keeps_its_shape(state_dir: Path) -> None:
     assert checked["models"] == report
 
 
-def test_plan_prints_the_tables_and_says_this_server_cannot_deploy_swarm_mode(
+def test_plan_off_the_manager_prints_the_tables_and_names_the_manager(
         state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real `plan --dir` on a server: no one-box changes are planned for a swarm state
-    (the compose engine refuses it); the fit per server is shown, then the one sentence."""
+    """The real `plan --dir` on a machine that is not the swarm manager (this one's engine
+    is in no swarm): no deploy is planned, the fit per server is shown, then the sentence
+    naming the manager, where the plan can be made."""
     config = tmp_path / "server.yaml"
     config.write_text(f"home: {tmp_path / 'home'}\n", encoding="utf-8")
     monkeypatch.setenv("LANAI_CONFIG", str(config))
@@ -155,10 +155,12 @@ def test_plan_prints_the_tables_and_says_this_server_cannot_deploy_swarm_mode(
     assert result.exit_code == 2
     assert "box-b: worker, GPU rtx-4090 24 GiB" in result.output
     assert "error: box-c: llama3.1:8b-instruct-q8_0 needs " in result.output
-    assert "cannot deploy one yet" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "this server is not a swarm manager (its swarm state is inactive), and lanai's " \
+           "daemon deploys a swarm from the manager, box-a" in said, said
     data = json.loads(lanai("plan", "--dir", str(state_dir), "--json").output)
     assert (data["models"], data["actions"]) == (fit, [])
-    assert data["refused"] == NOT_DEPLOYABLE_YET
+    assert "is not a swarm manager" in data["refused"]
 
 
 def test_plan_dir_fits_a_swarm_state_per_server(state_dir: Path) -> None:

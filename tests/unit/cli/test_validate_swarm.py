@@ -11,7 +11,6 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from reconciler.cli.main import main
-from reconciler.desired.servers import SWARM_PREVIEW
 
 from ..models.swarm_state import make_swarm
 
@@ -33,7 +32,6 @@ def test_a_swarm_state_is_valid_with_its_mapping_notes(state_dir: Path) -> None:
     code, data = validate(make_swarm(state_dir))
     assert (code, data["valid"], data["problems"]) == (0, True, [])
     notes = data["notes"]
-    assert notes[0] == SWARM_PREVIEW
     assert any(n.endswith('open-webui.ports: "127.0.0.1:3000:8080": Swarm cannot publish on '
                           "127.0.0.1 only (it would listen on every address); left out in "
                           "swarm mode: use the https proxy, or ssh -L to the relay.")

@@ -50,9 +50,17 @@ class API:
         return frame[2]
 
 
+class NoContainers:
+    """The manager's containers: none of Compose's (a swarm from the start)."""
+
+    def list(self, all: bool = False, filters: dict[str, str] | None = None) -> list[Any]:
+        return []
+
+
 class Client:
     def __init__(self, frames: list[tuple[list, list, list]]) -> None:
         self.api = API(frames)
+        self.containers = NoContainers()
 
 
 class Clock:
