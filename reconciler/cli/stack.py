@@ -266,7 +266,8 @@ def _render_dir(engine: Engine, directory: Path, scratch: Path, notes: list[str]
     fast = engine.preparer.start_interval()
     status_dir = engine.settings.status_dir
     swarm, gpus = engine.preparer.swarm_inputs(state.config)
-    finish = swarm_render.finisher(state, gpus=gpus, cli_version=engine.preparer.cli_version()) \
+    finish = swarm_render.finisher(state, gpus=gpus, cli_version=engine.preparer.cli_version(),
+                                    files=engine.settings.home / swarm_render.FILES_DIR) \
         if swarm else None
     return render(state, secrets, target, commit,
                   render_key(commit, state.config, secrets, gpu_runtime=gpu, salt=salt,

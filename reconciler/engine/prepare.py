@@ -213,7 +213,8 @@ class Preparer:
             key = render_key(commit, state.config, secrets, gpu_runtime=gpu_runtime,
                              salt=self.hash_salt(), lan_ip=address, start_interval=fast,
                              status_dir=self.settings.status_dir, swarm=swarm)
-            finish = swarm_render.finisher(state, gpus=gpus, cli_version=self.cli_version()) \
+            finish = swarm_render.finisher(state, gpus=gpus, cli_version=self.cli_version(),
+                                           files=self.settings.home / swarm_render.FILES_DIR) \
                 if swarm else None
             final = deployments / key
             cached = load_rendered(final)

@@ -9,7 +9,11 @@ the render key: a GPU appearing on a server renders the commit again.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import shutil
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from reconciler.core.errors import StateError
@@ -36,19 +40,24 @@ def render_inputs(gpus: set[str], cli_version: tuple[int, int]) -> str:
     return f"gpu={','.join(sorted(gpus))};cli={cli_version[0]}.{cli_version[1]}"
 
 
-def finisher(state: DesiredState, *, gpus: set[str], cli_version: tuple[int, int]
-             ) -> Callable[[dict[str, Any], Rendered], None]:
-    """The callback that writes the stack file once compose has normalized the project."""
+def finisher(state: DesiredState, *, gpus: set[str], cli_version: tuple[int, int],
+             files: Path) -> Callable[[dict[str, Any], Rendered], None]:
+    """The callback that writes the stack file once compose has normalized the project;
+    `files`: where the commit's bind-mounted files are kept by content (stable_binds)."""
     def finish(normalized: dict[str, Any], rendered: Rendered) -> None:
-        write_stack(normalized, rendered, state, gpus=gpus, cli_version=cli_version)
+        write_stack(normalized, rendered, state, gpus=gpus, cli_version=cli_version,
+                    files=files)
     return finish
 
 
 def write_stack(normalized: dict[str, Any], rendered: Rendered, state: DesiredState, *,
-                gpus: set[str], cli_version: tuple[int, int]) -> StackFile:
+                gpus: set[str], cli_version: tuple[int, int],
+                files: Path | None = None) -> StackFile:
     """Write STACK_FILE (root-only: compose config inlined the services' secret values)
     and record it, with each stack service's hash, in `rendered`."""
     config = state.config
+    if files is not None:
+        normalized = stable_binds(normalized, rendered.directory, files)
     result = stack_file(normalized, config, state.models,
                         ollama_service=rendered.ollama_service, gpu_servers=gpus,
                         cli_version=cli_version, raw_compose=state.compose,
@@ -65,6 +74,52 @@ def write_stack(normalized: dict[str, Any], rendered: Rendered, state: DesiredSt
     rendered.stack_file = STACK_FILE
     rendered.stack_services = stack_services(result.stack)
     return result
+
+
+FILES_DIR = "stack-files"  # under lanai's home, beside deployments/
+
+
+def stable_binds(normalized: dict[str, Any], directory: Path, files: Path) -> dict[str, Any]:
+    """Bind mounts of the commit's own files (the proxy's Caddyfile, ./monitoring) point at
+    a copy named by its content: a path inside the deployment directory changes with every
+    commit, and Swarm would restart the service for the new path alone."""
+    out = copy.deepcopy(normalized)
+    inside = str(directory.resolve()) + "/"
+    for spec in (out.get("services") or {}).values():
+        for mount in spec.get("volumes") or []:
+            source = mount.get("source") if isinstance(mount, dict) else None
+            if mount.get("type") != "bind" or not isinstance(source, str) \
+                    or not (source + "/").startswith(inside):
+                continue
+            mount["source"] = str(kept_copy(Path(source), files))
+    return out
+
+
+def kept_copy(source: Path, files: Path) -> Path:
+    """`source` (a file or a directory) copied once to files/<content digest>/<name>."""
+    digest = content_digest(source)[:16]
+    target = files / digest / source.name
+    if not target.exists():
+        files.mkdir(mode=0o700, parents=True, exist_ok=True)
+        staging = files / f".{digest}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(mode=0o755)
+        if source.is_dir():
+            shutil.copytree(source, staging / source.name, symlinks=False)
+        else:
+            shutil.copy2(source, staging / source.name)
+        staging.rename(files / digest)
+    return target
+
+
+def content_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(str(item.relative_to(path)).encode() + b"\0" + item.read_bytes())
+    else:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def stack_services(stack: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -56,7 +56,8 @@ def swarm_state(tmp_path: Path, extra: str = "") -> Path:
 
 def do_render(directory: Path, gpus: set[str]) -> Rendered:
     state = load_state(directory, COMMIT)
-    finish = swarm_render.finisher(state, gpus=gpus, cli_version=(26, 1))
+    finish = swarm_render.finisher(state, gpus=gpus, cli_version=(26, 1),
+                                   files=directory.parent / "home" / swarm_render.FILES_DIR)
     return render(state, SECRETS, directory, COMMIT, "k1", gpu_runtime=True, salt=b"salt",
                   finish=finish)
 
@@ -156,3 +157,28 @@ def test_a_state_without_a_proxy_needs_a_relay_image(tmp_path: Path) -> None:
 
 def test_the_render_inputs_name_the_gpus_and_the_cli() -> None:
     assert swarm_render.render_inputs({"box-c", "box-b"}, (26, 1)) == "gpu=box-b,box-c;cli=26.1"
+
+
+def test_the_proxys_caddyfile_is_mounted_from_a_copy_named_by_its_content(
+        tmp_path: Path) -> None:
+    """Two commits, two deployment directories: the same bind source and spec for the
+    proxy (Swarm would restart it for a new path alone), outside either directory."""
+    sources, hashes = [], []
+    for name in ("one", "two"):
+        directory = swarm_state(tmp_path / name)
+        home = tmp_path / "home"
+        state = load_state(directory, COMMIT)
+        rendered = render(state, SECRETS, directory, COMMIT, "k1", gpu_runtime=True,
+                          salt=b"salt", finish=swarm_render.finisher(
+                              state, gpus=set(), cli_version=(26, 1),
+                              files=home / swarm_render.FILES_DIR))
+        stack = yaml.safe_load((directory / STACK_FILE).read_text())
+        binds = [v for v in stack["services"]["proxy"].get("volumes") or []
+                 if v.get("type") == "bind" and v["source"].endswith("Caddyfile")]
+        assert len(binds) == 1, stack["services"]["proxy"]
+        sources.append(binds[0]["source"])
+        hashes.append(rendered.stack_services["proxy"]["hash"])
+        copied = Path(binds[0]["source"])
+        assert copied.read_text() == (directory / copied.name).read_text()
+    assert sources[0] == sources[1] and hashes[0] == hashes[1]
+    assert sources[0].startswith(str(tmp_path / "home" / swarm_render.FILES_DIR))
