@@ -23,14 +23,22 @@ class ServiceContainer:
     address: str | None  # its IP address on the first network that gave it one
 
 
+# What Swarm labels a task's container with: the stack's service is <project>_<service>.
+LABEL_SWARM_SERVICE = "com.docker.swarm.service.name"
+
+
 def service_container(client: docker.DockerClient, project: str,
                        service: str) -> ServiceContainer | None:
-    """The running container of `service` in the compose project; None when none runs.
+    """The running container of `service` in the compose project, or (swarm mode) the task
+    of the stack's service running on this host; None when none runs here.
 
     With several (a scaled service), the first Docker lists.
     """
     found = client.containers.list(filters={"label": [
         f"{LABEL_PROJECT}={project}", f"{LABEL_SERVICE}={service}"]})
+    if not found:
+        found = client.containers.list(filters={"label": [
+            f"{LABEL_SWARM_SERVICE}={project}_{service}"]})
     if not found:
         return None
     container = found[0]

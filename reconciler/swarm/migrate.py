@@ -20,6 +20,7 @@ from docker.errors import APIError
 
 from reconciler.core.errors import ApplyError, DockerError
 from reconciler.swarm import cli
+from reconciler.swarm.relay import Relay
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 STACK_NAMESPACE = "com.docker.stack.namespace"
@@ -89,6 +90,7 @@ def leave_stack(client: docker.DockerClient, project: str,
     if not services:
         return []
     progress(f"moving {project} from the swarm back to Compose: docker stack rm")
+    Relay(client).remove(project)  # attached to the stack's overlay: stack rm would fail
     done = _run(cli.stack_rm(project), "migrate", project,
                 f"back to one box: the swarm's {', '.join(services)} removed (volumes kept)")
     wait_stack_gone(client, project)

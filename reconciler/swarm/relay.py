@@ -225,6 +225,24 @@ class Relay:
         return self.client.networks.create(name, driver="bridge",
                                            labels={LABEL_MANAGED: "true", LABEL_RELAY: project})
 
+    def remove(self, project: str) -> bool:
+        """Remove the relay and its bridge (back to one box: the relay holds the stack's
+        overlay network, which `docker stack rm` cannot remove while it is attached).
+        Whether there was one."""
+        try:
+            found = self._find(container_name(project), project)
+            if found is not None:
+                found.remove(force=True)
+            for network in self.client.networks.list(names=[bridge_name(project)]):
+                if network.name == bridge_name(project) and \
+                        network.attrs.get("Labels", {}).get(LABEL_RELAY) == project:
+                    network.remove()
+        except (docker.errors.APIError, RequestException) as exc:
+            raise DockerError(f"could not remove lanai's relay {container_name(project)} "
+                              f"({exc}); remove it (`docker rm -f`) and lanai goes on at its "
+                              "next poll.", deterministic=False) from None
+        return found is not None
+
     def urls(self, project: str) -> dict[str, str]:
         """Upstream key -> URL of the running relay; {} when it is not there."""
         try:
