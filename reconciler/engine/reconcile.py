@@ -29,6 +29,7 @@ from reconciler.models import state as models_state
 from reconciler.models.fleet import ServerAccess, unavailable
 from reconciler.models.pulls import PullWorker
 from reconciler.models.sync import first_gpu
+from reconciler.notify.drift_report import model_records
 from reconciler.server import working
 from reconciler.server.lock import Lock
 from reconciler.server.record import (
@@ -324,7 +325,12 @@ class Engine:
             outcome.error = part.summary(result.errors)
 
     def _models_summary(self) -> tuple[tuple[str, str | None, str | None], ...]:
-        """Per model: error and drift, so the history records when either changes."""
+        """Per model: error and drift, so the history records when either changes (in
+        swarm mode each server's records, which its own file holds)."""
+        applied = self.deployed()
+        if applied is not None and applied.mode == "swarm" and applied.models is not None:
+            return tuple((name, rec.error, rec.drift)
+                         for name, rec in model_records(self.settings, applied))
         models = models_state.load(self.settings.models_file).models
         return tuple((name, rec.error, rec.drift) for name, rec in sorted(models.items()))
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import tarfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -204,7 +207,9 @@ class Relay:
         except BaseException:
             container.remove(force=True)
             raise
-        return urls(container.attrs)
+        found = urls(container.attrs)
+        listening(found.values())  # the syncers ask it at once
+        return found
 
     def _find(self, name: str, project: str) -> Any:
         try:
@@ -265,6 +270,21 @@ def ollama_urls(client: docker.DockerClient, project: str) -> dict[str, str]:
 def webui_url(client: docker.DockerClient, project: str) -> str | None:
     """Open WebUI through the relay, or None when the relay is not running."""
     return Relay(client).urls(project).get(WEBUI)
+
+
+def listening(addresses: Iterable[str], timeout: float = 15.0) -> None:
+    """Until Caddy accepts connections on every published port (or `timeout`: the caller's
+    own request then says what is wrong)."""
+    deadline = time.monotonic() + timeout
+    for url in addresses:
+        parts = urlsplit(url)
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80),
+                                         timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
 
 
 def _archive(text: str) -> bytes:
