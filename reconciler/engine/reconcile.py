@@ -53,6 +53,12 @@ from reconciler.webui.sync import WebUISync
 log = logging.getLogger("lanai")
 
 
+def servers_down(drift: list[dict[str, Any]] | None) -> set[str]:
+    """The servers a stack check found down or gone (swarm mode's drift)."""
+    return {str(d.get("service")) for d in drift or []
+            if d.get("kind") in ("server-down", "server-absent", "server-drained")}
+
+
 @dataclass
 class Before:
     """What the last reconcile left, so the history records what changed."""
@@ -234,8 +240,11 @@ class Engine:
         before.models, before.problems = self._models_summary(), dict(state.problems)
         # A commit with the same files as the applied one changes no model or setting; after
         # a clean last sync there is nothing to read (the polls' drift checks still do).
+        # In swarm mode a server going down or coming back changes what the parts converge
+        # (its models left out, its Open WebUI connection off or on again), with no push.
+        servers_moved = servers_down(before.drift) != servers_down(state.drift)
         if outcome.status != "failed" and not (run.same_files and not state.problems
-                                               and self._syncs_clean()):
+                                               and self._syncs_clean() and not servers_moved):
             # Read once, after the stack: it may just have deployed another commit.
             run.deployed = self.applied(state)
             for part in self._parts():  # then models, then Open WebUI
