@@ -502,7 +502,10 @@ def test_one_server_down_leaves_the_others_chatting_and_converges_back_without_a
                     "box-c back, every service healthy")
     deployment.timings["box-c unpaused to healthy"] = time.monotonic() - mark
     assert back["applied_commit"] == applied and back["sync"] == "Synced", back
-    wait_for(lambda: chat.ask(MODEL_C).status_code == 200, 300, f"{MODEL_C} answering again")
+    # Open WebUI lists box-c's model again once lanai switched its connection back on (the
+    # page reloads the list as a browser does), and the model answers.
+    wait_for(lambda: MODEL_C in chat.models() and chat.ask(MODEL_C).status_code == 200, 300,
+             f"{MODEL_C} listed and answering again")
 
 
 @on_trixie_only
