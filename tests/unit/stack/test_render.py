@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from reconciler.stack.render import (
     render,
     render_key,
 )
+from tests.unit.compose_cli import needs_compose
 
 EXAMPLE_STATE = Path(__file__).resolve().parents[3] / "desired-state"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -39,16 +39,7 @@ SECRETS = {"WEBUI_SECRET_KEY": SECRET, "WEBUI_ADMIN_PASSWORD": ADMIN_PASSWORD}
 SALT = b"this-servers-salt"
 
 
-def _compose_available() -> bool:
-    try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True,
-                              timeout=20, check=False).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _compose_available(),
-                                reason="needs the `docker compose` CLI (not the engine)")
+pytestmark = needs_compose
 
 
 class _OverrideLoader(yaml.SafeLoader):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from reconciler.desired.load import load_state
 from reconciler.stack.render import GENERATED, STACK_FILE, Rendered, load_rendered, render
 from reconciler.swarm import render as swarm_render
 from reconciler.swarm.facts import parse_node
+from tests.unit.compose_cli import needs_compose
 
 EXAMPLE_STATE = Path(__file__).resolve().parents[3] / "desired-state"
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "swarm-deploy"
@@ -32,16 +32,7 @@ swarm: {encrypt: false}
 """
 
 
-def _compose_available() -> bool:
-    try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True,
-                              timeout=20, check=False).returncode == 0
-    except (FileNotFoundError, subprocess.TimeoutExpired):
-        return False
-
-
-pytestmark = pytest.mark.skipif(not _compose_available(),
-                                reason="needs the `docker compose` CLI (not the engine)")
+pytestmark = needs_compose
 
 
 def swarm_state(tmp_path: Path, extra: str = "") -> Path:
