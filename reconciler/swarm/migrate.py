@@ -10,7 +10,6 @@ networks are gone, since Compose would trip over a network name still held.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ import docker
 from docker.errors import APIError
 
 from reconciler.core.errors import ApplyError, DockerError
-from reconciler.swarm import cli
+from reconciler.swarm import cli, command
 from reconciler.swarm.relay import Relay
 
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -99,16 +98,7 @@ def leave_stack(client: docker.DockerClient, project: str,
 
 def _run(argv: list[str], kind: str, service: str, reason: str) -> dict[str, Any]:
     started = time.monotonic()
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
-                                check=False, stdin=subprocess.DEVNULL, cwd="/")
-    except FileNotFoundError:
-        raise DockerError("the docker CLI is not installed; install Docker Engine "
-                          "(bootstrap.sh does).") from None
-    except subprocess.TimeoutExpired:
-        raise DockerError(f"`{' '.join(argv[:3])}` did not finish within "
-                          f"{COMMAND_TIMEOUT:.0f}s; check `docker info` on this server.",
-                          deterministic=False) from None
+    result = command.run(argv, cwd="/", timeout=COMMAND_TIMEOUT)
     if result.returncode != 0:
         text = (result.stderr or result.stdout).strip()
         last = text.splitlines()[-1] if text else f"exit {result.returncode}"

@@ -10,7 +10,6 @@ tasks is desired running, is running, and sits on a node that is ready and activ
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,13 +18,13 @@ from typing import Any
 import docker
 import yaml
 
-from reconciler.core.errors import ApplyError, DockerError, ExitCode, LanaiError
+from reconciler.core.errors import ApplyError, ExitCode, LanaiError
 from reconciler.desired import safe_tree
 from reconciler.desired.servers import Server
 from reconciler.server.record import Outcome, State, Timer, now_iso, save_state
 from reconciler.stack.render import Rendered
 from reconciler.stack.sync import StackSync, prune_deployments
-from reconciler.swarm import cli, migrate
+from reconciler.swarm import cli, command, migrate
 from reconciler.swarm import facts as facts_mod
 from reconciler.swarm.facts import Facts, NodeFact
 from reconciler.swarm.plan import Deploy, LabelNode, ServiceState, SwarmPlan, match_nodes, plan
@@ -255,17 +254,7 @@ class SwarmSync(StackSync):
     def _run(self, argv: list[str], cwd: Path | None, outcome: Outcome, kind: str,
              service: str, reason: str) -> None:
         started = time.monotonic()
-        try:
-            result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
-                                    timeout=DEPLOY_TIMEOUT, check=False,
-                                    stdin=subprocess.DEVNULL)
-        except FileNotFoundError:
-            raise DockerError("the docker CLI is not installed; install Docker Engine "
-                              "(bootstrap.sh does).") from None
-        except subprocess.TimeoutExpired:
-            raise DockerError(f"`{' '.join(argv[:3])}` did not finish within "
-                              f"{DEPLOY_TIMEOUT:.0f}s; check `docker info` on the manager.",
-                              deterministic=False) from None
+        result = command.run(argv, cwd=cwd, timeout=DEPLOY_TIMEOUT)
         text = (result.stderr or result.stdout).strip()
         ok = result.returncode == 0
         outcome.actions.append({"kind": kind, "service": service, "reason": reason,
